@@ -1,0 +1,320 @@
+"""The ``mnistlab`` command: parses arguments and calls the library, nothing more.
+
+    mnistlab train cnn --dataset mnist-sample --epochs 3
+    mnistlab predict 17 my_digit.png --json
+    mnistlab layers 17 --save layers.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import MnistlabError
+
+
+def _err(msg: str) -> None:
+    print(f"mnistlab: error: {msg}", file=sys.stderr)
+
+
+def _notice(msg: str) -> None:
+    print(f"mnistlab: {msg}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- train
+
+def cmd_train(args) -> int:
+    from .config import build_config
+    from .runs import latest_run
+    from .train import reuse_run, train_run
+
+    if args.reuse:
+        path = args.run_dir or latest_run(model=args.model, dataset=args.dataset)
+        run = reuse_run(path, notice=_notice)
+        if run.config.model_name != args.model:
+            raise MnistlabError(f"{path} holds a {run.config.model_name!r} run, not {args.model!r}")
+        print(f"reused {run.path}")
+    else:
+        flags = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
+                 "seed": args.seed, "device": args.device}
+        if args.dry_run:
+            flags.update(epochs=1, limit_batches=2)
+        cfg = build_config(args.model, file=args.config, flags=flags, sets=args.set)
+        run = train_run(cfg, args.run_dir, progress=False if args.no_progress else None, notice=_notice)
+    _print_summary(run)
+    return 0
+
+
+def _print_summary(run) -> None:
+    s = run.summary
+    ds = run.config.data.dataset
+    held = f"{s.get('n_test', '?'):,} held-out digits" if isinstance(s.get("n_test"), int) else "test split"
+    if "test_acc" in s:
+        print(f"{run.config.model_name} on {ds}: test accuracy {s['test_acc']:.2%} ({held}), "
+              f"test loss {s['test_loss']:.4f}")
+    for k in sorted(k for k in s if k.startswith("test_") and k not in ("test_acc", "test_loss")):
+        print(f"{run.config.model_name} on {ds}: {k} {s[k]:.5f}")
+    if "train_time_s" in s:
+        print(f"trained {s['epochs']} epochs in {s['train_time_s']:.1f} s on {s['device']}")
+    print(f"run folder: {run.path}")
+    figs = sorted(p.name for p in run.figures.glob("*.png"))
+    if figs:
+        print(f"figures: {', '.join(figs)} in {run.figures}")
+
+
+# ---------------------------------------------------------------- show / predict / layers
+
+def _pick_id(ds, train: bool, id_: int | None) -> int:
+    import numpy as np
+
+    split = ds.split(train)
+    if id_ is None:
+        return int(np.random.default_rng().integers(len(split)))
+    if not 0 <= id_ < len(split):
+        raise MnistlabError(f"id {id_} out of range: {ds.name} {'train' if train else 'test'} "
+                            f"has ids 0..{len(split) - 1}")
+    return id_
+
+
+def _split_name(train: bool) -> str:
+    return "train" if train else "test"
+
+
+def cmd_show(args) -> int:
+    from .data import load_dataset
+    from .viz import digit_figure, show_or_save
+
+    ds = load_dataset(args.dataset, args.data_dir, notice=_notice)
+    i = _pick_id(ds, args.train, args.id)
+    img = ds.split(args.train).images[i].numpy()
+    label = ds.classes[int(ds.split(args.train).labels[i])]
+    where = f"{ds.name} {_split_name(args.train)} #{i}"
+    print(f"{where}: label {label}")
+    suffix = "-annotated" if args.annotate else ""
+    saved = show_or_save(digit_figure(img, f"{where}: {label}", args.annotate), args.save,
+                         f"digit-{ds.name}-{_split_name(args.train)}-{i}{suffix}.png")
+    if saved:
+        print(f"saved {saved}")
+    return 0
+
+
+def _classifier_run(run_arg):
+    from .runs import latest_run, load_run
+
+    run = load_run(run_arg or latest_run(task="classify"))
+    if run.task != "classify":
+        raise MnistlabError(f"{run.path} holds a {run.config.model_name!r} model, not a classifier")
+    return run
+
+
+def _dataset_for_run(run, args):
+    from .data import load_dataset
+
+    name = args.dataset or run.config.data.dataset
+    data_dir = args.data_dir or (run.config.data.data_dir if name == run.config.data.dataset else None)
+    return load_dataset(name, data_dir, notice=_notice)
+
+
+def cmd_predict(args) -> int:
+    import torch
+
+    from .images import is_image_path, load_image
+    from .train import predict
+
+    run = _classifier_run(args.run)
+    inputs = args.inputs or [None]
+    ds = None
+    failures = 0
+    for n, item in enumerate(inputs):
+        try:
+            if item is not None and is_image_path(item):
+                img = load_image(item)
+                name, label, record = item, None, {"input": item}
+            else:
+                ds = ds or _dataset_for_run(run, args)
+                i = _pick_id(ds, args.train, None if item is None else int(item))
+                split = ds.split(args.train)
+                img = split.images[i].numpy()
+                label = ds.classes[int(split.labels[i])]
+                name = f"{ds.name} {_split_name(args.train)} #{i}"
+                record = {"input": name, "id": i, "split": _split_name(args.train), "label": label}
+        except MnistlabError as e:
+            failures += 1
+            if args.json:
+                print(json.dumps({"input": item, "error": str(e)}))
+            _err(str(e))
+            continue
+        probs = torch.softmax(predict(run.model, torch.from_numpy(img)[None]), 1)[0].numpy()
+        classes = ds.classes if ds else tuple(str(c) for c in range(len(probs)))
+        top = int(probs.argmax())
+        if args.json:
+            print(json.dumps({**record, "digit": top, "class": classes[top],
+                              "confidence": round(float(probs[top]), 6),
+                              "probabilities": [round(float(p), 6) for p in probs]}))
+        else:
+            verdict = "(correct)" if str(label) == classes[top] else "(wrong)"
+            truth = "" if label is None else f", true {label} {verdict}"
+            print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){truth}")
+        if args.display:
+            from .viz import prediction_figure, show_or_save
+
+            save = args.save
+            if save and len(inputs) > 1:
+                save = str(Path(save).with_name(f"{Path(save).stem}-{n}{Path(save).suffix or '.png'}"))
+            saved = show_or_save(prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
+                                 save, f"prediction-{n}.png")
+            if saved and not args.json:
+                print(f"saved {saved}")
+    return 1 if failures else 0
+
+
+def cmd_layers(args) -> int:
+    import torch
+
+    from .data import images_to_float
+    from .images import is_image_path, load_image
+    from .viz import layers_figure, show_or_save
+
+    run = _classifier_run(args.run)
+    if args.input is not None and is_image_path(args.input):
+        img, title, classes = load_image(args.input), args.input, None
+    else:
+        ds = _dataset_for_run(run, args)
+        i = _pick_id(ds, args.train, None if args.input is None else int(args.input))
+        split = ds.split(args.train)
+        img = split.images[i].numpy()
+        classes = ds.classes
+        title = f"{ds.name} {_split_name(args.train)} #{i} (label {classes[int(split.labels[i])]})"
+    with torch.inference_mode():
+        acts = run.model.activations(images_to_float(torch.from_numpy(img)[None]))
+    classes = classes or tuple(str(c) for c in range(acts[-1][1].shape[-1]))
+    print(f"{title}: predicted {classes[int(acts[-1][1].argmax())]}")
+    saved = show_or_save(layers_figure(acts, classes, f"{run.config.model_name}: {title}"), args.save, "layers.png")
+    if saved:
+        print(f"saved {saved}")
+    return 0
+
+
+# ---------------------------------------------------------------- listings
+
+def cmd_models(args) -> int:
+    from .registry import create_model, get_spec, list_models
+
+    rows = []
+    for name in list_models(args.pattern):
+        spec = get_spec(name)
+        rows.append((name, spec.task, f"{create_model(name).num_parameters():,}", spec.description))
+    _table(("model", "task", "params", "description"), rows)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .runs import list_runs
+
+    rows = []
+    for r in list_runs(args.root):
+        s = r["summary"]
+        metric = (f"acc {s['test_acc']:.2%}" if "test_acc" in s
+                  else f"mse {s['test_mse']:.4f}" if "test_mse" in s else "-")
+        rows.append((str(r["path"]), r["model"], r["dataset"], metric, str(s.get("epochs", "-")),
+                     f"{s['train_time_s']:.1f}s" if "train_time_s" in s else "-",
+                     "" if r["complete"] else "incomplete"))
+    if not rows:
+        print(f"no runs under {args.root or 'runs'}/")
+        return 0
+    _table(("run", "model", "dataset", "test", "epochs", "time", ""), rows)
+    return 0
+
+
+def _table(header, rows) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in (header, *rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .data import AUTO, DATASETS
+
+    datasets = [*DATASETS, AUTO]
+    p = argparse.ArgumentParser(prog="mnistlab", description="Learn what neural networks do with handwritten digits.")
+    p.add_argument("--version", action="version", version=f"mnistlab {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def data_args(sp, default=AUTO):
+        sp.add_argument("--dataset", choices=datasets, default=default,
+                        help="dataset name; 'auto' is MNIST when available, else the bundled sample "
+                             f"(default: {default})")
+        sp.add_argument("--data-dir", help="folder with the dataset's files (IDX raw/gz, CSV or Keras NPZ)")
+
+    t = sub.add_parser("train", help="train a model and record a run folder")
+    t.add_argument("model", help="a registered model (see `mnistlab models`)")
+    data_args(t, default=None)
+    t.add_argument("--epochs", type=int, help="epochs (default: the model's preset)")
+    t.add_argument("--seed", type=int, help="random seed (default: 0)")
+    t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    t.add_argument("--config", help="TOML or YAML file with [model], [train], [data] sections")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set lr=0.01 --set model.dropout=0.3")
+    t.add_argument("--run-dir", help="run folder to write (default: runs/MODEL-DATASET-TIME)")
+    t.add_argument("--reuse", action="store_true",
+                   help="load the saved model of --run-dir (or the newest run of MODEL) instead of training")
+    t.add_argument("--dry-run", action="store_true", help="one epoch of two batches: a quick smoke run")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("show", help="show one digit (random when no ID)")
+    s.add_argument("id", nargs="?", type=int, help="index in the split (default: random)")
+    s.add_argument("--train", action="store_true", help="use the training split (default: test)")
+    s.add_argument("--save", metavar="FILE", help="write a PNG instead of opening a window")
+    s.add_argument("--annotate", action="store_true", help="write each pixel's 8-bit grey value on it")
+    data_args(s)
+    s.set_defaults(func=cmd_show)
+
+    pr = sub.add_parser("predict", help="predict dataset digits by id, or your own PNG/JPEG files")
+    pr.add_argument("inputs", nargs="*", metavar="ID|IMAGE",
+                    help="dataset ids and/or image files (default: one random id)")
+    pr.add_argument("--train", action="store_true", help="ids index the training split (default: test)")
+    pr.add_argument("--run", help="run folder of a classifier (default: the newest under runs/)")
+    pr.add_argument("--display", action="store_true", help="show each digit with its probabilities")
+    pr.add_argument("--save", metavar="FILE", help="with --display: write the picture to FILE")
+    pr.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
+    data_args(pr, default=None)
+    pr.set_defaults(func=cmd_predict)
+
+    la = sub.add_parser("layers", help="draw every layer's output for one digit")
+    la.add_argument("input", nargs="?", metavar="ID|IMAGE", help="dataset id or image file (default: random id)")
+    la.add_argument("--train", action="store_true", help="the id indexes the training split")
+    la.add_argument("--run", help="run folder of a classifier (default: the newest under runs/)")
+    la.add_argument("--save", metavar="FILE", help="write the PNG here (default: layers.png when no window)")
+    data_args(la, default=None)
+    la.set_defaults(func=cmd_layers)
+
+    m = sub.add_parser("models", help="list the registered models")
+    m.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'ae-*'")
+    m.set_defaults(func=cmd_models)
+
+    r = sub.add_parser("runs", help="list run folders with their key metrics")
+    r.add_argument("--root", type=Path, help="folder holding runs (default: runs/ or $MNISTLAB_RUNS)")
+    r.set_defaults(func=cmd_runs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except MnistlabError as e:
+        _err(str(e))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

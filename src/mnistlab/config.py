@@ -1,0 +1,274 @@
+"""Typed config: dataclass defaults <- model preset <- optional TOML/YAML file <- --set key=value.
+
+Sections are ``model`` (the model's own config dataclass), ``train`` and ``data``. A key may
+be written in full (``train.epochs=3``) or bare (``epochs=3``) when only one section has it.
+Unknown keys and values of the wrong type are errors that name the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("none", "onecycle", "cosine")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    schedule: str = "none"
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # 0: torch's default (one per physical core)
+    val_fraction: float = 0.0  # carved from the training set by the seed; 0 = report test only
+    eval_batch_size: int = 1000
+    limit_batches: int = 0  # >0: stop each epoch after this many batches (smoke runs)
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1", self.epochs)
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1", self.batch_size)
+        _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1", self.eval_batch_size)
+        _check(self.lr > 0, "train.lr", "must be > 0", self.lr)
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)
+        _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}", self.optimizer)
+        _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}", self.schedule)
+        _check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
+        _check(self.threads >= 0, "train.threads", "must be >= 0", self.threads)
+        _check(self.limit_batches >= 0, "train.limit_batches", "must be >= 0", self.limit_batches)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "auto"
+    data_dir: str | None = None
+
+    def validate(self) -> None:
+        from .data import AUTO, DATASETS
+
+        names = (*DATASETS, AUTO)
+        _check(self.dataset in names, "data.dataset", f"must be one of {names}", self.dataset)
+
+
+@dataclass
+class RunConfig:
+    model_name: str
+    model: Any  # the model's config dataclass
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def sections(self) -> dict[str, Any]:
+        return {"model": self.model, "train": self.train, "data": self.data}
+
+    def to_dict(self) -> dict:
+        return {"model_name": self.model_name,
+                **{name: dataclasses.asdict(sec) for name, sec in self.sections().items()}}
+
+    def validate(self) -> None:
+        for sec in self.sections().values():
+            if hasattr(sec, "validate"):
+                sec.validate()
+
+
+def _check(ok: bool, key: str, why: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {why}, got {value!r}")
+
+
+# ---------------------------------------------------------------- coercion
+
+def _parse_bool(text: str, key: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {text!r}")
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Turn `value` (a string from the command line, or a parsed TOML/YAML value) into `hint`."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            text = value.strip().strip("[]()")
+            items = [t.strip() for t in text.split(",") if t.strip()] if text else []
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        elem = args[0] if args else str
+        out = [coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(items)]
+        return tuple(out) if origin is tuple else out
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return _parse_bool(value, key)
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _hints(obj) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def apply_overrides(obj, values: dict[str, Any], section: str):
+    """A copy of dataclass `obj` with `values` coerced to its field types; unknown keys are errors."""
+    names = {f.name for f in fields(obj)}
+    hints = _hints(obj)
+    changes = {}
+    for k, v in values.items():
+        if k not in names:
+            raise ConfigError(f"unknown key {section}.{k} (known: {', '.join(sorted(names))})")
+        changes[k] = coerce(v, hints[k], f"{section}.{k}")
+    return dataclasses.replace(obj, **changes)
+
+
+def parse_set(items: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        out.append((k.strip(), v))
+    return out
+
+
+def _resolve_key(cfg: RunConfig, key: str) -> tuple[str, str]:
+    secs = cfg.sections()
+    if "." in key:
+        sec, name = key.split(".", 1)
+        if sec not in secs:
+            raise ConfigError(f"unknown config section {sec!r} in {key!r} (sections: model, train, data)")
+        return sec, name
+    owners = [s for s, obj in secs.items() if key in {f.name for f in fields(obj)}]
+    if not owners:
+        raise ConfigError(f"unknown key {key!r} for model {cfg.model_name!r}")
+    if len(owners) > 1:
+        raise ConfigError(f"key {key!r} is ambiguous: write {' or '.join(o + '.' + key for o in owners)}")
+    return owners[0], key
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        else:
+            data = tomllib.loads(text)
+    except Exception as e:  # parser errors differ by format; all mean the same to the user
+        raise ConfigError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'TOML'} "
+                          f"({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of sections at the top level")
+    return data
+
+
+def merge_mapping(cfg: RunConfig, data: dict, origin: str) -> RunConfig:
+    """Apply a nested mapping ({'train': {...}, 'model': {...}}; bare keys allowed)."""
+    flat: list[tuple[str, Any]] = []
+    for k, v in data.items():
+        if k == "model_name":
+            if v != cfg.model_name:
+                raise ConfigError(f"{origin}: written for model {v!r}, not {cfg.model_name!r}")
+            continue
+        if isinstance(v, dict) and k in cfg.sections():
+            flat.extend((f"{k}.{kk}", vv) for kk, vv in v.items())
+        else:
+            flat.append((k, v))
+    return apply_pairs(cfg, flat)
+
+
+def apply_pairs(cfg: RunConfig, pairs: list[tuple[str, Any]]) -> RunConfig:
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in pairs:
+        sec, name = _resolve_key(cfg, key)
+        grouped.setdefault(sec, {})[name] = value
+    secs = cfg.sections()
+    for sec, values in grouped.items():
+        secs[sec] = apply_overrides(secs[sec], values, sec)
+    return RunConfig(cfg.model_name, secs["model"], secs["train"], secs["data"])
+
+
+def build_config(model_name: str, *, file: str | Path | None = None, flags: dict[str, Any] | None = None,
+                 sets: list[str] | None = None) -> RunConfig:
+    """Defaults and the model's preset, then the file, then CLI flags, then --set pairs."""
+    from .registry import get_spec
+
+    spec = get_spec(model_name)
+    train = apply_overrides(TrainConfig(), spec.train, "train")
+    cfg = RunConfig(model_name, dataclasses.replace(spec.config), train, DataConfig())
+    if file:
+        cfg = merge_mapping(cfg, read_config_file(file), str(file))
+    if flags:
+        cfg = apply_pairs(cfg, [(k, v) for k, v in flags.items() if v is not None])
+    if sets:
+        cfg = apply_pairs(cfg, parse_set(sets))
+    cfg.validate()
+    return cfg
+
+
+def config_from_dict(data: dict) -> RunConfig:
+    """Rebuild a saved RunConfig (config.json of a run)."""
+    from .registry import get_spec
+
+    spec = get_spec(data["model_name"])
+    cfg = RunConfig(data["model_name"], dataclasses.replace(spec.config), TrainConfig(), DataConfig())
+    return merge_mapping(cfg, {k: v for k, v in data.items() if k != "model_name"}, "saved config")

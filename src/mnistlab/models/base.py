@@ -1,0 +1,31 @@
+"""The one contract every model keeps, so one training loop serves them all.
+
+- ``forward(x)``: x is (B, 1, 28, 28) float in [0, 1]; returns what the model outputs
+  (class logits, or a reconstruction in [0, 1]).
+- ``loss(x, y) -> dict``: ``{"loss": scalar to minimise, **metrics}``; every value is a
+  scalar tensor, a batch mean, left on the device (the loop reads them once per epoch).
+- ``activations(x) -> list[(name, tensor)]``: intermediate outputs, for pictures.
+- ``config``: the dataclass it was built from; with ``model_name`` it rebuilds the model.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Model(nn.Module):
+    task: str = ""
+    model_name: str = ""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def activations(self, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
+        raise NotImplementedError(f"{type(self).__name__} does not expose its activations")
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

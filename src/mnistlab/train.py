@@ -1,0 +1,207 @@
+"""One training loop for every model, evaluation, and the run that records them.
+
+The data stay whole on the device as uint8 (N, 28, 28); each step gathers a batch by
+index and converts only that batch to float. The loop reads the model's loss dict and
+keeps running sums on the device, so nothing forces a host sync inside the step loop
+(a progress bar on a terminal reads them every few steps).
+
+    from mnistlab import build_config, train_run
+    run = train_run(build_config("cnn", flags={"dataset": "mnist-sample", "epochs": 2}))
+    print(run.summary["test_acc"])
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from . import runtime
+from ._io import append_jsonl, write_json
+from .config import RunConfig, TrainConfig
+from .data import Dataset, Split, images_to_float, load_dataset
+from .registry import create_model
+from .runs import CHECKPOINT, Run, environment, load_run, new_run_dir, prepare_run_dir, save_checkpoint
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    factories = {
+        "adam": lambda: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        "adamw": lambda: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
+        "sgd": lambda: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                                       weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
+    }
+    return factories[cfg.optimizer]()
+
+
+def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
+    total = max(1, steps_per_epoch * cfg.epochs)
+    factories = {
+        "none": lambda: None,
+        "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total),
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
+    }
+    return factories[cfg.schedule]()
+
+
+def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
+    steps = math.ceil(n / cfg.batch_size)
+    return min(steps, cfg.limit_batches) if cfg.limit_batches else steps
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:
+    """A shuffled epoch as index batches. A last batch of one is dropped (BatchNorm needs two)."""
+    perm = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+    batches = list(perm.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches.pop()
+    return batches
+
+
+def _progress(total: int, desc: str, enabled: bool | None):
+    from tqdm.auto import tqdm
+
+    # disable=None lets tqdm turn itself off when stderr is not a terminal (CI logs).
+    return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr,
+                disable=None if enabled is None else not enabled)
+
+
+@torch.inference_mode()
+def evaluate(model, split: Split, batch_size: int = 1000) -> dict[str, float]:
+    """Size-weighted means of the model's loss dict over a whole split."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    images, labels = split.images.to(device), split.labels.to(device)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, len(labels), batch_size):
+        x = images_to_float(images[start:start + batch_size])
+        out = model.loss(x, labels[start:start + batch_size])
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0) + v.detach().float() * len(x)
+    model.train(was_training)
+    return {k: (v / len(labels)).item() for k, v in sums.items()}
+
+
+@torch.inference_mode()
+def predict(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Model outputs for (N, 28, 28) uint8 images, batched, in eval mode, returned on the CPU."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [model(images_to_float(images[i:i + batch_size].to(device))).float().cpu()
+            for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(outs)
+
+
+def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
+        device: torch.device | str = "cpu", on_epoch: Callable[[dict, object], None] | None = None,
+        progress: bool | None = None) -> list[dict]:
+    """Train `model` on `train`, evaluating on each split of `evals` after every epoch.
+
+    Returns one metrics row per epoch; `on_epoch(row, optimizer)` is called after each.
+    """
+    device = torch.device(device)
+    model.to(device)
+    images, labels = train.images.to(device), train.labels.to(device)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    n_steps = steps_per_epoch(len(labels), cfg)
+    sched = make_scheduler(opt, cfg, n_steps)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        t0 = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        seen = 0
+        bar = _progress(n_steps, f"epoch {epoch}/{cfg.epochs}", progress)
+        for step, idx in enumerate(batch_indices(len(labels), cfg.batch_size, gen, device)[:n_steps]):
+            x = images_to_float(images[idx])  # (B, 1, 28, 28)
+            out = model.loss(x, labels[idx])
+            opt.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0) + v.detach() * len(idx)
+            seen += len(idx)
+            bar.update(1)
+            if not bar.disable and (step % 10 == 0 or step == n_steps - 1):
+                bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in sums.items()})
+        row = {"epoch": epoch, **{f"train_{k}": (v / seen).item() for k, v in sums.items()}}
+        row["train_time_s"] = round(time.perf_counter() - t0, 3)
+        row["lr"] = opt.param_groups[0]["lr"]
+        for name, split in evals.items():
+            row.update({f"{name}_{k}": v for k, v in evaluate(model, split, cfg.eval_batch_size).items()})
+        if not bar.disable:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()
+                             if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)})
+        bar.close()
+        history.append(row)
+        if on_epoch is not None:
+            on_epoch(row, opt)
+    return history
+
+
+def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dataset | None = None,
+              progress: bool | None = None, notice: Callable[[str], None] | None = None) -> Run:
+    """Train the model `cfg` describes and record everything in a run folder."""
+    tc = cfg.train
+    runtime.set_threads(tc.threads)
+    device = runtime.resolve_device(tc.device)
+    ds = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir, notice=notice)
+    cfg.data.dataset = ds.name  # record what was used, not 'auto'
+    path = prepare_run_dir(Path(run_dir) if run_dir else new_run_dir(cfg.model_name, ds.name))
+    write_json(path / "config.json", cfg.to_dict())
+    write_json(path / "env.json", {**environment(device, tc.seed), "data_source": ds.source})
+
+    runtime.seed_everything(tc.seed)
+    model = create_model(cfg.model_name, cfg.model).to(device)
+    train_split, evals = ds.train, {}
+    if tc.val_fraction > 0:
+        train_split, evals["val"] = ds.split_validation(tc.val_fraction, tc.seed)
+    else:
+        evals["test"] = ds.test
+
+    def on_epoch(row, opt):
+        append_jsonl(path / "metrics.jsonl", row)
+        save_checkpoint(path / CHECKPOINT, model, opt, row["epoch"])
+
+    t0 = time.perf_counter()
+    history = fit(model, train_split, evals, tc, device=device, on_epoch=on_epoch, progress=progress)
+    train_time = time.perf_counter() - t0
+    test = evaluate(model, ds.test, tc.eval_batch_size)
+    summary = {
+        **{f"test_{k}": v for k, v in test.items()},
+        "train_time_s": round(train_time, 2),
+        "epochs": len(history),
+        "params": model.num_parameters(),
+        "dataset": ds.name,
+        "n_train": len(train_split),
+        "n_test": len(ds.test),
+        "device": str(device),
+    }
+    write_json(path / "summary.json", summary)
+    run = Run(path, cfg, model.eval(), history, summary)
+    from .viz import run_figures
+
+    run_figures(run, ds)
+    return run
+
+
+def reuse_run(path: str | Path, *, notice=None) -> Run:
+    """Load a finished run, evaluate it on its dataset's test split again, redraw its figures."""
+    run = load_run(path)
+    cfg = run.config
+    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir, notice=notice)
+    test = evaluate(run.model, ds.test, cfg.train.eval_batch_size)
+    run.summary.update({f"test_{k}": v for k, v in test.items()})
+    from .viz import run_figures
+
+    run_figures(run, ds)
+    return run
