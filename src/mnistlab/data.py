@@ -389,6 +389,9 @@ def download_file(urls: list[str], dest: Path, check: FileCheck, timeout: float 
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:
                 blob = resp.read()
+        except urllib.error.HTTPError as e:
+            errors.append(f"{url}: HTTP {e.code} {e.reason}")
+            continue
         except (urllib.error.URLError, OSError, ValueError) as e:
             errors.append(f"{url}: {getattr(e, 'reason', e)}")
             continue

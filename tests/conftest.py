@@ -1,0 +1,61 @@
+"""Shared fixtures. Every test runs offline, with its own cache and runs folders."""
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from mnistlab.data import Dataset, Split
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("MNISTLAB_RUNS", str(tmp_path_factory.mktemp("runs")))
+    monkeypatch.setenv("MNISTLAB_OFFLINE", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+
+
+def idx_bytes(arr: np.ndarray, magic: int) -> bytes:
+    return struct.pack(f">I{arr.ndim}I", magic, *arr.shape) + arr.astype(np.uint8).tobytes()
+
+
+def write_idx_set(folder, n_train=30, n_test=10, gz=True, seed=0, prefix=""):
+    """Write the four IDX files of a tiny random dataset; returns the arrays."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": (rng.integers(0, 256, (n_train, 28, 28)), 2051),
+        "train-labels-idx1-ubyte": (rng.integers(0, 10, n_train), 2049),
+        "t10k-images-idx3-ubyte": (rng.integers(0, 256, (n_test, 28, 28)), 2051),
+        "t10k-labels-idx1-ubyte": (rng.integers(0, 10, n_test), 2049),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (arr, magic) in arrays.items():
+        raw = idx_bytes(arr, magic)
+        path = folder / (prefix + name + (".gz" if gz else ""))
+        path.write_bytes(gzip.compress(raw) if gz else raw)
+    return {k: v[0] for k, v in arrays.items()}
+
+
+def synthetic_dataset(n_train=256, n_test=64, seed=0) -> Dataset:
+    """A learnable toy set: class k is a bright bar at row 2k+4 plus noise."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n):
+        labels = torch.randint(0, 10, (n,), generator=g)
+        images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.int64)
+        for i, k in enumerate(labels.tolist()):
+            images[i, 2 * k + 4: 2 * k + 6, 4:24] = 230
+        return Split(images.to(torch.uint8), labels)
+
+    return Dataset("synthetic", make(n_train), make(n_test), tuple(str(d) for d in range(10)), "synthetic")
+
+
+@pytest.fixture
+def toy():
+    return synthetic_dataset()

@@ -1,0 +1,85 @@
+"""Every registered model keeps the contract: forward, loss, backward, save and load."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from mnistlab.errors import RunError
+from mnistlab.registry import create_model, get_spec, list_models
+from mnistlab.runs import load_checkpoint, model_from_checkpoint, save_checkpoint
+
+MODELS = list_models()
+
+
+def test_registry_lists_and_filters():
+    assert "cnn" in MODELS
+    assert list_models("cn*") == ["cnn"]
+    assert set(list_models(task="classify")) <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_loss_backward(name):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.rand(4, 1, 28, 28)
+    y = torch.tensor([0, 1, 2, 3])
+    out = model(x)
+    if get_spec(name).task == "classify":
+        assert out.shape == (4, 10)
+    else:
+        assert out.shape == x.shape
+    losses = model.loss(x, y)
+    assert losses["loss"].ndim == 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_checkpoint_round_trip(name, tmp_path):
+    torch.manual_seed(1)
+    model = create_model(name).eval()
+    opt = torch.optim.Adam(model.parameters())
+    model.loss(torch.rand(2, 1, 28, 28), torch.tensor([1, 2]))["loss"].backward()
+    opt.step()
+    save_checkpoint(tmp_path / "c.pt", model, opt, epoch=3)
+    state = load_checkpoint(tmp_path / "c.pt")
+    assert state["epoch"] == 3 and state["model_name"] == name and state["optimizer"] is not None
+    again = model_from_checkpoint(state).eval()
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(model(x), again(x))
+
+
+def test_activations_of_cnn_have_the_documented_shapes():
+    acts = dict(create_model("cnn").activations(torch.rand(1, 1, 28, 28)))
+    assert acts["conv1"].shape == (1, 32, 26, 26) and acts["pool1"].shape == (1, 32, 13, 13)
+    assert acts["conv2"].shape == (1, 64, 11, 11) and acts["pool2"].shape == (1, 64, 5, 5)
+    assert acts["flatten"].shape == (1, 1600) and acts["dense"].shape == (1, 10)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_checkpoint_never_runs_code(tmp_path, capsys):
+    p = tmp_path / "evil.pt"
+    with open(p, "wb") as f:
+        torch.save({"model_name": "cnn", "state_dict": {}, "payload": _Evil()}, f)
+    with pytest.raises(RunError, match="not a readable mnistlab checkpoint"):
+        load_checkpoint(p)
+    assert "code ran" not in capsys.readouterr().out
+    p.write_bytes(pickle.dumps([1, 2]))
+    with pytest.raises(RunError):
+        load_checkpoint(p)
+
+
+def test_mismatched_weights_are_a_clear_error(tmp_path):
+    save_checkpoint(tmp_path / "c.pt", create_model("cnn"))
+    state = load_checkpoint(tmp_path / "c.pt")
+    state["model_args"]["channels"] = [8, 16]
+    with pytest.raises(RunError, match="weights do not fit model 'cnn'"):
+        model_from_checkpoint(state)

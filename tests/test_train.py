@@ -1,0 +1,118 @@
+"""The training loop, run folders and determinism, on small synthetic data."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import synthetic_dataset
+from mnistlab.config import build_config
+from mnistlab.errors import RunError
+from mnistlab.registry import create_model
+from mnistlab.runs import latest_run, list_runs, load_run
+from mnistlab.train import batch_indices, evaluate, fit, reuse_run, train_run
+
+
+def _cfg(**sets):
+    return build_config("cnn", sets=[f"{k}={v}" for k, v in {"epochs": 2, "batch_size": 32, **sets}.items()])
+
+
+def test_fit_learns_the_toy_task(toy):
+    torch.manual_seed(0)
+    model = create_model("cnn")
+    before = evaluate(model, toy.test)
+    hist = fit(model, toy.train, {"test": toy.test}, _cfg(epochs=3).train, progress=False)
+    assert [r["epoch"] for r in hist] == [1, 2, 3]
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert hist[-1]["test_acc"] > max(0.9, before["acc"] + 0.5)
+
+
+def test_batches_cover_the_epoch_and_drop_a_lone_last_one():
+    g = torch.Generator().manual_seed(0)
+    idx = batch_indices(65, 32, g, "cpu")
+    assert [len(b) for b in idx] == [32, 32]  # the lone 65th is dropped (BatchNorm needs 2)
+    idx = batch_indices(70, 32, g, "cpu")
+    assert sorted(torch.cat(idx).tolist()) == list(range(70))
+
+
+@pytest.mark.parametrize("schedule,optimizer", [("onecycle", "sgd"), ("cosine", "adamw")])
+def test_schedules_and_optimizers_train(toy, schedule, optimizer):
+    cfg = _cfg(schedule=schedule, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 0.003)
+    hist = fit(create_model("cnn"), toy.train, {}, cfg.train, progress=False)
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+
+
+def test_run_folder_records_everything(toy, tmp_path):
+    run = train_run(_cfg(), tmp_path / "r", dataset=toy, progress=False)
+    files = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"config.json", "metrics.jsonl", "summary.json", "env.json", "checkpoint.pt", "figures",
+            "confusion.csv"} <= files
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and "test_acc" in rows[0]
+    env = json.loads((tmp_path / "r" / "env.json").read_text())
+    assert env["device"] == "cpu" and env["seed"] == 0 and env["torch"] == torch.__version__
+    for fig in ("curves.png", "confusion.png"):
+        assert (tmp_path / "r" / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["model_name"] == "cnn" and cfg["data"]["dataset"] == "synthetic" and cfg["train"]["epochs"] == 2
+    assert run.summary["n_test"] == 64
+
+
+def test_load_run_rebuilds_the_same_model(toy, tmp_path):
+    run = train_run(_cfg(epochs=1), tmp_path / "r", dataset=toy, progress=False)
+    again = load_run(tmp_path / "r")
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.equal(run.model.eval()(x), again.model(x))
+    assert again.summary["test_acc"] == run.summary["test_acc"] and len(again.metrics) == 1
+
+
+def test_same_seed_same_metrics_other_seed_differs(toy, tmp_path):
+    a = train_run(_cfg(), tmp_path / "a", dataset=toy, progress=False)
+    b = train_run(_cfg(), tmp_path / "b", dataset=toy, progress=False)
+    c = train_run(_cfg(seed=1), tmp_path / "c", dataset=toy, progress=False)
+    assert a.metrics == [dict(r, train_time_s=x["train_time_s"]) for r, x in zip(b.metrics, a.metrics)]
+    assert a.metrics[0]["train_loss"] != c.metrics[0]["train_loss"]
+
+
+def test_existing_run_is_not_overwritten(toy, tmp_path):
+    train_run(_cfg(epochs=1), tmp_path / "r", dataset=toy, progress=False)
+    before = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with pytest.raises(RunError, match="already holds a run"):
+        train_run(_cfg(epochs=1, seed=3), tmp_path / "r", dataset=toy, progress=False)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == before
+
+
+def test_validation_split_is_reported_separately(toy, tmp_path):
+    run = train_run(_cfg(val_fraction=0.25), tmp_path / "r", dataset=toy, progress=False)
+    assert "val_acc" in run.metrics[0] and "test_acc" not in run.metrics[0]
+    assert run.summary["n_train"] == 192 and "test_acc" in run.summary
+
+
+def test_listing_and_latest(toy, tmp_path):
+    train_run(_cfg(epochs=1), tmp_path / "cnn-a", dataset=toy, progress=False)
+    (tmp_path / "junk").mkdir()
+    runs = list_runs(tmp_path)
+    assert [r["model"] for r in runs] == ["cnn"] and runs[0]["complete"]
+    assert latest_run(tmp_path, task="classify") == tmp_path / "cnn-a"
+    with pytest.raises(RunError, match="no finished reconstruct run"):
+        latest_run(tmp_path, task="reconstruct")
+
+
+def test_reuse_loads_instead_of_training(tmp_path, monkeypatch):
+    ds = synthetic_dataset()
+    train_run(_cfg(epochs=1), tmp_path / "r", dataset=ds, progress=False)
+    import mnistlab.train as tr
+
+    monkeypatch.setattr(tr, "load_dataset", lambda *a, **k: ds)
+    monkeypatch.setattr(tr, "fit", lambda *a, **k: pytest.fail("reuse must not train"))
+    run = reuse_run(tmp_path / "r")
+    assert 0 <= run.summary["test_acc"] <= 1
+
+
+def test_load_run_errors(tmp_path):
+    with pytest.raises(RunError, match="no such run folder"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="no config.json"):
+        load_run(tmp_path / "empty")
