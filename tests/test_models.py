@@ -11,18 +11,21 @@ from mnistlab.registry import create_model, get_spec, list_models
 from mnistlab.runs import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 MODELS = list_models()
+# Models that need arguments to be built (an encoder classifier needs an encoder).
+ARGS = {"encoder-classifier": {"encoder_model": "ae-convtranspose"}}
 
 
 def test_registry_lists_and_filters():
     assert "cnn" in MODELS
     assert list_models("cn*") == ["cnn"]
+    assert "ae-convbn" in list_models("ae-*") and "cnn" not in list_models("ae-*")
     assert set(list_models(task="classify")) <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_loss_backward(name):
     torch.manual_seed(0)
-    model = create_model(name)
+    model = create_model(name, **ARGS.get(name, {}))
     x = torch.rand(4, 1, 28, 28)
     y = torch.tensor([0, 1, 2, 3])
     out = model(x)
@@ -41,7 +44,7 @@ def test_forward_loss_backward(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_checkpoint_round_trip(name, tmp_path):
     torch.manual_seed(1)
-    model = create_model(name).eval()
+    model = create_model(name, **ARGS.get(name, {})).eval()
     opt = torch.optim.Adam(model.parameters())
     model.loss(torch.rand(2, 1, 28, 28), torch.tensor([1, 2]))["loss"].backward()
     opt.step()

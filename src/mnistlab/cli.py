@@ -40,7 +40,13 @@ def cmd_train(args) -> int:
                  "seed": args.seed, "device": args.device}
         if args.dry_run:
             flags.update(epochs=1, limit_batches=2)
-        cfg = build_config(args.model, file=args.config, flags=flags, sets=args.set)
+        if args.encoder:
+            flags["model.encoder"] = args.encoder
+        cfg = build_config(args.model, file=args.config, flags=flags, sets=args.set, validate=not args.interactive)
+        if args.interactive:
+            from .interactive import ask_config
+
+            cfg = ask_config(cfg, sys.stdin, sys.stdout, sys.stdin.isatty())
         run = train_run(cfg, args.run_dir, progress=False if args.no_progress else None, notice=_notice)
     _print_summary(run)
     return 0
@@ -61,6 +67,19 @@ def _print_summary(run) -> None:
     figs = sorted(p.name for p in run.figures.glob("*.png"))
     if figs:
         print(f"figures: {', '.join(figs)} in {run.figures}")
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    flags = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "seed": args.seed,
+             "device": args.device}
+    out, rows = run_sweep(args.model, args.grid, flags=flags, sets=args.set, out_dir=args.out,
+                          progress=False if args.no_progress else None, notice=_notice)
+    print((out / "table.md").read_text().strip())
+    failed = sum(r["status"] != "ok" for r in rows)
+    print(f"\n{len(rows) - failed} of {len(rows)} combinations trained; table.md, table.csv, comparison.png in {out}")
+    return 1 if failed == len(rows) else 0
 
 
 # ---------------------------------------------------------------- show / predict / layers
@@ -204,7 +223,11 @@ def cmd_models(args) -> int:
     rows = []
     for name in list_models(args.pattern):
         spec = get_spec(name)
-        rows.append((name, spec.task, f"{create_model(name).num_parameters():,}", spec.description))
+        try:
+            params = f"{create_model(name).num_parameters():,}"
+        except MnistlabError:  # needs arguments (e.g. the encoder classifier's --encoder)
+            params = "-"
+        rows.append((name, spec.task, params, spec.description))
     _table(("model", "task", "params", "description"), rows)
     return 0
 
@@ -262,9 +285,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="run folder to write (default: runs/MODEL-DATASET-TIME)")
     t.add_argument("--reuse", action="store_true",
                    help="load the saved model of --run-dir (or the newest run of MODEL) instead of training")
+    t.add_argument("--encoder", metavar="RUN_DIR", help="encoder-classifier: run folder of a trained autoencoder")
+    t.add_argument("--interactive", action="store_true",
+                   help="ask for each hyperparameter (answers may come from a file on stdin)")
     t.add_argument("--dry-run", action="store_true", help="one epoch of two batches: a quick smoke run")
     t.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     t.set_defaults(func=cmd_train)
+
+    sw = sub.add_parser("sweep", help="train every combination of a grid and compare them in a table")
+    sw.add_argument("model", help="a registered model")
+    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                    help="values to try for one key (split on '|' when given, for list values)")
+    data_args(sw, default=None)
+    sw.add_argument("--epochs", type=int, help="epochs for every run (default: the model's preset)")
+    sw.add_argument("--seed", type=int, help="random seed (default: 0)")
+    sw.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed overrides for every run")
+    sw.add_argument("--out", help="sweep folder (default: runs/sweep-MODEL-TIME)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    sw.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("show", help="show one digit (random when no ID)")
     s.add_argument("id", nargs="?", type=int, help="index in the split (default: random)")

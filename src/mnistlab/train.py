@@ -11,6 +11,7 @@ keeps running sums on the device, so nothing forces a host sync inside the step 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -168,12 +169,29 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     else:
         evals["test"] = ds.test
 
+    from .viz import run_figures
+
+    run = Run(path, cfg, model, [], {})
+    run_figures(run, ds, "before")
+
     def on_epoch(row, opt):
         append_jsonl(path / "metrics.jsonl", row)
         save_checkpoint(path / CHECKPOINT, model, opt, row["epoch"])
 
     t0 = time.perf_counter()
-    history = fit(model, train_split, evals, tc, device=device, on_epoch=on_epoch, progress=progress)
+    history: list[dict] = []
+    stages = model.stages(tc)
+    for k, stage in enumerate(stages):
+        stage.setup()
+        offset = len(history)
+
+        def on_stage_epoch(row, opt, stage=stage, offset=offset):
+            if len(stages) > 1:
+                row.update(epoch=row["epoch"] + offset, stage=stage.name)
+            on_epoch(row, opt)
+
+        st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
+        history += fit(model, train_split, evals, st, device=device, on_epoch=on_stage_epoch, progress=progress)
     train_time = time.perf_counter() - t0
     test = evaluate(model, ds.test, tc.eval_batch_size)
     summary = {
@@ -186,11 +204,11 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
         "n_test": len(ds.test),
         "device": str(device),
     }
+    if "test_mse" in summary:
+        summary["test_mse_sum_per_image"] = summary["test_mse"] * 28 * 28
     write_json(path / "summary.json", summary)
-    run = Run(path, cfg, model.eval(), history, summary)
-    from .viz import run_figures
-
-    run_figures(run, ds)
+    run.model, run.metrics, run.summary = model.eval(), history, summary
+    run_figures(run, ds, "after")
     return run
 
 
@@ -203,5 +221,5 @@ def reuse_run(path: str | Path, *, notice=None) -> Run:
     run.summary.update({f"test_{k}": v for k, v in test.items()})
     from .viz import run_figures
 
-    run_figures(run, ds)
+    run_figures(run, ds, "after")
     return run

@@ -184,9 +184,11 @@ def layers_figure(acts: list[tuple[str, torch.Tensor]], classes, title: str = ""
     return fig
 
 
-def _classify_figures(run, ds) -> None:
+def _classify_figures(run, ds, phase: str) -> None:
     from .train import predict
 
+    if phase == "before":
+        return
     fig = run.figures
     save_figure(curves_figure(run.metrics), fig / "curves.png")
     logits = predict(run.model, ds.test.images, run.config.train.eval_batch_size)
@@ -199,10 +201,147 @@ def _classify_figures(run, ds) -> None:
                 fig / "confusion.png")
 
 
-# The figures each task's run writes; models of a new task add an entry here.
-RUN_FIGURES = {"classify": _classify_figures}
+# ---------------------------------------------------------------- autoencoders
+
+def one_per_class(split, k: int = 10) -> torch.Tensor:
+    """Index of the first example of each class, in class order (a fixed, readable pick)."""
+    labels = split.labels.cpu()
+    return torch.stack([(labels == c).nonzero()[0, 0] for c in range(k) if (labels == c).any()])
 
 
-def run_figures(run, ds) -> None:
+@torch.inference_mode()
+def _encode(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    from .data import images_to_float
+
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model.encode(images_to_float(images[i:i + batch_size].to(device))).float().cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.inference_mode()
+def _decode(model, codes: torch.Tensor) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    return model.decode(codes.to(device)).float().cpu().numpy()[:, 0]
+
+
+def image_rows_figure(rows: list[tuple[str, np.ndarray]], title: str = ""):
+    """Rows of images (each (N, H, W) in [0, 1]), labelled on the left."""
+    plt = _plt()
+    n = max(len(imgs) for _, imgs in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 1.2 * len(rows)), squeeze=False)
+    for r, (label, imgs) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(imgs):
+                ax.imshow(imgs[c], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(label, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _scatter_kwargs(labels):
+    return dict(c=labels, cmap="tab10", vmin=-0.5, vmax=9.5, s=5, alpha=0.7)
+
+
+def code3d_figures(codes: np.ndarray, labels: np.ndarray, title: str):
+    """A 3-D scatter of the codes coloured by digit, and its xy, xz, yz projections."""
+    plt = _plt()
+    fig = plt.figure(figsize=(6, 5.5))
+    ax = fig.add_subplot(projection="3d")
+    sc = ax.scatter(codes[:, 0], codes[:, 1], codes[:, 2], **_scatter_kwargs(labels))
+    ax.set_xlabel("z0")
+    ax.set_ylabel("z1")
+    ax.set_zlabel("z2")
+    fig.colorbar(sc, ax=ax, ticks=range(10), shrink=0.6, label="digit")
+    ax.set_title(title)
+    proj, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for a, (i, j) in zip(axes, ((0, 1), (0, 2), (1, 2))):
+        a.scatter(codes[:, i], codes[:, j], **_scatter_kwargs(labels))
+        a.set_xlabel(f"z{i}")
+        a.set_ylabel(f"z{j}")
+        a.set_title("xyz"[i] + "xyz"[j])
+    proj.suptitle(title)
+    proj.tight_layout()
+    return fig, proj
+
+
+def code2d_figure(model, codes: np.ndarray, labels: np.ndarray, title: str, grid: int = 15):
+    """The codes coloured by digit beside the images decoded on a grid over the same plane."""
+    plt = _plt()
+    lo, hi = np.percentile(codes, 1, axis=0), np.percentile(codes, 99, axis=0)
+    xs, ys = np.linspace(lo[0], hi[0], grid), np.linspace(hi[1], lo[1], grid)
+    pts = torch.tensor([[x, y] for y in ys for x in xs], dtype=torch.float32)
+    imgs = _decode(model, pts)
+    mosaic = np.ones((grid * 28, grid * 28))
+    for k, im in enumerate(imgs):
+        r, c = divmod(k, grid)
+        mosaic[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = im
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 5.5))
+    sc = a0.scatter(codes[:, 0], codes[:, 1], **_scatter_kwargs(labels))
+    a0.set_xlim(lo[0], hi[0])
+    a0.set_ylim(lo[1], hi[1])
+    fig.colorbar(sc, ax=a0, ticks=range(10), label="digit")
+    a0.set_title("test codes")
+    a1.imshow(mosaic, cmap="gray", vmin=0, vmax=1, extent=(lo[0], hi[0], lo[1], hi[1]), aspect="auto")
+    a1.set_title("decoded over the same plane")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def interpolation_figure(model, a: torch.Tensor, b: torch.Tensor, steps: int = 10, title: str = ""):
+    """Decodings of codes on the straight line between two digits' codes."""
+    za, zb = _encode(model, torch.stack([a, b]))
+    t = torch.linspace(0, 1, steps).view(-1, *([1] * za.dim()))
+    imgs = _decode(model, za[None] * (1 - t) + zb[None] * t)
+    return image_rows_figure([("interpolated", imgs)], title)
+
+
+def _reconstruct_figures(run, ds, phase: str) -> None:
+    """Inputs over reconstructions; code-space pictures for small codes; an interpolation strip."""
+    out, model = run.figures, run.model
+    test = ds.test
+    pick = one_per_class(test)
+    images = test.images[pick]
+    codes_pick = _encode(model, images)
+    recon = _decode(model, codes_pick)
+    inputs = images.numpy() / 255.0
+    rows = [("input", inputs), ("output", recon)]
+    code_shape = tuple(codes_pick.shape[1:])
+    if len(code_shape) == 3 and code_shape[0] == 1:  # an image code, e.g. 4x4
+        c = codes_pick[:, 0].numpy()
+        rows.insert(1, (f"code {code_shape[1]}x{code_shape[2]}", (c - c.min()) / max(float(c.max() - c.min()), 1e-8)))
+    when = "before training" if phase == "before" else "after training"
+    save_figure(image_rows_figure(rows, f"{run.config.model_name}, {when}"), out / f"reconstructions_{phase}.png")
+    if code_shape in ((2,), (3,)):
+        codes = _encode(model, test.images).numpy()
+        labels = test.labels.cpu().numpy()
+        title = f"{run.config.model_name} test codes, {when}"
+        if code_shape == (3,):
+            f3, fp = code3d_figures(codes, labels, title)
+            save_figure(f3, out / f"code3d_{phase}.png")
+            save_figure(fp, out / f"code3d_projections_{phase}.png")
+        else:
+            save_figure(code2d_figure(model, codes, labels, title), out / f"code2d_{phase}.png")
+    if phase == "after":
+        save_figure(curves_figure(run.metrics), out / "curves.png")
+        save_figure(interpolation_figure(model, images[1], images[7], title=f"{run.config.model_name}: "
+                                         "interpolating between a 1 and a 7 in code space"),
+                    out / "interpolation.png")
+
+
+# The figures each task's run writes, before and after training.
+RUN_FIGURES = {"classify": _classify_figures, "reconstruct": _reconstruct_figures}
+
+
+def run_figures(run, ds, phase: str = "after") -> None:
     run.figures.mkdir(parents=True, exist_ok=True)
-    RUN_FIGURES[run.task](run, ds)
+    RUN_FIGURES[run.task](run, ds, phase)

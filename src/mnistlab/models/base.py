@@ -6,11 +6,23 @@
   scalar tensor, a batch mean, left on the device (the loop reads them once per epoch).
 - ``activations(x) -> list[(name, tensor)]``: intermediate outputs, for pictures.
 - ``config``: the dataclass it was built from; with ``model_name`` it rebuilds the model.
+- ``stages(train_config)``: how it is trained; one stage unless the model needs more
+  (the encoder classifier trains frozen, then fine-tuned).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import torch
 from torch import nn
+
+
+@dataclass
+class Stage:
+    name: str
+    train: Any  # TrainConfig for this stage
+    setup: Callable[[], None] = lambda: None  # called before the stage trains
 
 
 class Model(nn.Module):
@@ -26,6 +38,9 @@ class Model(nn.Module):
 
     def activations(self, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         raise NotImplementedError(f"{type(self).__name__} does not expose its activations")
+
+    def stages(self, train) -> list[Stage]:
+        return [Stage("train", train)]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -2,14 +2,18 @@
 conv32-pool-conv64-pool-dropout-dense."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import math
+from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import _check
 from ..registry import register_model
-from .base import Model
+from ..errors import ConfigError
+from .base import Model, Stage
 
 # MNIST pixel mean and std, for standardising inputs inside the model.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -79,3 +83,89 @@ class CNN(Classifier):
 
 register_model("cnn", CNN, CNNConfig(), task="classify", train={"epochs": 8},
                description="classic conv32-pool-conv64-pool-dropout-dense (1600 -> 10)")
+
+
+@dataclass
+class EncoderClassifierConfig:
+    encoder: str = ""  # run folder of a trained autoencoder; its encoder's weights are copied in
+    units: int = 128
+    dropout: float = 0.0
+    finetune_epochs: int = 5  # stage two: everything trained; 0 skips it
+    finetune_lr_scale: float = 0.1  # stage two's learning rate, relative to stage one's
+    # Filled from the encoder's run, so a checkpoint rebuilds without that run folder.
+    encoder_model: str = ""
+    encoder_args: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        _check(bool(self.encoder or self.encoder_model), "model.encoder",
+               "is required: pass --encoder RUN_DIR, the run folder of a trained autoencoder", self.encoder)
+        _check(self.units >= 1, "model.units", "must be >= 1", self.units)
+        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
+        _check(self.finetune_epochs >= 0, "model.finetune_epochs", "must be >= 0", self.finetune_epochs)
+        _check(self.finetune_lr_scale > 0, "model.finetune_lr_scale", "must be > 0", self.finetune_lr_scale)
+        _check(isinstance(self.encoder_args, dict), "model.encoder_args", "must be a table", self.encoder_args)
+
+
+class EncoderClassifier(Classifier):
+    """A trained autoencoder's encoder -> Flatten -> Dense(units, ReLU) -> Dense(10).
+
+    Trained in two stages: the encoder frozen while the new layers learn, then everything
+    fine-tuned at a lower learning rate."""
+
+    def __init__(self, config: EncoderClassifierConfig):
+        super().__init__(config)
+        from ..registry import create_model, get_spec
+
+        if config.encoder_model:
+            if get_spec(config.encoder_model).task != "reconstruct":
+                raise ConfigError(f"model.encoder_model: {config.encoder_model!r} is not an autoencoder")
+            source = create_model(config.encoder_model, **config.encoder_args)
+        else:
+            from ..runs import load_run
+
+            run = load_run(config.encoder)
+            if run.task != "reconstruct":
+                raise ConfigError(f"--encoder {config.encoder}: holds a {run.config.model_name!r} run, "
+                                  "not an autoencoder")
+            source = run.model
+            config.encoder_model = run.config.model_name
+            config.encoder_args = dataclasses.asdict(run.model.config)
+        self.encoder = source.encoder  # (B, *code_shape)
+        with torch.no_grad():
+            n_code = math.prod(self.encoder.eval()(torch.zeros(1, 1, 28, 28)).shape[1:])
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(n_code, config.units), nn.ReLU(),
+                                  nn.Dropout(config.dropout), nn.Linear(config.units, 10))
+        self.frozen = False
+
+    def forward(self, x):
+        return self.head(self.encoder(x))
+
+    def activations(self, x):
+        z = self.encoder(x)
+        h = self.head[:3](z)
+        return [("input", x), ("code", z), ("hidden", h), ("dense", self.head[3:](h))]
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        self.frozen = frozen
+        for p in self.encoder.parameters():
+            p.requires_grad_(not frozen)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()  # frozen means BatchNorm statistics too
+        return self
+
+    def stages(self, train):
+        out = [Stage("frozen", train, lambda: self.freeze_encoder(True))]
+        if self.config.finetune_epochs:
+            tuned = dataclasses.replace(train, epochs=self.config.finetune_epochs,
+                                        lr=train.lr * self.config.finetune_lr_scale)
+            out.append(Stage("finetune", tuned, lambda: self.freeze_encoder(False)))
+        return out
+
+
+register_model("encoder-classifier", EncoderClassifier, EncoderClassifierConfig(), task="classify",
+               train={"epochs": 5},
+               description="a trained autoencoder's encoder + Dense(units) + Dense(10); frozen, then fine-tuned")
