@@ -82,6 +82,34 @@ def cmd_sweep(args) -> int:
     return 1 if failed == len(rows) else 0
 
 
+def cmd_experiment(args) -> int:
+    from .experiments import build_experiment_config, run_experiment
+
+    flags = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "device": args.device}
+    cfg = build_experiment_config(args.name, file=args.config, sets=args.set, flags=flags)
+    log = (lambda m: None) if args.quiet else _notice
+    path, metrics = run_experiment(args.name, cfg, run_dir=args.run_dir, reuse=args.reuse,
+                                   progress=False if args.no_progress else None, log=log, notice=_notice)
+    from .experiments import summary_lines
+
+    for line in summary_lines(args.name, metrics):
+        print(line)
+    print(f"run folder: {path}")
+    figs = sorted(p.name for p in (path / "figures").glob("*.png"))
+    print(f"figures: {', '.join(figs)} in {path / 'figures'}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run_bench, to_markdown
+
+    res = run_bench(quick=args.quick, device=args.device, seeds=args.seeds, out=Path(args.out),
+                    log=(lambda m: None) if args.quiet else _notice)
+    print(to_markdown(res))
+    print(f"written: {Path(args.out) / 'bench.md'}, {Path(args.out) / 'bench.json'}")
+    return 0
+
+
 # ---------------------------------------------------------------- show / predict / layers
 
 def _pick_id(ds, train: bool, id_: int | None) -> int:
@@ -304,6 +332,31 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", help="sweep folder (default: runs/sweep-MODEL-TIME)")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     sw.set_defaults(func=cmd_sweep)
+
+    from .experiments import EXPERIMENTS
+
+    ex = sub.add_parser("experiment", help="run an experiment: " + ", ".join(EXPERIMENTS))
+    ex.add_argument("name", choices=list(EXPERIMENTS))
+    ex.add_argument("--dataset", choices=datasets, help="dataset (default: mnist-sample)")
+    ex.add_argument("--data-dir", help="folder with the dataset's files")
+    ex.add_argument("--seed", type=int, help="random seed (default: 0)")
+    ex.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    ex.add_argument("--config", help="TOML or YAML file (keys at the top level or under [experiment])")
+    ex.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+    ex.add_argument("--run-dir", help="folder to write (default: runs/experiment-NAME-TIME)")
+    ex.add_argument("--reuse", action="store_true",
+                    help="load the saved models and results of --run-dir (or the newest run) instead of training")
+    ex.add_argument("--quiet", action="store_true", help="no progress notes")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    ex.set_defaults(func=cmd_experiment)
+
+    b = sub.add_parser("bench", help="speed benchmarks, each against a baseline measured in the same run")
+    b.add_argument("--quick", action="store_true", help="a smoke run: the sample only, few batches, one seed")
+    b.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    b.add_argument("--seeds", type=int, default=3, help="seeds for time to accuracy (default: 3)")
+    b.add_argument("--out", default="bench", help="folder for bench.md and bench.json (default: bench/)")
+    b.add_argument("--quiet", action="store_true", help="no progress notes")
+    b.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("show", help="show one digit (random when no ID)")
     s.add_argument("id", nargs="?", type=int, help="index in the split (default: random)")

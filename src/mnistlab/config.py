@@ -35,6 +35,10 @@ class TrainConfig:
     val_fraction: float = 0.0  # carved from the training set by the seed; 0 = report test only
     eval_batch_size: int = 1000
     limit_batches: int = 0  # >0: stop each epoch after this many batches (smoke runs)
+    augment: str = "none"  # none, shift (up to 2 px), affine (rotate/scale/shift); batched on the device
+    amp: str = "auto"  # bf16 autocast: auto (on CUDA only), bf16, off
+    channels_last: str = "auto"  # auto (on CUDA only), on, off
+    compile: bool = False  # torch.compile the loss step; falls back to eager if it fails
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1", self.epochs)
@@ -47,6 +51,11 @@ class TrainConfig:
         _check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
         _check(self.threads >= 0, "train.threads", "must be >= 0", self.threads)
         _check(self.limit_batches >= 0, "train.limit_batches", "must be >= 0", self.limit_batches)
+        _check(self.augment in ("none", "shift", "affine"), "train.augment", "must be none, shift or affine",
+               self.augment)
+        _check(self.amp in ("auto", "bf16", "off"), "train.amp", "must be auto, bf16 or off", self.amp)
+        _check(self.channels_last in ("auto", "on", "off"), "train.channels_last", "must be auto, on or off",
+               self.channels_last)
 
 
 @dataclass

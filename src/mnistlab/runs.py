@@ -101,8 +101,7 @@ def save_checkpoint(path: Path, model, optimizer=None, epoch: int = 0, extra: di
         "epoch": epoch,
         "extra": extra or {},
     }
-    with atomic_open(path) as f:
-        torch.save(state, f)
+    save_state(path, state)
 
 
 def _plain(obj):
@@ -114,17 +113,34 @@ def _plain(obj):
     return obj
 
 
-def load_checkpoint(path: Path, map_location="cpu") -> dict:
+def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise RunError(f"{path}: no checkpoint (was the training interrupted before the first epoch ended?)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean a bad file
-        raise RunError(f"{path}: not a readable mnistlab checkpoint ({str(e).splitlines()[0][:200]})") from None
+        state = load_state(path)
+    except RunError as e:
+        raise RunError(str(e).replace("mnistlab file", "mnistlab checkpoint")) from None
     if not isinstance(state, dict) or "model_name" not in state or "state_dict" not in state:
         raise RunError(f"{path}: not a mnistlab checkpoint")
     return state
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Atomically save plain data and tensors (experiments' models, optimised images)."""
+    with atomic_open(path) as f:
+        torch.save(state, f)
+
+
+def load_state(path: Path) -> dict:
+    """Load what save_state wrote, never running code from the file."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: missing (was the experiment interrupted?)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types; all mean a bad file
+        raise RunError(f"{path}: not a readable mnistlab file ({str(e).splitlines()[0][:200]})") from None
 
 
 def model_from_checkpoint(state: dict, source: str = "checkpoint"):

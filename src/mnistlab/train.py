@@ -22,6 +22,7 @@ import torch
 
 from . import runtime
 from ._io import append_jsonl, write_json
+from .augment import augment
 from .config import RunConfig, TrainConfig
 from .data import Dataset, Split, images_to_float, load_dataset
 from .registry import create_model
@@ -99,6 +100,28 @@ def predict(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor
     return torch.cat(outs)
 
 
+def _compiled(fn):
+    """torch.compile `fn`, falling back to eager (with one notice) if compiling or running fails."""
+    try:
+        compiled = torch.compile(fn)
+    except Exception as e:  # no compiler toolchain, unsupported platform, ...
+        print(f"mnistlab: torch.compile unavailable ({type(e).__name__}); running eagerly", file=sys.stderr)
+        return fn
+    state = {"fn": compiled}
+
+    def call(*args):
+        try:
+            return state["fn"](*args)
+        except Exception as e:
+            if state["fn"] is fn:
+                raise
+            print(f"mnistlab: torch.compile failed ({type(e).__name__}); running eagerly", file=sys.stderr)
+            state["fn"] = fn
+            return fn(*args)
+
+    return call
+
+
 def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         device: torch.device | str = "cpu", on_epoch: Callable[[dict, object], None] | None = None,
         progress: bool | None = None) -> list[dict]:
@@ -107,9 +130,16 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     Returns one metrics row per epoch; `on_epoch(row, optimizer)` is called after each.
     """
     device = torch.device(device)
-    model.to(device)
-    images, labels = train.images.to(device), train.labels.to(device)
+    on_gpu = device.type == "cuda"
+    use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
+    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_gpu)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model.to(device, memory_format=fmt)
+    images = train.images.to(device, non_blocking=True)
+    labels = train.labels.to(device, non_blocking=True)
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+    loss_fn = _compiled(model.loss) if cfg.compile else model.loss
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
     n_steps = steps_per_epoch(len(labels), cfg)
     sched = make_scheduler(opt, cfg, n_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -121,8 +151,11 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         seen = 0
         bar = _progress(n_steps, f"epoch {epoch}/{cfg.epochs}", progress)
         for step, idx in enumerate(batch_indices(len(labels), cfg.batch_size, gen, device)[:n_steps]):
-            x = images_to_float(images[idx])  # (B, 1, 28, 28)
-            out = model.loss(x, labels[idx])
+            x = images_to_float(images[idx]).contiguous(memory_format=fmt)  # (B, 1, 28, 28)
+            if cfg.augment != "none":
+                x = augment(x, cfg.augment, aug_gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = loss_fn(x, labels[idx])
             opt.zero_grad(set_to_none=True)
             out["loss"].backward()
             opt.step()

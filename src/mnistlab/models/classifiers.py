@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import _check
-from ..registry import register_model
 from ..errors import ConfigError
+from ..registry import register_model
 from .base import Model, Stage
 
 # MNIST pixel mean and std, for standardising inputs inside the model.
@@ -34,6 +34,7 @@ class CNNConfig:
     kernel: int = 3
     dropout: float = 0.5
     num_classes: int = 10
+    batchnorm: bool = False  # BatchNorm after each convolution (faster, steadier training)
 
     def validate(self) -> None:
         _check(len(self.channels) == 2 and min(self.channels) >= 1, "model.channels",
@@ -51,9 +52,12 @@ class CNN(Classifier):
         c1, c2 = config.channels
         k = config.kernel
         side = ((28 - k + 1) // 2 - k + 1) // 2  # 5 for k=3
-        self.conv1 = nn.Conv2d(1, c1, k)  # (B, 32, 26, 26)
+        bn = config.batchnorm
+        self.conv1 = nn.Conv2d(1, c1, k, bias=not bn)  # (B, 32, 26, 26)
+        self.norm1 = nn.BatchNorm2d(c1) if bn else nn.Identity()
         self.pool1 = nn.MaxPool2d(2)  # (B, 32, 13, 13)
-        self.conv2 = nn.Conv2d(c1, c2, k)  # (B, 64, 11, 11)
+        self.conv2 = nn.Conv2d(c1, c2, k, bias=not bn)  # (B, 64, 11, 11)
+        self.norm2 = nn.BatchNorm2d(c2) if bn else nn.Identity()
         self.pool2 = nn.MaxPool2d(2)  # (B, 64, 5, 5)
         self.dropout = nn.Dropout(config.dropout)
         self.fc = nn.Linear(c2 * side * side, config.num_classes)  # (B, 1600) -> (B, 10)
@@ -67,12 +71,14 @@ class CNN(Classifier):
     def _run(self, x):
         out = [("input", x)]
         x = (x - MNIST_MEAN) / MNIST_STD
-        for name, layer in (("conv1", self.conv1), ("pool1", self.pool1),
-                            ("conv2", self.conv2), ("pool2", self.pool2)):
-            x = layer(x)
-            if name.startswith("conv"):
-                x = F.relu(x)
-            out.append((name, x))
+        x = F.relu(self.norm1(self.conv1(x)))
+        out.append(("conv1", x))
+        x = self.pool1(x)
+        out.append(("pool1", x))
+        x = F.relu(self.norm2(self.conv2(x)))
+        out.append(("conv2", x))
+        x = self.pool2(x)
+        out.append(("pool2", x))
         x = x.flatten(1)
         out.append(("flatten", x))
         x = self.dropout(x)
@@ -83,6 +89,9 @@ class CNN(Classifier):
 
 register_model("cnn", CNN, CNNConfig(), task="classify", train={"epochs": 8},
                description="classic conv32-pool-conv64-pool-dropout-dense (1600 -> 10)")
+register_model("cnn-fast", CNN, CNNConfig(channels=(16, 32), dropout=0.1, batchnorm=True), task="classify",
+               train={"epochs": 4, "batch_size": 256, "lr": 0.01, "schedule": "onecycle"},
+               description="tuned for time to accuracy: conv16-bn-pool-conv32-bn-pool, one-cycle, batch 256")
 
 
 @dataclass

@@ -1,0 +1,298 @@
+"""``mnistlab bench``: speed figures, each against a baseline measured in the same run.
+
+1. Pipeline ratio: the same ``cnn``, data, epochs and batch size through mnistlab's path
+   (whole uint8 set on the device, batches by index) and through the conventional
+   tutorial pipeline (a ``Dataset`` making one PIL image and one normalised tensor per
+   item, a ``DataLoader``, a loss ``.item()`` per step). Images/s of each, and the ratio.
+2. Time to accuracy: training seconds (evaluation excluded) for ``cnn-fast`` and ``cnn``
+   to reach a target held-out accuracy, mean ± sd over seeds.
+3. Autoencoder throughput: images/s of ``ae-convtranspose`` training.
+4. Inference: images/s of batched prediction; single-image latency p50/p95.
+5. Data: seconds to load each available dataset from its files and from the cache.
+6. Memory: peak resident memory of a ``train cnn`` run (a child process) on fashion-mnist.
+
+Absolute times depend on the machine: quote ratios on CPUs, absolute times on GPUs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import runtime
+from ._io import atomic_open, write_json
+from .config import TrainConfig, build_config
+from .data import DATASETS, Split, cache_root, load_dataset
+from .errors import DataError
+from .registry import create_model
+from .train import fit, predict
+
+TARGETS = {"mnist-sample": 0.97, "fashion-mnist": 0.90, "mnist": 0.99}
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------- 1. the conventional pipeline
+
+class TutorialDataset(torch.utils.data.Dataset):
+    """What torchvision's MNIST + ToTensor + Normalize do, one item at a time."""
+
+    def __init__(self, split: Split):
+        self.images = split.images.numpy()
+        self.labels = split.labels.numpy()
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        img = Image.fromarray(self.images[i])  # torchvision's MNIST hands out PIL images
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).unsqueeze(0)  # ToTensor
+        x = (x - 0.1307) / 0.3081  # Normalize
+        return x, int(self.labels[i])
+
+
+def tutorial_loader(split: Split, batch_size: int, seed: int) -> torch.utils.data.DataLoader:
+    """shuffle=True as tutorials write it, with the sampler seeded so that its order is
+    the permutation mnistlab's path draws for the same seed."""
+    ds = TutorialDataset(split)
+    sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler)
+
+
+def tutorial_train(model, split: Split, cfg: TrainConfig, device) -> float:
+    """Train like pytorch/examples' mnist: DataLoader, per-step .item(); returns seconds.
+
+    The model standardises inside, so the already-normalised batch is mapped back to
+    [0, 1] first (one cheap op) to keep both paths' models identical."""
+    loader = tutorial_loader(split, cfg.batch_size, cfg.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    model.to(device).train()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(cfg.epochs):
+        for step, (x, y) in enumerate(loader):
+            if cfg.limit_batches and step >= cfg.limit_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x * 0.3081 + 0.1307), y)
+            loss.backward()
+            opt.step()
+            loss.item()  # the tutorial logs the loss: a host sync every step
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def pipeline_ratio(ds, device, epochs: int, batch_size: int, limit_batches: int = 0) -> dict:
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, limit_batches=limit_batches)
+    n = (min(len(ds.train), limit_batches * batch_size) if limit_batches else len(ds.train)) * epochs
+    torch.manual_seed(0)
+    model = create_model("cnn")
+    t_tut = tutorial_train(model, ds.train, cfg, device)
+    torch.manual_seed(0)
+    model = create_model("cnn")
+    _sync(device)
+    t0 = time.perf_counter()
+    fit(model, ds.train, {}, cfg, device=device, progress=False)
+    _sync(device)
+    t_ours = time.perf_counter() - t0
+    return {"images": n, "mnistlab_img_s": n / t_ours, "tutorial_img_s": n / t_tut, "ratio": t_tut / t_ours}
+
+
+# ---------------------------------------------------------------- 2. time to accuracy
+
+def time_to_accuracy(model_name: str, ds, device, target: float, seeds, max_epochs: int) -> dict:
+    times, reached = [], []
+    for seed in seeds:
+        cfg = build_config(model_name, sets=[f"seed={seed}"]).train
+        cfg = dataclasses.replace(cfg, epochs=max_epochs if model_name == "cnn" else max(cfg.epochs, 1))
+        torch.manual_seed(seed)
+        model = create_model(model_name).to(device)
+        hit = {}
+
+        def on_epoch(row, opt, hit=hit, model=model):
+            if "t" not in hit:
+                hit.setdefault("train_s", 0.0)
+                hit["train_s"] += row["train_time_s"]
+                if row["test_acc"] >= target:
+                    hit["t"] = hit["train_s"]
+
+        fit(model, ds.train, {"test": ds.test}, cfg, device=device, on_epoch=on_epoch, progress=False)
+        times.append(hit.get("t", float("nan")))
+        reached.append("t" in hit)
+    ok = [t for t in times if t == t]
+    return {"model": model_name, "target": target, "seeds": len(seeds), "reached": sum(reached),
+            "mean_s": statistics.mean(ok) if ok else None, "sd_s": statistics.stdev(ok) if len(ok) > 1 else 0.0}
+
+
+# ---------------------------------------------------------------- 3-4. throughput, inference
+
+def ae_throughput(ds, device, epochs: int = 1, limit_batches: int = 0) -> dict:
+    cfg = build_config("ae-convtranspose", sets=[f"epochs={epochs}", f"limit_batches={limit_batches}"]).train
+    model = create_model("ae-convtranspose")
+    n = (min(len(ds.train), limit_batches * cfg.batch_size) if limit_batches else len(ds.train)) * epochs
+    _sync(device)
+    t0 = time.perf_counter()
+    fit(model, ds.train, {}, cfg, device=device, progress=False)
+    _sync(device)
+    return {"images": n, "batch_size": cfg.batch_size, "img_s": n / (time.perf_counter() - t0)}
+
+
+def inference(ds, device, single: int = 200) -> dict:
+    model = create_model("cnn").to(device).eval()
+    images = ds.test.images
+    predict(model, images[:1000])  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    predict(model, images)
+    _sync(device)
+    batched = len(images) / (time.perf_counter() - t0)
+    lat = []
+    for i in range(single):
+        t = time.perf_counter()
+        predict(model, images[i:i + 1])
+        _sync(device)
+        lat.append((time.perf_counter() - t) * 1000)
+    return {"batched_img_s": batched, "single_p50_ms": float(np.percentile(lat, 50)),
+            "single_p95_ms": float(np.percentile(lat, 95))}
+
+
+# ---------------------------------------------------------------- 5-6. data, memory
+
+def data_loading(names) -> list[dict]:
+    rows = []
+    for name in names:
+        arrays = cache_root() / name / "arrays.npz"
+        if arrays.exists():
+            arrays.unlink()  # measure the files first, then the cache this load writes
+        t0 = time.perf_counter()
+        try:
+            ds = load_dataset(name, notice=lambda m: None)
+        except DataError:
+            continue
+        t_files = time.perf_counter() - t0
+        row = {"dataset": name, "source": ds.source, "images": len(ds.train) + len(ds.test), "files_s": t_files}
+        if arrays.exists():
+            t0 = time.perf_counter()
+            load_dataset(name)
+            row["cache_s"] = time.perf_counter() - t0
+        rows.append(row)
+    return rows
+
+
+def peak_memory(dataset: str, epochs: int, limit_batches: int = 0) -> dict:
+    """Peak RSS of `mnistlab train cnn` in a child process (ru_maxrss of the children)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "mnistlab", "train", "cnn", "--dataset", dataset, "--epochs", str(epochs),
+               "--run-dir", str(Path(tmp) / "r"), "--no-progress"]
+        if limit_batches:
+            cmd += ["--set", f"limit_batches={limit_batches}"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if p.returncode != 0:
+        return {"dataset": dataset, "error": p.stderr.strip().splitlines()[-1] if p.stderr else "failed"}
+    kb = after if after > before else before  # ru_maxrss is the largest child so far
+    return {"dataset": dataset, "epochs": epochs, "peak_rss_mb": kb / 1024}
+
+
+# ---------------------------------------------------------------- the whole benchmark
+
+def run_bench(quick: bool = False, device: str = "auto", seeds: int = 3, out: Path | None = None,
+              log=lambda m: None) -> dict:
+    dev = runtime.resolve_device(device)
+    runtime.seed_everything(0)
+    sample = load_dataset("mnist-sample")
+    available = [n for n in ("mnist-sample", "fashion-mnist", "mnist") if _available(n)]
+    res: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(dev),
+                             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+                             "torch": torch.__version__, "quick": quick}}
+    log("1/6 pipeline ratio")
+    res["pipeline"] = {"dataset": "mnist-sample", "model": "cnn", "batch_size": 128,
+                       **pipeline_ratio(sample, dev, epochs=1, batch_size=128, limit_batches=10 if quick else 0)}
+    log("2/6 time to accuracy")
+    tta = []
+    for name in (["mnist-sample"] if quick else available):
+        ds = sample if name == "mnist-sample" else load_dataset(name)
+        for model in ("cnn-fast", "cnn"):
+            row = time_to_accuracy(model, ds, dev, TARGETS[name], range(1 if quick else seeds),
+                                   max_epochs=2 if quick else 12)
+            tta.append({"dataset": name, **row})
+    res["time_to_accuracy"] = tta
+    log("3/6 autoencoder throughput")
+    res["ae_throughput"] = {"dataset": "mnist-sample", "model": "ae-convtranspose",
+                            **ae_throughput(sample, dev, limit_batches=20 if quick else 0)}
+    log("4/6 inference")
+    res["inference"] = {"dataset": "mnist-sample", "model": "cnn", **inference(sample, dev, 50 if quick else 200)}
+    log("5/6 data loading")
+    res["data"] = data_loading(["mnist-sample"] if quick else [n for n in DATASETS if _available(n)])
+    log("6/6 memory")
+    mem_ds = "fashion-mnist" if "fashion-mnist" in available and not quick else "mnist-sample"
+    res["memory"] = peak_memory(mem_ds, 1, limit_batches=5 if quick else 0)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "bench.json", res)
+        with atomic_open(out / "bench.md", "w") as f:
+            f.write(to_markdown(res))
+    return res
+
+
+def _available(name: str) -> bool:
+    try:
+        load_dataset(name, download=False, notice=lambda m: None)
+        return True
+    except DataError:
+        return False
+
+
+def to_markdown(r: dict) -> str:
+    m = r["machine"]
+    p = r["pipeline"]
+    lines = [f"# mnistlab bench{' (quick)' if m['quick'] else ''}", "",
+             f"{m['platform']}, {m['processor']}, {m['cpu_count']} CPUs, {m['threads']} torch threads, "
+             f"device {m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}, torch {m['torch']}", "",
+             "## 1. Pipeline: same cnn, data, epochs, batch size", "",
+             "| path | images/s |", "|---|---|",
+             f"| mnistlab (uint8 on device, batches by index) | {p['mnistlab_img_s']:,.0f} |",
+             f"| tutorial (Dataset + PIL + per-item transforms + DataLoader) | {p['tutorial_img_s']:,.0f} |",
+             f"| **ratio** | **{p['ratio']:.2f}x** |", "",
+             f"{p['images']:,} training images of {p['dataset']}, batch {p['batch_size']}.", "",
+             "## 2. Time to accuracy (training seconds, evaluation excluded)", "",
+             "| dataset | model | target | reached | mean ± sd s |", "|---|---|---|---|---|"]
+    for t in r["time_to_accuracy"]:
+        mean = "-" if t["mean_s"] is None else f"{t['mean_s']:.1f} ± {t['sd_s']:.1f}"
+        lines.append(f"| {t['dataset']} | {t['model']} | {t['target']:.0%} | {t['reached']}/{t['seeds']} | {mean} |")
+    a, i = r["ae_throughput"], r["inference"]
+    lines += ["", "## 3-4. Throughput and inference", "", "| what | figure |", "|---|---|",
+              f"| ae-convtranspose training (batch {a['batch_size']}) | {a['img_s']:,.0f} images/s |",
+              f"| cnn batched prediction | {i['batched_img_s']:,.0f} images/s |",
+              f"| cnn single image latency p50 / p95 | {i['single_p50_ms']:.2f} / {i['single_p95_ms']:.2f} ms |",
+              "", "## 5. Data loading", "", "| dataset | from files s | from cache s | images |", "|---|---|---|---|"]
+    for d in r["data"]:
+        cache = f"{d['cache_s']:.3f}" if "cache_s" in d else "-"
+        lines.append(f"| {d['dataset']} | {d['files_s']:.3f} | {cache} | {d['images']:,} |")
+    mem = r["memory"]
+    lines += ["", "## 6. Memory", "",
+              f"Peak resident memory of `mnistlab train cnn --dataset {mem['dataset']}`: "
+              + (f"{mem['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in mem else mem.get("error", "?")), ""]
+    return "\n".join(lines)
+
+
+__all__ = ["run_bench", "to_markdown"]

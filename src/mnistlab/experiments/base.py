@@ -1,0 +1,29 @@
+"""What every experiment's config has."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import TrainConfig, _check
+
+
+@dataclass
+class ExperimentConfig:
+    dataset: str = "mnist-sample"
+    data_dir: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3
+
+    def validate(self) -> None:
+        from ..data import AUTO, DATASETS
+
+        _check(self.dataset in (*DATASETS, AUTO), "experiment.dataset", f"must be one of {(*DATASETS, AUTO)}",
+               self.dataset)
+        _check(self.batch_size >= 1, "experiment.batch_size", "must be >= 1", self.batch_size)
+        _check(self.lr > 0, "experiment.lr", "must be > 0", self.lr)
+
+    def train_config(self, epochs: int, seed_offset: int = 0, **kw) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed + seed_offset,
+                           device=self.device, **kw)

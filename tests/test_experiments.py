@@ -1,0 +1,131 @@
+"""The three experiments end to end on small budgets, their reuse, and their pieces."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import mnistlab.experiments.dream as dream
+import mnistlab.experiments.reencode as reencode
+import mnistlab.experiments.unbiased as unbiased
+from mnistlab.cli import main
+from mnistlab.data import load_dataset
+from mnistlab.errors import ConfigError
+from mnistlab.experiments import build_experiment_config, run_experiment
+from mnistlab.registry import create_model
+from mnistlab.train import fit
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_loop_only_floor_on_hand_made_labels():
+    labels = torch.tensor([0, 0, 9, 1, 3, 2, 8, 7])
+    loop, parity = unbiased.loop_of(labels), unbiased.parity_of(labels)
+    assert loop.tolist() == [1, 1, 1, 0, 0, 0, 1, 0]
+    assert parity.tolist() == [0, 0, 1, 1, 1, 0, 0, 1]
+    # loop digits {0,0,9,8}: 3 even of 4; no-loop {1,3,2,7}: 3 odd of 4 -> 6/8
+    assert unbiased.loop_only_floor(loop, parity) == pytest.approx(6 / 8)
+
+
+def test_conditional_mmd_sees_parity_inside_a_loop_class():
+    g = torch.Generator().manual_seed(0)
+    loop = torch.tensor([1] * 40 + [0] * 40)
+    parity = torch.tensor(([0] * 20 + [1] * 20) * 2)
+    same = torch.randn(80, 4, generator=g)
+    shifted = same.clone()
+    shifted[parity == 1] += 3.0
+    assert unbiased.conditional_mmd(shifted, loop, parity) > 5 * unbiased.conditional_mmd(same, loop, parity)
+
+
+def test_input_optimisation_raises_the_target_probability(toy):
+    torch.manual_seed(0)
+    model = create_model("cnn", num_classes=11)
+    fit(model, toy.train, {}, dream.Config(batch_size=32).train_config(6), progress=False)
+    cfg = dream.Config(steps=60, jitter=1, blur_every=0, tv=0.0, l2=0.0)
+    targets = torch.arange(10)
+    x = dream.optimise_inputs(model, targets, cfg, torch.Generator().manual_seed(0))
+    assert x.shape == (10, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
+    noise = torch.rand(10, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 0.3
+    with torch.no_grad():
+        p_opt = torch.softmax(model.eval()(x), 1)[targets, targets]
+        p_noise = torch.softmax(model(noise), 1)[targets, targets]
+    assert p_opt.mean() > 0.5 > p_noise.mean()
+    assert all(p.requires_grad for p in model.parameters())  # the model is left trainable
+
+
+def test_experiment_config_errors():
+    with pytest.raises(ConfigError, match="experiment.rounds: must be >= 1"):
+        build_experiment_config("dream", sets=["rounds=0"])
+    with pytest.raises(ConfigError, match="unknown key experiment.nope"):
+        build_experiment_config("unbiased", sets=["nope=1"])
+    with pytest.raises(ConfigError, match="experiment.model: must be an autoencoder"):
+        build_experiment_config("reencode", sets=["model=cnn"])
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_dataset("mnist-sample")
+
+
+def _no_training(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("--reuse must not train")
+
+    for mod in (dream, reencode):
+        monkeypatch.setattr(mod, "fit", fail)
+    monkeypatch.setattr(unbiased, "train_one", fail)
+    monkeypatch.setattr(reencode, "train_reencode", fail)
+    monkeypatch.setattr(dream, "optimise_inputs", fail)
+
+
+def test_dream_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
+    cfg = build_experiment_config("dream", sets=["rounds=2", "steps=15", "epochs=1", "judge_epochs=1",
+                                                 "epochs_per_round=1", "per_digit=2"])
+    path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=sample, progress=False)
+    for f in ("figures/rounds.png", "figures/judge.png"):
+        assert (path / f).read_bytes()[:8] == PNG
+    assert [r["round"] for r in m["rounds"]] == [1, 2]
+    for r in m["rounds"]:
+        assert 0 <= r["recognised_of_10"] <= 10 and 0 <= r["mean_confidence"] <= 1
+        assert len(r["judged_as"]) == 10 and r["model_test_acc_real"] > 0.8
+    assert m["judge_test_acc"] > 0.85
+    assert json.loads((path / "metrics.json").read_text())["final_recognised_of_10"] == m["final_recognised_of_10"]
+    _no_training(monkeypatch)
+    _, again = run_experiment("dream", cfg, run_dir=path, reuse=True, dataset=sample, progress=False)
+    assert again["rounds"] == m["rounds"]
+
+
+def test_unbiased_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
+    cfg = build_experiment_config("unbiased", sets=["lambdas=0,1", "epochs=2", "probe_epochs=3",
+                                                    "warmup_epochs=1"])
+    path, m = run_experiment("unbiased", cfg, run_dir=tmp_path / "u", dataset=sample, progress=False)
+    assert (path / "figures" / "tradeoff.png").read_bytes()[:8] == PNG
+    assert "| λ | loop acc |" in (path / "table.md").read_text()
+    test = sample.test.labels
+    floor = unbiased.loop_only_floor(unbiased.loop_of(test), unbiased.parity_of(test))
+    rows = m["rows"]
+    assert [r["lambda"] for r in rows] == [0.0, 1.0]
+    assert all(r["loop_only_floor"] == pytest.approx(floor) for r in rows)
+    assert 0.75 < floor < 0.85  # looped digits are mostly even
+    assert rows[0]["loop_acc"] > 0.9 and rows[0]["probe_parity_acc"] > floor
+    _no_training(monkeypatch)
+    _, again = run_experiment("unbiased", cfg, run_dir=path, reuse=True, dataset=sample, progress=False)
+    assert [r["loop_acc"] for r in again["rows"]] == [r["loop_acc"] for r in rows]
+
+
+def test_reencode_end_to_end_and_reuse_via_cli(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "r"
+    assert main(["experiment", "reencode", "--set", "epochs=1", "--run-dir", str(run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "reencode: reconstruction MSE" in out and "plain   : reconstruction MSE" in out
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["reencode"]["code_dims"] == m["plain"]["code_dims"] == 32
+    assert m["plain"]["test_mse"] < 0.1 and m["plain"]["code_var_mean"] > m["reencode"]["code_var_mean"]
+    for f in ("reconstructions.png", "code_variance.png"):
+        assert (run / "figures" / f).read_bytes()[:8] == PNG
+    _no_training(monkeypatch)
+    assert main(["experiment", "reencode", "--reuse", "--run-dir", str(run), "--quiet"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["plain"] == m["plain"]
+    assert main(["experiment", "reencode", "--reuse", "--run-dir", str(tmp_path / "none")]) == 1
+    assert "no reencode experiment here" in capsys.readouterr().err

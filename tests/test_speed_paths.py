@@ -1,0 +1,76 @@
+"""The fast path against the conventional pipeline, device augmentation, and a bench smoke run."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from mnistlab.augment import random_affine, random_shift
+from mnistlab.bench import tutorial_loader
+from mnistlab.cli import main
+from mnistlab.config import build_config
+from mnistlab.data import images_to_float
+from mnistlab.registry import create_model
+from mnistlab.train import batch_indices, fit
+
+
+def test_fast_path_and_tutorial_pipeline_give_the_same_batches(toy):
+    seed, bs = 5, 50  # 256 digits: batches of 50, the last of 6
+    loader = tutorial_loader(toy.train, bs, seed)
+    ours = batch_indices(len(toy.train), bs, torch.Generator().manual_seed(seed), "cpu")
+    theirs = list(loader)
+    assert len(ours) == len(theirs) == 6
+    for idx, (x, y) in zip(ours, theirs):
+        assert torch.equal(toy.train.labels[idx], y)
+        # the tutorial's normalised tensor, mapped back, is our [0, 1] batch
+        assert torch.allclose(images_to_float(toy.train.images[idx]), x * 0.3081 + 0.1307, atol=1e-6)
+
+
+def test_random_shift_moves_whole_pixels_and_keeps_shapes():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, 0, 14, 14] = 1.0
+    y = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.equal(y.sum((1, 2, 3)), x.sum((1, 2, 3)))
+    pos = y[:, 0].flatten(1).argmax(1)
+    rows, cols = pos // 28, pos % 28
+    assert (rows - 14).abs().max() <= 2 and (cols - 14).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # each image its own shift
+
+
+def test_random_affine_is_small_and_batched():
+    from mnistlab.data import load_dataset
+
+    x = images_to_float(load_dataset("mnist-sample").test.images[:32])
+    y = random_affine(x, generator=torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1
+    corr = torch.nn.functional.cosine_similarity(x.flatten(1), y.flatten(1))
+    assert corr.mean() > 0.5 and (y - x).abs().sum() > 0  # thin strokes: a 2 px shift lowers overlap a lot
+
+
+def test_augmented_training_keeps_labels_and_learns(toy):
+    cfg = build_config("cnn", sets=["epochs=3", "batch_size=32", "augment=shift"]).train
+    torch.manual_seed(0)
+    hist = fit(create_model("cnn"), toy.train, {"test": toy.test}, cfg, progress=False)
+    assert hist[-1]["test_acc"] > 0.8
+
+
+def test_compile_option_falls_back_or_trains(toy, monkeypatch):
+    def broken(fn):
+        def fail(*a, **k):
+            raise RuntimeError("no compiler here")
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    cfg = build_config("cnn", sets=["epochs=1", "batch_size=64", "compile=true"]).train
+    hist = fit(create_model("cnn"), toy.train, {}, cfg, progress=False)
+    assert hist[0]["train_loss"] > 0
+
+
+def test_bench_quick_smoke(tmp_path, capsys):
+    assert main(["bench", "--quick", "--out", str(tmp_path), "--quiet"]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert res["pipeline"]["ratio"] > 0 and res["pipeline"]["mnistlab_img_s"] > 0
+    assert {t["model"] for t in res["time_to_accuracy"]} == {"cnn", "cnn-fast"}
+    assert res["inference"]["single_p95_ms"] >= res["inference"]["single_p50_ms"] > 0
+    assert res["memory"]["peak_rss_mb"] > 50
+    assert "## 1. Pipeline" in (tmp_path / "bench.md").read_text()
