@@ -11,7 +11,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints-dev.tx
 $(VENV)/.installed: pyproject.toml constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch
-	$(PIP) -e .
+	$(PIP) -e '.[web]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed

@@ -126,12 +126,12 @@ def time_to_accuracy(model_name: str, ds, device, target: float, seeds, max_epoc
         model = create_model(model_name).to(device)
         hit = {}
 
-        def on_epoch(row, opt, hit=hit, model=model):
-            if "t" not in hit:
-                hit.setdefault("train_s", 0.0)
-                hit["train_s"] += row["train_time_s"]
-                if row["test_acc"] >= target:
-                    hit["t"] = hit["train_s"]
+        def on_epoch(row, opt, hit=hit):
+            hit["train_s"] = hit.get("train_s", 0.0) + row["train_time_s"]
+            if row["test_acc"] >= target:
+                hit["t"] = hit["train_s"]
+                return True  # reached: stop training
+            return False
 
         fit(model, ds.train, {"test": ds.test}, cfg, device=device, on_epoch=on_epoch, progress=False)
         times.append(hit.get("t", float("nan")))

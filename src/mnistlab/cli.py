@@ -110,6 +110,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    try:
+        from .web.server import serve
+    except ImportError as e:
+        raise MnistlabError(f"the web page needs the 'web' extra ({e.name} is missing): "
+                            "pip install 'mnistlab[web]'") from None
+    serve([Path(r) for r in args.run] or None, host=args.host, port=args.port)
+    return 0
+
+
 # ---------------------------------------------------------------- show / predict / layers
 
 def _pick_id(ds, train: bool, id_: int | None) -> int:
@@ -357,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench", help="folder for bench.md and bench.json (default: bench/)")
     b.add_argument("--quiet", action="store_true", help="no progress notes")
     b.set_defaults(func=cmd_bench)
+
+    sv = sub.add_parser("serve", help="a local web page: draw a digit and watch the networks respond")
+    sv.add_argument("--run", action="append", default=[], metavar="R",
+                    help="run folder to serve (repeatable; default: the newest classifier and autoencoder runs)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("show", help="show one digit (random when no ID)")
     s.add_argument("id", nargs="?", type=int, help="index in the split (default: random)")

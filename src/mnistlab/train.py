@@ -127,7 +127,8 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         progress: bool | None = None) -> list[dict]:
     """Train `model` on `train`, evaluating on each split of `evals` after every epoch.
 
-    Returns one metrics row per epoch; `on_epoch(row, optimizer)` is called after each.
+    Returns one metrics row per epoch; `on_epoch(row, optimizer)` is called after each and
+    may return True to stop early.
     """
     device = torch.device(device)
     on_gpu = device.type == "cuda"
@@ -177,8 +178,8 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
                              if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)})
         bar.close()
         history.append(row)
-        if on_epoch is not None:
-            on_epoch(row, opt)
+        if on_epoch is not None and on_epoch(row, opt):
+            break  # the callback asked to stop (e.g. a target accuracy was reached)
     return history
 
 

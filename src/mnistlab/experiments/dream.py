@@ -37,7 +37,10 @@ class Config(ExperimentConfig):
     optimised_share: float = 0.1  # fraction of each training epoch made of (repeated) optimised images
     steps: int = 300
     step_lr: float = 0.1
-    constraint: str = "sigmoid"  # pixels kept in [0, 1]: 'sigmoid' reparametrisation or 'clamp' after each step
+    # Pixels kept in [0, 1]: 'clamp' after each step, or a 'sigmoid' reparametrisation. Clamp
+    # is the default: from a dark start the sigmoid's gradient vanishes, and in later rounds
+    # (once faint noise is learned as "optimised") the images stay dark and fail.
+    constraint: str = "clamp"
     jitter: int = 2  # random shift of up to this many pixels each step
     blur_every: int = 4  # Gaussian blur of the image every N steps (0: never)
     blur_sigma: float = 0.5

@@ -1,0 +1,236 @@
+"""The web page: API through Starlette's test client, a bounded load test on loopback,
+and a real browser (headless Chromium driven by Playwright) drawing a digit."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from PIL import Image
+
+starlette = pytest.importorskip("starlette")
+from starlette.testclient import TestClient  # noqa: E402
+
+from mnistlab.config import build_config  # noqa: E402
+from mnistlab.data import load_dataset  # noqa: E402
+from mnistlab.train import train_run  # noqa: E402
+from mnistlab.web.server import MAX_BODY, create_app  # noqa: E402
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A CNN (3 epochs) and a 2-D-code autoencoder trained on the sample, served."""
+    root = tmp_path_factory.mktemp("web")
+    clf = train_run(build_config("cnn", sets=["dataset=mnist-sample", "epochs=3"]), root / "cnn-run", progress=False)
+    ae = train_run(build_config("ae-code2d", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=30"]),
+                   root / "ae-run", progress=False)
+    return clf.path, ae.path
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return TestClient(create_app(list(served)))
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    ds = load_dataset("mnist-sample")
+    return ds.test.images[:20].numpy(), ds.test.labels[:20].tolist()
+
+
+def test_runs_lists_both_with_metrics_and_figures(client):
+    runs = client.get("/api/runs").json()["runs"]
+    assert [r["name"] for r in runs] == ["cnn-run", "ae-run"]
+    assert runs[0]["task"] == "classify" and runs[0]["summary"]["test_acc"] > 0.9
+    assert "confusion.png" in runs[0]["figures"] and runs[1]["code_shape"] == [2]
+
+
+def test_predict_png_and_pixels(client, digits):
+    images, labels = digits
+    hits = 0
+    for img, label in zip(images[:10], labels[:10]):
+        r = client.post("/api/predict?run=cnn-run", content=_png(255 - np.kron(img, np.ones((6, 6)))),
+                        headers={"content-type": "image/png"})
+        assert r.status_code == 200
+        body = r.json()
+        assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-4
+        assert np.asarray(body["input"]).shape == (28, 28)
+        hits += body["digit"] == label
+    assert hits >= 9
+    r = client.post("/api/predict", content=json.dumps({"pixels": images[0].tolist()}),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200 and r.json()["digit"] == labels[0]
+
+
+def test_activations_and_reconstruct_and_codes(client, digits):
+    images, _ = digits
+    body = json.dumps({"pixels": images[1].tolist()})
+    hdr = {"content-type": "application/json"}
+    layers = client.post("/api/activations", content=body, headers=hdr).json()["layers"]
+    assert [lay["name"] for lay in layers][:3] == ["input", "conv1", "pool1"]
+    assert all(lay["png"].startswith("data:image/png;base64,") for lay in layers)
+    rec = client.post("/api/reconstruct?run=ae-run", content=body, headers=hdr).json()
+    assert np.asarray(rec["output"]).shape == (28, 28) and rec["code_shape"] == [2] and len(rec["code"]) == 2
+    codes = client.get("/api/codes?run=ae-run").json()
+    assert len(codes["points"]) == len(codes["labels"]) == 2000 and len(codes["points"][0]) == 2
+
+
+@pytest.mark.parametrize("path, body, ctype, status, message", [
+    ("/api/predict", b"", "image/png", 400, "empty request body"),
+    ("/api/predict", b"not an image at all", "image/png", 400, "not a readable image"),
+    ("/api/predict", b"{bad json", "application/json", 400, "not valid JSON"),
+    ("/api/predict", json.dumps({"pixels": [[0] * 28] * 27}).encode(), "application/json", 400, "must be 28x28"),
+    ("/api/predict", json.dumps({"pixels": [[300] * 28] * 28}).encode(), "application/json", 400, "0..255"),
+    ("/api/predict", json.dumps({"pixels": [[0] * 28] * 28}).encode(), "application/json", 400, "empty"),
+    ("/api/predict", json.dumps({"image": 1}).encode(), "application/json", 400, "needs a \"pixels\" field"),
+    ("/api/predict?run=nope", json.dumps({"pixels": [[9] * 28] * 28}).encode(), "application/json", 404,
+     "unknown run"),
+    ("/api/predict?run=ae-run", json.dumps({"pixels": [[9] * 28] * 28}).encode(), "application/json", 400,
+     "not classify"),
+    ("/api/predict", b"x" * (MAX_BODY + 1), "image/png", 413, "too large"),
+])
+def test_bad_requests_get_4xx_json(client, path, body, ctype, status, message):
+    r = client.post(path, content=body, headers={"content-type": ctype})
+    assert r.status_code == status and message in r.json()["error"]
+
+
+def test_blank_and_huge_images(client):
+    r = client.post("/api/predict", content=_png(np.full((60, 60), 255)), headers={"content-type": "image/png"})
+    assert r.status_code == 400 and "no ink" in r.json()["error"]
+    big = io.BytesIO()
+    Image.new("L", (3000, 10)).save(big, format="PNG")
+    r = client.post("/api/predict", content=big.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 413 and "max 2048x2048" in r.json()["error"]
+
+
+def test_figures_only_from_inside_run_folders(client, served):
+    assert client.get("/api/figure?run=cnn-run&name=curves.png").content[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("../config.json", "../../cnn-run/figures/curves.png", "/etc/passwd", "curves.txt", "nope.png"):
+        r = client.get("/api/figure", params={"run": "cnn-run", "name": name})
+        assert r.status_code == 404, name
+    assert client.get("/api/figure?run=other&name=curves.png").status_code == 404
+
+
+def test_page_and_static_files_are_local(client):
+    html = client.get("/").text
+    assert "/static/app.js" in html and "http" not in html.replace("http-equiv", "")  # no CDN
+    assert client.get("/static/app.js").status_code == 200
+    assert client.get("/static/../server.py").status_code == 404
+
+
+# ---------------------------------------------------------------- a real server
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    import uvicorn
+
+    port = _free_port()
+    config = uvicorn.Config(create_app(list(served)), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not srv.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.started
+    yield f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+
+
+def test_load_200_requests_from_20_clients(server, digits):
+    images, labels = digits
+    payloads = [(json.dumps({"pixels": images[i % 20].tolist()}).encode(), labels[i % 20]) for i in range(200)]
+    expected = {}
+    for body, _ in payloads[:20]:
+        req = urllib.request.Request(server + "/api/predict", data=body, headers={"Content-Type": "application/json"})
+        expected[body] = json.loads(urllib.request.urlopen(req, timeout=30).read())["digit"]
+
+    def one(item):
+        body, _ = item
+        req = urllib.request.Request(server + "/api/predict", data=body, headers={"Content-Type": "application/json"})
+        t = time.perf_counter()
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            out = json.loads(resp.read())
+        return time.perf_counter() - t, out["digit"] == expected[body]
+
+    with ThreadPoolExecutor(20) as pool:
+        results = list(pool.map(one, payloads))
+    assert len(results) == 200 and all(ok for _, ok in results)
+    lat = sorted(t * 1000 for t, _ in results)
+    p50, p95 = statistics.median(lat), lat[int(0.95 * len(lat)) - 1]
+    print(f"\nload: 200 predict requests, 20 clients: p50 {p50:.1f} ms, p95 {p95:.1f} ms")
+    out = os.environ.get("MNISTLAB_LOAD_REPORT")
+    if out:
+        with open(out, "w") as f:
+            json.dump({"requests": 200, "clients": 20, "p50_ms": p50, "p95_ms": p95}, f)
+
+
+def _strokes(img: np.ndarray, scale: int = 10) -> list[list[tuple[float, float]]]:
+    """A real digit replayed as pen strokes: one horizontal stroke per run of ink in each row."""
+    out = []
+    for r in range(28):
+        c = 0
+        while c < 28:
+            if img[r, c] > 100:
+                start = c
+                while c < 28 and img[r, c] > 100:
+                    c += 1
+                y = (r + 0.5) * scale
+                out.append([((start + 0.5) * scale, y), ((c - 0.5) * scale, y)])
+            c += 1
+    return out
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    images, labels = digits
+    index = next(i for i in range(20) if labels[i] in (0, 2, 3, 6, 8))  # a digit with a clear shape
+    shot = os.environ.get("MNISTLAB_SCREENSHOT") or str(tmp_path / "page.png")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(server + "/")
+        page.wait_for_selector("#clf-run option[value='cnn-run']", state="attached")
+        box = page.locator("#pad").bounding_box()
+        page.locator("#pen").fill("18")
+        for stroke in _strokes(images[index]):
+            (x0, y0), (x1, y1) = stroke
+            page.mouse.move(box["x"] + x0, box["y"] + y0)
+            page.mouse.down()
+            page.mouse.move(box["x"] + x1, box["y"] + y1, steps=3)
+            page.mouse.up()
+        page.wait_for_function("document.getElementById('status').textContent === 'ready'", timeout=30000)
+        page.wait_for_function("document.getElementById('recon').src.startsWith('data:image/png')", timeout=30000)
+        assert page.locator("#digit").text_content() == str(labels[index])
+        assert page.locator("#layers img").count() >= 5
+        page.screenshot(path=shot, full_page=True)
+        browser.close()
+    assert open(shot, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
