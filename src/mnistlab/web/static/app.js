@@ -26,7 +26,13 @@ pad.addEventListener("pointermove", (e) => { if (!drawing) return; const p = poi
 ["pointerup", "pointercancel", "pointerleave"].forEach((t) => pad.addEventListener(t, () => { if (drawing) { drawing = false; schedule(0); } }));
 $("clear").addEventListener("click", clearPad);
 
-function schedule(ms = 150) { dirty = true; clearTimeout(timer); timer = setTimeout(update, ms); }
+// Each update is numbered; only the newest may write to the page, so a slow answer for
+// an earlier, half-drawn digit never overwrites the answer for the finished one.
+let seq = 0;
+function schedule(ms = 150) {
+  dirty = true; clearTimeout(timer); timer = setTimeout(update, ms);
+  $("status").textContent = "drawing…"; $("status").className = "muted";
+}
 
 function padBlob() { return new Promise((res) => pad.toBlob(res, "image/png")); }
 
@@ -53,25 +59,31 @@ function showBars(probs) {
 
 async function update(blob) {
   if (!blob && !dirty) return;
+  const mine = ++seq;
   blob = blob || await padBlob();
   const clf = $("clf-run").value, ae = $("ae-run").value;
+  const stale = () => mine !== seq;
   $("status").textContent = "thinking…"; $("status").className = "muted";
   try {
     if (clf) {
       const p = await post("/api/predict", blob, clf);
+      if (stale()) return;
       $("digit").textContent = p.digit; $("digit").dataset.digit = p.digit;
       showBars(p.probabilities); showSeen(p.input);
       const a = await post("/api/activations", blob, clf);
+      if (stale()) return;
       $("layers").innerHTML = a.layers.map((l) =>
         `<figure><img src="${l.png}" alt="${l.name}"><figcaption>${l.name} ${l.shape.join("x")}</figcaption></figure>`).join("");
     }
     if (ae) {
       const r = await post("/api/reconstruct", blob, ae);
+      if (stale()) return;
       $("recon").src = r.output_png;
       if (r.code_shape.length === 1 && r.code_shape[0] <= 3) drawScatter(ae, r.code);
     }
-    $("status").textContent = "ready";
+    if (!stale()) $("status").textContent = "ready";
   } catch (err) {
+    if (stale()) return;
     $("status").textContent = err.message; $("status").className = "error";
   }
 }
