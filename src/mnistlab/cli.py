@@ -311,15 +311,18 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(default: {default})")
         sp.add_argument("--data-dir", help="folder with the dataset's files (IDX raw/gz, CSV or Keras NPZ)")
 
+    def training_args(sp, set_help="override one config key, e.g. --set lr=0.01 --set model.dropout=0.3"):
+        sp.add_argument("--seed", type=int, help="random seed (default: 0)")
+        sp.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+        sp.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+
     t = sub.add_parser("train", help="train a model and record a run folder")
     t.add_argument("model", help="a registered model (see `mnistlab models`)")
     data_args(t, default=None)
     t.add_argument("--epochs", type=int, help="epochs (default: the model's preset)")
-    t.add_argument("--seed", type=int, help="random seed (default: 0)")
-    t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    training_args(t)
     t.add_argument("--config", help="TOML or YAML file with [model], [train], [data] sections")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set lr=0.01 --set model.dropout=0.3")
     t.add_argument("--run-dir", help="run folder to write (default: runs/MODEL-DATASET-TIME)")
     t.add_argument("--reuse", action="store_true",
                    help="load the saved model of --run-dir (or the newest run of MODEL) instead of training")
@@ -327,7 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--interactive", action="store_true",
                    help="ask for each hyperparameter (answers may come from a file on stdin)")
     t.add_argument("--dry-run", action="store_true", help="one epoch of two batches: a quick smoke run")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     t.set_defaults(func=cmd_train)
 
     sw = sub.add_parser("sweep", help="train every combination of a grid and compare them in a table")
@@ -336,11 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="values to try for one key (split on '|' when given, for list values)")
     data_args(sw, default=None)
     sw.add_argument("--epochs", type=int, help="epochs for every run (default: the model's preset)")
-    sw.add_argument("--seed", type=int, help="random seed (default: 0)")
-    sw.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed overrides for every run")
+    training_args(sw, "a fixed override for every run")
     sw.add_argument("--out", help="sweep folder (default: runs/sweep-MODEL-TIME)")
-    sw.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     sw.set_defaults(func=cmd_sweep)
 
     from .experiments import EXPERIMENTS
@@ -349,15 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("name", choices=list(EXPERIMENTS))
     ex.add_argument("--dataset", choices=datasets, help="dataset (default: mnist-sample)")
     ex.add_argument("--data-dir", help="folder with the dataset's files")
-    ex.add_argument("--seed", type=int, help="random seed (default: 0)")
-    ex.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    training_args(ex, "override one setting")
     ex.add_argument("--config", help="TOML or YAML file (keys at the top level or under [experiment])")
-    ex.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
     ex.add_argument("--run-dir", help="folder to write (default: runs/experiment-NAME-TIME)")
     ex.add_argument("--reuse", action="store_true",
                     help="load the saved models and results of --run-dir (or the newest run) instead of training")
     ex.add_argument("--quiet", action="store_true", help="no progress notes")
-    ex.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     ex.set_defaults(func=cmd_experiment)
 
     b = sub.add_parser("bench", help="speed benchmarks, each against a baseline measured in the same run")
