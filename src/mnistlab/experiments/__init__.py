@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,14 +85,18 @@ def run_experiment(name: str, config, *, run_dir: str | Path | None = None, reus
                    log: Callable[[str], None] = lambda m: None, notice=None) -> tuple[Path, dict]:
     """Run (or, with reuse, re-evaluate) an experiment; returns its folder and metrics."""
     module = _module(name)
-    runtime.set_threads(config.threads)
-    device = runtime.resolve_device(config.device)
-    ds = dataset or load_dataset(config.dataset, config.data_dir, notice=notice)
-    if reuse:
+    if reuse:  # the saved settings, not today's: they describe the saved models
         path = Path(run_dir) if run_dir else latest_experiment(name)
         if not (path / "config.json").exists():
             raise RunError(f"{path}: no {name} experiment here to reuse")
-    else:
+        saved = json.loads((path / "config.json").read_text())
+        if saved.get("experiment") != name:
+            raise RunError(f"{path}: holds a {saved.get('experiment')!r} experiment, not {name!r}")
+        config = apply_overrides(module.Config(), saved["config"], "experiment")
+    runtime.set_threads(config.threads)
+    device = runtime.resolve_device(config.device)
+    ds = dataset or load_dataset(config.dataset, config.data_dir, notice=notice)
+    if not reuse:
         path = prepare_run_dir(Path(run_dir) if run_dir else
                                runs_root() / f"experiment-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         write_json(path / "config.json", {"experiment": name, "config": dataclasses.asdict(config)})
