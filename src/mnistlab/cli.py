@@ -55,7 +55,7 @@ def cmd_train(args) -> int:
 def _print_summary(run) -> None:
     s = run.summary
     ds = run.config.data.dataset
-    held = f"{s.get('n_test', '?'):,} held-out digits" if isinstance(s.get("n_test"), int) else "test split"
+    held = f"{s['n_test']:,} held-out test images" if isinstance(s.get("n_test"), int) else "test split"
     if "test_acc" in s:
         print(f"{run.config.model_name} on {ds}: test accuracy {s['test_acc']:.2%} ({held}), "
               f"test loss {s['test_loss']:.4f}")
