@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from . import runtime
 from ._io import atomic_open, write_json
@@ -59,8 +60,6 @@ class TutorialDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i):
-        from PIL import Image
-
         img = Image.fromarray(self.images[i])  # torchvision's MNIST hands out PIL images
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).unsqueeze(0)  # ToTensor
         x = (x - 0.1307) / 0.3081  # Normalize

@@ -138,6 +138,7 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     model.to(device, memory_format=fmt)
     images = train.images.to(device, non_blocking=True)
     labels = train.labels.to(device, non_blocking=True)
+    evals = {name: split.to(device) for name, split in evals.items()}  # once, not every epoch
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     loss_fn = _compiled(model.loss) if cfg.compile else model.loss
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)

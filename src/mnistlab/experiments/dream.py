@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..config import _check
 from ..data import Split
 from ..registry import create_model
-from ..runs import model_from_checkpoint
+from ..runs import model_from_checkpoint, save_checkpoint
 from ..train import evaluate, fit, predict
 from .base import ExperimentConfig
 
@@ -188,8 +188,6 @@ def run(ctx) -> dict:
         torch.manual_seed(cfg.seed + 1000)
         judge = create_model("cnn").to(dev)
         fit(judge, ds.train, {}, cfg.train_config(cfg.judge_epochs, 1000), device=dev, progress=ctx.progress)
-        from ..runs import save_checkpoint
-
         save_checkpoint(ctx.path / "judge.pt", judge)
         torch.manual_seed(cfg.seed)
         model = create_model("cnn", num_classes=11).to(dev)
@@ -211,8 +209,6 @@ def run(ctx) -> dict:
             acc = evaluate(model, ds.test)["acc"]
             history.append({"round": r, "model_p_optimised_class_before": p_fake, "model_test_acc_real": acc})
         images = torch.stack(rounds)  # (rounds, 10, per_digit, 28, 28)
-        from ..runs import save_checkpoint
-
         save_checkpoint(ctx.path / "model.pt", model)
         ctx.save("images.pt", {"images": images, "history": history})
     verdicts = judge_rounds(judge, images)
