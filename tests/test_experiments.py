@@ -38,6 +38,24 @@ def test_conditional_mmd_sees_parity_inside_a_loop_class():
     assert unbiased.conditional_mmd(shifted, loop, parity) > 5 * unbiased.conditional_mmd(same, loop, parity)
 
 
+def test_normalized_code_cannot_shrink_to_a_point():
+    torch.manual_seed(0)
+    net = unbiased.LoopParityNet(code_dim=8, adversary_hidden=4, normalize_code=True)
+    plain = unbiased.LoopParityNet(code_dim=8, adversary_hidden=4)
+    plain.load_state_dict(net.state_dict(), strict=False)  # same weights, no BatchNorm
+    x = torch.rand(64, 1, 28, 28)
+    with torch.no_grad():
+        z0, p0 = net.encoder(x), plain.encoder(x)
+        for model in (net, plain):
+            model.encoder[5].weight.mul_(0.5)  # the code shrinks toward a point
+            model.encoder[5].bias.mul_(0.5)
+        z1, p1 = net.encoder(x), plain.encoder(x)
+    assert z0.shape == p0.shape == (64, 8)
+    assert torch.allclose(p1, 0.5 * p0, atol=1e-6)
+    assert torch.allclose(z0.std(0, unbiased=False), torch.ones(8), atol=0.02)
+    assert torch.allclose(z1, z0, rtol=0.1, atol=0.01)  # the plain code halved
+
+
 def test_input_optimisation_raises_the_target_probability(toy):
     torch.manual_seed(0)
     model = create_model("cnn", num_classes=11)

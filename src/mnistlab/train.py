@@ -63,7 +63,7 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -
     return batches
 
 
-def _progress(total: int, desc: str, enabled: bool | None):
+def progress_bar(total: int, desc: str, enabled: bool | None):
     from tqdm.auto import tqdm
 
     # disable=None lets tqdm turn itself off when stderr is not a terminal (CI logs).
@@ -151,7 +151,7 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         seen = 0
-        bar = _progress(n_steps, f"epoch {epoch}/{cfg.epochs}", progress)
+        bar = progress_bar(n_steps, f"epoch {epoch}/{cfg.epochs}", progress)
         for step, idx in enumerate(batch_indices(len(labels), cfg.batch_size, gen, device)[:n_steps]):
             x = images_to_float(images[idx]).contiguous(memory_format=fmt)  # (B, 1, 28, 28)
             if cfg.augment != "none":

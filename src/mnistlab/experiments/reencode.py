@@ -19,7 +19,7 @@ from ..config import _check
 from ..data import images_to_float
 from ..registry import create_model, get_spec
 from ..runs import model_from_checkpoint, save_checkpoint
-from ..train import fit
+from ..train import fit, progress_bar
 from .base import ExperimentConfig
 
 
@@ -41,6 +41,7 @@ def train_reencode(model, ds, cfg: Config, device, progress=None) -> list[dict]:
     images = ds.train.images.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     history = []
+    bar = progress_bar(cfg.epochs, "re-encoding autoencoder", progress)
     for epoch in range(1, cfg.epochs + 1):
         sums = torch.zeros(3, device=device)
         for idx in torch.randperm(len(images), generator=gen).to(device).split(cfg.batch_size):
@@ -61,6 +62,9 @@ def train_reencode(model, ds, cfg: Config, device, progress=None) -> list[dict]:
                                  torch.tensor(float(len(idx)), device=device)])
         s = sums.tolist()
         history.append({"epoch": epoch, "train_mse": s[0] / s[2], "train_reencode_error": s[1] / s[2]})
+        bar.set_postfix(mse=f"{s[0] / s[2]:.4f}", reencode_error=f"{s[1] / s[2]:.2e}")
+        bar.update(1)
+    bar.close()
     model.zero_grad(set_to_none=True)
     return history
 
