@@ -63,6 +63,22 @@ def test_activations_of_cnn_have_the_documented_shapes():
     assert acts["flatten"].shape == (1, 1600) and acts["dense"].shape == (1, 10)
 
 
+@pytest.mark.parametrize("name", ["cnn", "cnn-fast"])
+def test_fast_forward_matches_the_classic_layer_order(name):
+    """forward() pools before the ReLU; activations() keeps the classic order: same numbers."""
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.rand(8, 1, 28, 28)
+    model.train()  # BatchNorm on batch statistics; dropout off so that both passes agree
+    model.dropout.p = 0.0
+    fast = model(x)
+    classic = model.activations(x)[-1][1]
+    assert torch.allclose(fast, classic, atol=1e-6)
+    g_fast = torch.autograd.grad(fast.square().sum(), model.conv1.weight)[0]
+    g_classic = torch.autograd.grad(model.activations(x)[-1][1].square().sum(), model.conv1.weight)[0]
+    assert torch.allclose(g_fast, g_classic, atol=1e-5)
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("code ran",))

@@ -37,7 +37,7 @@ class TrainConfig:
     limit_batches: int = 0  # >0: stop each epoch after this many batches (smoke runs)
     augment: str = "none"  # none, shift (up to 2 px), affine (rotate/scale/shift); batched on the device
     amp: str = "auto"  # bf16 autocast: auto (on CUDA only), bf16, off
-    channels_last: str = "auto"  # auto (on CUDA only), on, off
+    channels_last: str = "auto"  # auto (= on, every device), on, off
     compile: bool = False  # torch.compile the loss step; falls back to eager if it fails
 
     def validate(self) -> None:

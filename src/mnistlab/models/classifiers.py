@@ -12,6 +12,7 @@ from torch import nn
 
 from ..config import _check
 from ..errors import ConfigError
+from ..layers import Dropout
 from ..registry import register_model
 from .base import Model, Stage
 
@@ -59,16 +60,19 @@ class CNN(Classifier):
         self.conv2 = nn.Conv2d(c1, c2, k, bias=not bn)  # (B, 64, 11, 11)
         self.norm2 = nn.BatchNorm2d(c2) if bn else nn.Identity()
         self.pool2 = nn.MaxPool2d(2)  # (B, 64, 5, 5)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.fc = nn.Linear(c2 * side * side, config.num_classes)  # (B, 1600) -> (B, 10)
 
     def forward(self, x):
-        return self._run(x)[-1][1]
+        # Max-pooling commutes with ReLU (both are monotone), so pooling first gives the
+        # same output and gradients with a quarter of the ReLU work: ~10% of a CPU step.
+        x = (x - MNIST_MEAN) / MNIST_STD
+        x = F.relu(self.pool1(self.norm1(self.conv1(x))))
+        x = F.relu(self.pool2(self.norm2(self.conv2(x))))
+        return self.fc(self.dropout(x.flatten(1)))
 
     def activations(self, x):
-        return self._run(x)
-
-    def _run(self, x):
+        """Every layer's output in the classic order (ReLU, then pooling), for pictures."""
         out = [("input", x)]
         x = (x - MNIST_MEAN) / MNIST_STD
         x = F.relu(self.norm1(self.conv1(x)))
@@ -90,7 +94,7 @@ class CNN(Classifier):
 register_model("cnn", CNN, CNNConfig(), task="classify", train={"epochs": 8},
                description="classic conv32-pool-conv64-pool-dropout-dense (1600 -> 10)")
 register_model("cnn-fast", CNN, CNNConfig(channels=(16, 32), dropout=0.1, batchnorm=True), task="classify",
-               train={"epochs": 4, "batch_size": 256, "lr": 0.02, "schedule": "onecycle"},
+               train={"epochs": 5, "batch_size": 256, "lr": 0.02, "schedule": "onecycle"},
                description="tuned for time to accuracy: conv16-bn-pool-conv32-bn-pool, one-cycle, batch 256")
 
 
