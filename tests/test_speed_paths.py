@@ -10,6 +10,7 @@ from mnistlab.bench import tutorial_loader
 from mnistlab.cli import main
 from mnistlab.config import build_config
 from mnistlab.data import images_to_float
+from mnistlab.layers import Dropout
 from mnistlab.registry import create_model
 from mnistlab.train import batch_indices, fit
 
@@ -52,6 +53,31 @@ def test_augmented_training_keeps_labels_and_learns(toy):
     torch.manual_seed(0)
     hist = fit(create_model("cnn"), toy.train, {"test": toy.test}, cfg, progress=False)
     assert hist[-1]["test_acc"] > 0.8
+
+
+def test_cpu_dropout_is_inverted_dropout():
+    torch.manual_seed(0)
+    drop = Dropout(0.25)
+    x = torch.ones(200, 500)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.01  # a quarter dropped
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.75))  # survivors rescaled
+    assert abs(y.mean().item() - 1.0) < 0.02  # the expectation kept
+    assert not torch.equal(drop(x), y)  # a fresh mask each call
+    assert torch.equal(drop.eval()(x), x)
+
+
+def test_fit_trains_channels_last_and_hands_back_the_default_layout(toy):
+    model = create_model("cnn")
+    cfg = build_config("cnn", sets=["epochs=1", "batch_size=64"]).train
+    assert cfg.channels_last == "auto"
+    seen = []
+    model.conv2.register_forward_hook(
+        lambda m, inp, out: seen.append(m.training and inp[0].is_contiguous(memory_format=torch.channels_last)))
+    fit(model, toy.train, {}, cfg, progress=False)
+    assert seen and all(seen)  # every training step's activations were NHWC
+    assert model.conv2.weight.is_contiguous()
 
 
 def test_compile_option_falls_back_or_trains(toy, monkeypatch):
