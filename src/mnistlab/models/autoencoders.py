@@ -31,7 +31,13 @@ LOSSES = ("mse", "bce")
 def _check_common(cfg) -> None:
     _check(cfg.loss in LOSSES, "model.loss", f"must be one of {LOSSES}", cfg.loss)
     _check(0 <= cfg.noise <= 1, "model.noise", "must be in [0, 1]", cfg.noise)
-    _check(cfg.act in ACTIVATIONS, "model.act", f"must be one of {tuple(ACTIVATIONS)}", cfg.act)
+    for key in ("act", "code_act"):  # every autoencoder has act; some also code_act
+        if hasattr(cfg, key):
+            _check(getattr(cfg, key) in ACTIVATIONS, f"model.{key}", f"must be one of {tuple(ACTIVATIONS)}",
+                   getattr(cfg, key))
+    if hasattr(cfg, "channels"):
+        _check(len(cfg.channels) == 2 and min(cfg.channels) >= 1, "model.channels",
+               "must be two positive filter counts", cfg.channels)
 
 
 class Autoencoder(Model):
@@ -87,8 +93,6 @@ class DenseAEConfig:
     def validate(self) -> None:
         _check(self.code >= 1, "model.code", "must be >= 1", self.code)
         _check(self.init in ("normal", "default"), "model.init", "must be normal or default", self.init)
-        _check(self.code_act in ACTIVATIONS, "model.code_act", f"must be one of {tuple(ACTIVATIONS)}",
-               self.code_act)
         _check_common(self)
 
 
@@ -124,8 +128,6 @@ class ConvAEConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
-        _check(len(self.channels) == 2 and min(self.channels) >= 1, "model.channels",
-               "must be two positive filter counts", self.channels)
         _check(self.decoder in ("transpose", "upsample"), "model.decoder", "must be transpose or upsample",
                self.decoder)
         _check_common(self)
@@ -167,11 +169,7 @@ class ConvCodeAEConfig:
     def validate(self) -> None:
         _check(len(self.code_shape) in (1, 3) and min(self.code_shape) >= 1, "model.code_shape",
                "must be (n,) or (channels, height, width)", self.code_shape)
-        _check(len(self.channels) == 2 and min(self.channels) >= 1, "model.channels",
-               "must be two positive filter counts", self.channels)
         _check(self.hidden >= 1, "model.hidden", "must be >= 1", self.hidden)
-        _check(self.code_act in ACTIVATIONS, "model.code_act", f"must be one of {tuple(ACTIVATIONS)}",
-               self.code_act)
         _check_common(self)
 
 
