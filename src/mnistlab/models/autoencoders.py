@@ -12,6 +12,7 @@ default or BCE, with optional input noise for denoising (the target stays clean)
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -54,8 +55,9 @@ class Autoencoder(Model):
     def forward(self, x):
         return self.decode(self.encode(x))
 
-    @property
+    @functools.cached_property
     def code_shape(self) -> tuple[int, ...]:
+        """The code's shape for one image, found once by encoding a blank image."""
         with torch.no_grad():
             was = self.training
             self.eval()
