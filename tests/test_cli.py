@@ -135,6 +135,9 @@ def test_dry_run_and_existing_run_dir(tmp_path, capsys):
     (["train", "cnn", "--dataset", "mnist"], "--data-dir"),
     (["predict", "--run", "/nonexistent/run"], "no such run folder"),
     (["show", "99999", "--dataset", "mnist-sample"], "out of range"),
+    (["train", "cnn", "--train-images", "/nonexistent/imgs.idx"], "/nonexistent/imgs.idx: no such file"),
+    (["train", "ae-dense", "--test-images", "/nonexistent/t.idx"], "--train-images is required"),
+    (["experiment", "reencode", "--train-images", "/nonexistent/i.gz"], "no such file"),
 ])
 def test_bad_input_is_one_line_and_nonzero(argv, message, tmp_path):
     """Through the real console entry point: a clear line on stderr, no traceback."""
@@ -156,3 +159,18 @@ def test_corrupt_data_dir_names_the_file(tmp_path, capsys):
                  "--run-dir", str(tmp_path / "r")]) == 1
     assert "train.csv: row 1 has 3 values" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_autoencoder_from_a_lone_images_file(tmp_path, capsys):
+    """The seed's `-d PATH`: one images file of any name, no labels, no test set."""
+    from conftest import idx_bytes
+
+    images = load_dataset("mnist-sample").train.images[:200].numpy()
+    (tmp_path / "scans.ubyte").write_bytes(idx_bytes(images, 2051))
+    assert main(["train", "ae-dense", "--train-images", str(tmp_path / "scans.ubyte"), "--epochs", "1",
+                 "--run-dir", str(tmp_path / "ae"), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "holding out a seeded 10% of the training images (20)" in err
+    assert "ae-dense on files: test_mse" in out
+    cfg = json.loads((tmp_path / "ae" / "config.json").read_text())
+    assert cfg["data"]["train_images"].endswith("scans.ubyte") and cfg["data"]["dataset"] == "files"

@@ -13,7 +13,7 @@ import torch
 
 from conftest import idx_bytes, write_idx_set
 from mnistlab import data
-from mnistlab.data import FileCheck, load_dataset, load_path, read_idx
+from mnistlab.data import FileCheck, is_labelled, load_dataset, load_path, read_idx
 from mnistlab.errors import DataError
 
 # ---------------------------------------------------------------- bundled sample
@@ -325,3 +325,68 @@ def test_validation_split_is_seeded_and_disjoint(toy):
     assert torch.equal(a_val.images, b_val.images)
     with pytest.raises(DataError):
         toy.split_validation(0.0)
+
+
+# ---------------------------------------------------------------- files by path, any names
+
+def _sample_files(folder, n_train=300, n_test=100):
+    """Sample digits written under non-standard names: raw IDX images, gz labels."""
+    ds = load_dataset("mnist-sample")
+    folder.mkdir(parents=True, exist_ok=True)
+    tr_img, tr_lab = ds.train.images[:n_train].numpy(), ds.train.labels[:n_train].numpy()
+    te_img, te_lab = ds.test.images[:n_test].numpy(), ds.test.labels[:n_test].numpy()
+    (folder / "my-digits.idx").write_bytes(idx_bytes(tr_img, 2051))
+    (folder / "their-labels.gz").write_bytes(gzip.compress(idx_bytes(tr_lab, 2049)))
+    (folder / "held-out.bin").write_bytes(idx_bytes(te_img, 2051))
+    (folder / "held-out-labels.bin").write_bytes(idx_bytes(te_lab, 2049))
+    return tr_img, tr_lab, te_img, te_lab
+
+
+def test_autoencoder_from_one_images_file_with_any_name(tmp_path):
+    from mnistlab.config import build_config
+    from mnistlab.train import train_run
+
+    tr_img, *_ = _sample_files(tmp_path / "d")
+    notes = []
+    ds = load_dataset("auto", files={"train_images": str(tmp_path / "d" / "my-digits.idx")}, notice=notes.append)
+    assert len(ds.train) + len(ds.test) == len(tr_img) and len(ds.test) == 30  # a seeded 10% held out
+    assert any("holding out" in n for n in notes) and not is_labelled(ds.train)
+    again = load_dataset("auto", files={"train_images": str(tmp_path / "d" / "my-digits.idx")})
+    assert torch.equal(again.test.images, ds.test.images)  # the same split every time
+    cfg = build_config("ae-dense", flags={"train_images": str(tmp_path / "d" / "my-digits.idx"), "epochs": 1,
+                                          "val_fraction": 0.0})
+    run = train_run(cfg, tmp_path / "ae", progress=False)
+    assert run.summary["test_mse"] > 0 and run.config.data.train_images.endswith("my-digits.idx")
+    assert (run.path / "figures" / "reconstructions_after.png").is_file()
+
+
+def test_classifier_from_four_named_files_and_labels_required(tmp_path):
+    from mnistlab.config import build_config
+    from mnistlab.train import train_run
+
+    tr_img, tr_lab, te_img, te_lab = _sample_files(tmp_path / "d")
+    d = tmp_path / "d"
+    files = {"train_images": str(d / "my-digits.idx"), "train_labels": str(d / "their-labels.gz"),
+             "test_images": str(d / "held-out.bin"), "test_labels": str(d / "held-out-labels.bin")}
+    ds = load_dataset("mnist", files=files)
+    assert np.array_equal(ds.train.labels.numpy(), tr_lab) and np.array_equal(ds.test.images.numpy(), te_img)
+    run = train_run(build_config("cnn", flags={**files, "epochs": 1}), tmp_path / "cnn", progress=False)
+    assert run.summary["n_train"] == 300 and run.summary["n_test"] == 100
+    with pytest.raises(DataError, match="needs labels"):
+        train_run(build_config("cnn", flags={"train_images": files["train_images"], "epochs": 1}),
+                  tmp_path / "nolabels", progress=False)
+
+
+def test_files_by_path_errors_name_the_file(tmp_path):
+    _sample_files(tmp_path / "d")
+    d = tmp_path / "d"
+    (d / "short.idx").write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x05")
+    cases = [({"train_images": str(d / "missing.idx")}, "missing.idx: no such file"),
+             ({"train_images": str(d / "short.idx")}, "short.idx: truncated"),
+             ({"train_images": str(d / "my-digits.idx"), "train_labels": str(d / "held-out-labels.bin")},
+              "holds 300 images but"),
+             ({"test_images": str(d / "held-out.bin")}, "--train-images is required"),
+             ({"train_images": str(d / "their-labels.gz")}, "bad magic number")]
+    for files, why in cases:
+        with pytest.raises(DataError, match=why):
+            load_dataset("mnist", files=files)

@@ -17,7 +17,7 @@ ARGS = {"encoder-classifier": {"encoder_model": "ae-convtranspose"}}
 
 def test_registry_lists_and_filters():
     assert "cnn" in MODELS
-    assert list_models("cn*") == ["cnn", "cnn-fast"]
+    assert list_models("cn*") == ["cnn", "cnn-fast", "cnn-robust"]
     assert "ae-convbn" in list_models("ae-*") and "cnn" not in list_models("ae-*")
     assert set(list_models(task="classify")) <= set(MODELS)
 

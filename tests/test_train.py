@@ -104,7 +104,7 @@ def test_reuse_loads_instead_of_training(tmp_path, monkeypatch):
     train_run(_cfg(epochs=1), tmp_path / "r", dataset=ds, progress=False)
     import mnistlab.train as tr
 
-    monkeypatch.setattr(tr, "load_dataset", lambda *a, **k: ds)
+    monkeypatch.setattr(tr, "dataset_for", lambda *a, **k: ds)
     monkeypatch.setattr(tr, "fit", lambda *a, **k: pytest.fail("reuse must not train"))
     run = reuse_run(tmp_path / "r")
     assert 0 <= run.summary["test_acc"] <= 1

@@ -232,5 +232,40 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
         assert page.locator("#digit").text_content() == str(labels[index])
         assert page.locator("#layers img").count() >= 5
         page.screenshot(path=shot, full_page=True)
+        # An uploaded photo of a number: its stages and the digits found, boxed.
+        from mnistlab.photos import make_set, write_set
+
+        photos = write_set(tmp_path / "photos", make_set("numbers", 1, seed=11, sources=("strokes",)))
+        page.set_input_files("#upload", str(photos / "0000.png"))
+        page.wait_for_function("document.getElementById('number').dataset.number !== undefined", timeout=30000)
+        assert page.locator("#upload-card").is_visible()
+        assert page.locator("#steps img").count() == 5
+        assert page.locator("#boxes").get_attribute("src").startswith("data:image/png")
+        assert 3 <= len(page.locator("#number").get_attribute("data-number")) <= 5
+        page.screenshot(path=shot.replace(".png", "-upload.png"), full_page=True)
         browser.close()
     assert open(shot, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_read_and_predict_steps_for_an_uploaded_photo(client, tmp_path):
+    from mnistlab.photos import make_set
+
+    (img, label), = make_set("numbers", 1, seed=4, sources=("strokes",))
+    body = io.BytesIO()
+    Image.fromarray(img).save(body, format="PNG")
+    r = client.post("/api/read?run=cnn-run", content=body.getvalue(), headers={"content-type": "image/png"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["number"] == "".join(str(d["digit"]) for d in out["digits"]) and out["digits"]
+    assert all(len(d["box"]) == 4 and 0 <= d["confidence"] <= 1 for d in out["digits"])
+    assert out["boxes_png"].startswith("data:image/png;base64,") and isinstance(out["low_confidence"], bool)
+    (one, _), = make_set("mixed", 1, seed=4, sources=("strokes",))
+    body = io.BytesIO()
+    Image.fromarray(one).save(body, format="PNG")
+    r = client.post("/api/predict?run=cnn-run&steps=1", content=body.getvalue(), headers={"content-type": "image/png"})
+    p = r.json()
+    assert r.status_code == 200 and [s["name"] for s in p["steps"]][-1] == "28x28" and len(p["steps"]) == 5
+    assert len(p["box"]) == 4 and p["low_confidence"] == (p["confidence"] < 0.6)
+    r = client.post("/api/read", content=json.dumps({"pixels": [[0] * 28] * 27 + [[255] * 28]}),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "needs an image file" in r.json()["error"]

@@ -2,6 +2,9 @@
 
 ``shift``: random integer shifts of up to ``max_shift`` pixels (zero fill), exact.
 ``affine``: small random rotations, scalings and shifts through one ``grid_sample`` call.
+``robust``: what separates users' photos from MNIST, each image its own draw: a wider
+affine (rotation, anisotropic scale, shear, shift) and an elastic warp in one
+``grid_sample``; stroke thickness (dilated or eroded by a 3x3 max-pool); blur; contrast.
 """
 from __future__ import annotations
 
@@ -39,10 +42,47 @@ def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: float = 0.1, sh
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _rand(b: int, generator, device, lo: float, hi: float) -> torch.Tensor:
+    return (torch.rand(b, generator=generator) * (hi - lo) + lo).to(device)
+
+
+def random_robust(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x: (B, 1, H, W) in [0, 1]. The gap between MNIST and preprocessed photos, batched."""
+    b, _, h, w = x.shape
+    dev, dt = x.device, x.dtype
+    u = lambda lo, hi: _rand(b, generator, dev, lo, hi).to(dt)  # noqa: E731
+    angle = u(-15, 15) * (math.pi / 180)
+    sx, sy = u(0.8, 1.15), u(0.8, 1.15)
+    shear = u(-0.3, 0.3)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # Output -> input coordinates: rotation @ shear @ scale (inverse of the image's warp).
+    a11, a12 = cos / sx, (cos * shear - sin) / sy
+    a21, a22 = sin / sx, (sin * shear + cos) / sy
+    tx, ty = u(-2.5, 2.5) * 2 / w, u(-2.5, 2.5) * 2 / h
+    theta = torch.stack([torch.stack([a11, a12, tx], 1), torch.stack([a21, a22, ty], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
+    # Elastic: a smooth random displacement of up to ~1.5 px, from a 4x4 field upsampled.
+    coarse = (torch.rand(b, 2, 4, 4, generator=generator).to(dev, dt) * 2 - 1) * (3.0 / w)
+    grid = grid + F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # Stroke thickness: 15% eroded, a third dilated, the rest as they are.
+    pick = torch.rand(b, generator=generator).to(dev)[:, None, None, None]
+    thick = F.max_pool2d(x, 3, 1, 1)
+    thin = -F.max_pool2d(-x, 3, 1, 1)
+    x = torch.where(pick < 0.15, thin, torch.where(pick > 0.67, thick, x))
+    # Blur: a third of the images mixed with a 3x3 box blur, by a random amount.
+    mix = (torch.rand(b, generator=generator).to(dev) < 0.33).to(dt) * u(0.3, 1.0)
+    x = torch.lerp(x, F.avg_pool2d(x, 3, 1, 1), mix[:, None, None, None])
+    # Contrast: gamma and peak level.
+    x = x.clamp(0, 1).pow(u(0.7, 1.4)[:, None, None, None]) * u(0.85, 1.0)[:, None, None, None]
+    return x
+
+
 AUGMENTATIONS = {
     "none": lambda x, g: x,
     "shift": lambda x, g: random_shift(x, 2, g),
     "affine": lambda x, g: random_affine(x, generator=g),
+    "robust": lambda x, g: random_robust(x, g),
 }
 
 

@@ -13,6 +13,20 @@ from pathlib import Path
 
 from .errors import MnistlabError
 
+FILE_FLAGS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def _data_flags(args) -> dict:
+    """--dataset, --data-dir and the four file paths, as config keys."""
+    return {"dataset": args.dataset, "data_dir": args.data_dir, **{k: getattr(args, k) for k in FILE_FLAGS}}
+
+
+def _load_data(args, name=None, data_dir=None):
+    from .data import load_dataset
+
+    files = {k: getattr(args, k) for k in FILE_FLAGS}
+    return load_dataset(name or args.dataset, data_dir or args.data_dir, notice=_notice, files=files)
+
 
 def _err(msg: str) -> None:
     print(f"mnistlab: error: {msg}", file=sys.stderr)
@@ -36,8 +50,7 @@ def cmd_train(args) -> int:
             raise MnistlabError(f"{path} holds a {run.config.model_name!r} run, not {args.model!r}")
         print(f"reused {run.path}")
     else:
-        flags = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs,
-                 "seed": args.seed, "device": args.device}
+        flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device}
         if args.dry_run:
             flags.update(epochs=1, limit_batches=2)
         if args.encoder:
@@ -72,8 +85,7 @@ def _print_summary(run) -> None:
 def cmd_sweep(args) -> int:
     from .sweep import run_sweep
 
-    flags = {"dataset": args.dataset, "data_dir": args.data_dir, "epochs": args.epochs, "seed": args.seed,
-             "device": args.device}
+    flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device}
     out, rows = run_sweep(args.model, args.grid, flags=flags, sets=args.set, out_dir=args.out,
                           progress=False if args.no_progress else None, notice=_notice)
     print((out / "table.md").read_text().strip())
@@ -85,7 +97,7 @@ def cmd_sweep(args) -> int:
 def cmd_experiment(args) -> int:
     from .experiments import build_experiment_config, run_experiment
 
-    flags = {"dataset": args.dataset, "data_dir": args.data_dir, "seed": args.seed, "device": args.device}
+    flags = {**_data_flags(args), "seed": args.seed, "device": args.device}
     cfg = build_experiment_config(args.name, file=args.config, sets=args.set, flags=flags)
     log = (lambda m: None) if args.quiet else _notice
     path, metrics = run_experiment(args.name, cfg, run_dir=args.run_dir, reuse=args.reuse,
@@ -139,10 +151,9 @@ def _split_name(train: bool) -> str:
 
 
 def cmd_show(args) -> int:
-    from .data import load_dataset
     from .viz import digit_figure, show_or_save
 
-    ds = load_dataset(args.dataset, args.data_dir, notice=_notice)
+    ds = _load_data(args)
     i = _pick_id(ds, args.train, args.id)
     img = ds.split(args.train).images[i].numpy()
     label = ds.classes[int(ds.split(args.train).labels[i])]
@@ -157,42 +168,55 @@ def cmd_show(args) -> int:
 
 
 def _classifier_run(run_arg):
-    from .runs import latest_run, load_run
+    from .reading import default_classifier
+    from .runs import load_run
 
-    run = load_run(run_arg or latest_run(task="classify"))
+    run = load_run(run_arg or default_classifier())
     if run.task != "classify":
         raise MnistlabError(f"{run.path} holds a {run.config.model_name!r} model, not a classifier")
     return run
 
 
 def _dataset_for_run(run, args):
-    from .data import load_dataset
+    from .data import dataset_for
 
-    name = args.dataset or run.config.data.dataset
-    data_dir = args.data_dir or (run.config.data.data_dir if name == run.config.data.dataset else None)
-    return load_dataset(name, data_dir, notice=_notice)
+    if args.dataset or args.data_dir or any(getattr(args, k) for k in FILE_FLAGS):
+        return _load_data(args, args.dataset or run.config.data.dataset)
+    return dataset_for(run.config.data, notice=_notice)
+
+
+def _numbered(save: str | None, n: int, count: int, suffix: str = "") -> str | None:
+    """--save FILE for the n-th of `count` inputs: FILE itself for one, FILE-n.png for several."""
+    if not save:
+        return None
+    path = Path(save)
+    stem = f"{path.stem}{suffix}" + (f"-{n}" if count > 1 else "")
+    return str(path.with_name(stem + (path.suffix or ".png")))
 
 
 def cmd_predict(args) -> int:
-    import torch
+    import numpy as np
 
-    from .images import is_image_path, load_image
-    from .train import predict
+    from .images import is_image_path, load_grey
+    from .reading import LOW_CONFIDENCE, probabilities, read_digit
 
     run = _classifier_run(args.run)
     inputs = args.inputs or [None]
     ds = None
     failures = 0
     for n, item in enumerate(inputs):
+        prep = None
         try:
             if item is not None and is_image_path(item):
-                img = load_image(item)
-                name, label, record = item, None, {"input": item}
+                reading, prep = read_digit(run.model, load_grey(item), item)
+                img, probs = reading.image, np.asarray(reading.probabilities)
+                name, label, record = item, None, {"input": item, "box": reading.box}
             else:
                 ds = ds or _dataset_for_run(run, args)
                 i = _pick_id(ds, args.train, None if item is None else int(item))
                 split = ds.split(args.train)
                 img = split.images[i].numpy()
+                probs = probabilities(run.model, img[None])[0]
                 label = ds.classes[int(split.labels[i])]
                 name = f"{ds.name} {_split_name(args.train)} #{i}"
                 record = {"input": name, "id": i, "split": _split_name(args.train), "label": label}
@@ -202,26 +226,69 @@ def cmd_predict(args) -> int:
                 print(json.dumps({"input": item, "error": str(e)}))
             _err(str(e))
             continue
-        probs = torch.softmax(predict(run.model, torch.from_numpy(img)[None]), 1)[0].numpy()
         classes = ds.classes if ds else tuple(str(c) for c in range(len(probs)))
         top = int(probs.argmax())
+        unsure = bool(probs[top] < LOW_CONFIDENCE)
         if args.json:
             print(json.dumps({**record, "digit": top, "class": classes[top],
-                              "confidence": round(float(probs[top]), 6),
+                              "confidence": round(float(probs[top]), 6), "low_confidence": unsure,
                               "probabilities": [round(float(p), 6) for p in probs]}))
         else:
             verdict = "(correct)" if str(label) == classes[top] else "(wrong)"
             truth = "" if label is None else f", true {label} {verdict}"
-            print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){truth}")
+            note = f"; unsure: below {LOW_CONFIDENCE:.0%}, it may be no digit or a hard one" if unsure else ""
+            print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){truth}{note}")
+        from_viz = None
+        if args.display or args.steps:
+            from . import viz as from_viz
         if args.display:
-            from .viz import prediction_figure, show_or_save
-
-            save = args.save
-            if save and len(inputs) > 1:
-                save = str(Path(save).with_name(f"{Path(save).stem}-{n}{Path(save).suffix or '.png'}"))
-            saved = show_or_save(prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
-                                 save, f"prediction-{n}.png")
+            saved = from_viz.show_or_save(
+                from_viz.prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
+                _numbered(args.save, n, len(inputs)), f"prediction-{n}.png")
             if saved and not args.json:
+                print(f"saved {saved}")
+        if args.steps and prep is not None:
+            from .images import stage_images
+
+            save = _numbered(args.save, n, len(inputs), "-steps" if args.display else "")
+            saved = from_viz.show_or_save(from_viz.steps_figure(stage_images(prep), f"{name}: predicted "
+                                                                f"{classes[top]} ({probs[top]:.0%})"),
+                                          save, f"steps-{n}.png")
+            if saved and not args.json:
+                print(f"saved {saved}")
+    return 1 if failures else 0
+
+
+def cmd_read(args) -> int:
+    from .images import boxes_image, load_grey
+    from .reading import LOW_CONFIDENCE, read_number
+
+    run = _classifier_run(args.run)
+    failures = 0
+    for n, path in enumerate(args.images):
+        try:
+            grey = load_grey(path)
+            reading = read_number(run.model, grey, path)
+        except MnistlabError as e:
+            failures += 1
+            if args.json:
+                print(json.dumps({"input": path, "error": str(e)}))
+            _err(str(e))
+            continue
+        if args.json:
+            print(json.dumps({"input": path, **reading.to_dict()}))
+        else:
+            per = ", ".join(f"{d.digit} {d.confidence:.0%}" + ("?" if d.low_confidence else "") for d in reading.digits)
+            note = f"  unsure: a digit read below {LOW_CONFIDENCE:.0%} is marked ?" if reading.low_confidence else ""
+            print(f"{path}: {reading.number}  ({per}){note}")
+        if args.save:
+            from .viz import save_picture
+
+            rgb = boxes_image(grey, [d.box for d in reading.digits],
+                              [f"{d.digit} {d.confidence:.0%}" for d in reading.digits],
+                              [d.low_confidence for d in reading.digits])
+            saved = save_picture(rgb, _numbered(args.save, n, len(args.images)))
+            if not args.json:
                 print(f"saved {saved}")
     return 1 if failures else 0
 
@@ -232,6 +299,7 @@ def cmd_layers(args) -> int:
     from .data import images_to_float
     from .images import is_image_path, load_image
     from .viz import layers_figure, show_or_save
+
 
     run = _classifier_run(args.run)
     if args.input is not None and is_image_path(args.input):
@@ -310,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset name; 'auto' is MNIST when available, else the bundled sample "
                              f"(default: {default})")
         sp.add_argument("--data-dir", help="folder with the dataset's files (IDX raw/gz, CSV or Keras NPZ)")
+        files = sp.add_argument_group("data files by path (any names; IDX raw/gz, CSV with the label first, NPZ/NPY)")
+        files.add_argument("--train-images", metavar="FILE", help="training images")
+        files.add_argument("--train-labels", metavar="FILE",
+                           help="training labels (optional for autoencoders; CSV and NPZ carry their own)")
+        files.add_argument("--test-images", metavar="FILE",
+                           help="test images (default: a seeded 10%% of the training images, with a notice)")
+        files.add_argument("--test-labels", metavar="FILE", help="test labels")
 
     def training_args(sp, set_help="override one config key, e.g. --set lr=0.01 --set model.dropout=0.3"):
         sp.add_argument("--seed", type=int, help="random seed (default: 0)")
@@ -346,8 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("experiment", help="run an experiment: " + ", ".join(EXPERIMENTS))
     ex.add_argument("name", choices=list(EXPERIMENTS))
-    ex.add_argument("--dataset", choices=datasets, help="dataset (default: mnist-sample)")
-    ex.add_argument("--data-dir", help="folder with the dataset's files")
+    data_args(ex, default=None)
     training_args(ex, "override one setting")
     ex.add_argument("--config", help="TOML or YAML file (keys at the top level or under [experiment])")
     ex.add_argument("--run-dir", help="folder to write (default: runs/experiment-NAME-TIME)")
@@ -383,12 +457,27 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="*", metavar="ID|IMAGE",
                     help="dataset ids and/or image files (default: one random id)")
     pr.add_argument("--train", action="store_true", help="ids index the training split (default: test)")
-    pr.add_argument("--run", help="run folder of a classifier (default: the newest under runs/)")
+    pr.add_argument("--run", help="run folder of a classifier (default: the newest cnn-robust run, else the "
+                                  "newest classifier)")
     pr.add_argument("--display", action="store_true", help="show each digit with its probabilities")
-    pr.add_argument("--save", metavar="FILE", help="with --display: write the picture to FILE")
+    pr.add_argument("--steps", action="store_true",
+                    help="draw each preprocessing stage of an image (input, flattened paper, ink mask, chosen "
+                         "component, 28x28)")
+    pr.add_argument("--save", metavar="FILE",
+                    help="with --display or --steps: write the picture to FILE (FILE-N.png for several inputs)")
     pr.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
     data_args(pr, default=None)
     pr.set_defaults(func=cmd_predict)
+
+    rd = sub.add_parser("read", help="read written numbers (a year, a house number, a row of digits) in images")
+    rd.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/... files")
+    rd.add_argument("--run", help="run folder of a classifier (default: the newest cnn-robust run, else the "
+                                  "newest classifier)")
+    rd.add_argument("--json", action="store_true",
+                    help='one JSON object per input: {"input", "number", "digits": [{"digit", "confidence", '
+                         '"box": [x, y, w, h], "low_confidence"}], "low_confidence"} or {"input", "error"}')
+    rd.add_argument("--save", metavar="FILE", help="draw the boxes and readings on the image (FILE-N.png for several)")
+    rd.set_defaults(func=cmd_read)
 
     la = sub.add_parser("layers", help="draw every layer's output for one digit")
     la.add_argument("input", nargs="?", metavar="ID|IMAGE", help="dataset id or image file (default: random id)")

@@ -35,10 +35,11 @@ class TrainConfig:
     val_fraction: float = 0.0  # carved from the training set by the seed; 0 = report test only
     eval_batch_size: int = 1000
     limit_batches: int = 0  # >0: stop each epoch after this many batches (smoke runs)
-    augment: str = "none"  # none, shift (up to 2 px), affine (rotate/scale/shift); batched on the device
+    augment: str = "none"  # none, shift (2 px), affine (rotate/scale/shift), robust (see augment.py); on the device
     amp: str = "auto"  # bf16 autocast: auto (on CUDA only), bf16, off
     channels_last: str = "auto"  # auto (= on, every device), on, off
     compile: bool = False  # torch.compile the loss step; falls back to eager if it fails
+    printed: float = 0.0  # > 0: add this fraction of printed digits (matplotlib's fonts) to the training set
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1", self.epochs)
@@ -50,9 +51,10 @@ class TrainConfig:
         _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}", self.schedule)
         _check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
         _check(self.threads >= 0, "train.threads", "must be >= 0", self.threads)
+        _check(0 <= self.printed <= 1, "train.printed", "must be in [0, 1]", self.printed)
         _check(self.limit_batches >= 0, "train.limit_batches", "must be >= 0", self.limit_batches)
-        _check(self.augment in ("none", "shift", "affine"), "train.augment", "must be none, shift or affine",
-               self.augment)
+        _check(self.augment in ("none", "shift", "affine", "robust"), "train.augment",
+               "must be none, shift, affine or robust", self.augment)
         _check(self.amp in ("auto", "bf16", "off"), "train.amp", "must be auto, bf16 or off", self.amp)
         _check(self.channels_last in ("auto", "on", "off"), "train.channels_last", "must be auto, on or off",
                self.channels_last)
@@ -62,11 +64,16 @@ class TrainConfig:
 class DataConfig:
     dataset: str = "auto"
     data_dir: str | None = None
+    # Files by path, any names (IDX raw/gz, CSV, NPZ/NPY); labels optional for autoencoders.
+    train_images: str | None = None
+    train_labels: str | None = None
+    test_images: str | None = None
+    test_labels: str | None = None
 
     def validate(self) -> None:
-        from .data import AUTO, DATASETS
+        from .data import AUTO, DATASETS, FROM_FILES
 
-        names = (*DATASETS, AUTO)
+        names = (*DATASETS, AUTO) + ((FROM_FILES,) if self.train_images else ())
         _check(self.dataset in names, "data.dataset", f"must be one of {names}", self.dataset)
 
 

@@ -347,6 +347,98 @@ def load_path(path: str | os.PathLike) -> tuple[Split, Split]:
     return load_directory(path)
 
 
+# ---------------------------------------------------------------- files by path
+
+FROM_FILES = "files"  # the dataset name of files given by path with no --dataset
+UNLABELLED = -1  # the label of every image when no labels were given (autoencoders need none)
+TEST_FRACTION = 0.1  # held out by a seeded split when no test images are given
+
+
+def _read_images_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """One images file of any name: IDX (raw or gz), CSV (label first), NPZ or NPY.
+
+    Returns the images and, where the format carries them (CSV, NPZ), the labels."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.name.lower().removesuffix(".gz").rsplit(".", 1)[-1] if "." in path.name else ""
+    if suffix == "csv":
+        split = read_csv([path])
+        return split.images.numpy(), split.labels.numpy()
+    if suffix in ("npz", "npy"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if suffix == "npy":
+                    return _check_images(np.asarray(z), path), None
+                keys = [k for k in ("x_train", "x_test", "x", "images") if k in z.files] or list(z.files)[:1]
+                labels = next((z[k] for k in ("y_train", "y_test", "y", "labels") if k in z.files), None)
+                return _check_images(z[keys[0]], f"{path}:{keys[0]}"), labels
+        except (OSError, ValueError, zlib.error, EOFError) as e:
+            raise DataError(f"{path}: not a readable NPZ/NPY file ({e})") from None
+    return read_idx(path, IMAGE_MAGIC), None
+
+
+def _check_images(a: np.ndarray, where) -> np.ndarray:
+    if a.ndim != 3 or a.shape[1:] != (ROWS, COLS):
+        raise DataError(f"{where}: images have shape {a.shape}, expected (N, 28, 28)")
+    if a.dtype != np.uint8:
+        if not np.issubdtype(a.dtype, np.number) or a.min() < 0 or a.max() > 255:
+            raise DataError(f"{where}: image values must be numbers within 0..255")
+        a = a.astype(np.uint8)
+    return a
+
+
+def _read_labels_file(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.name.lower().endswith((".npy", ".npz")):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arr = np.asarray(z) if path.name.lower().endswith(".npy") else z[z.files[0]]
+        except (OSError, ValueError, zlib.error, EOFError, IndexError) as e:
+            raise DataError(f"{path}: not a readable NPZ/NPY file ({e})") from None
+        return arr.reshape(-1)
+    return read_idx(path, LABEL_MAGIC)
+
+
+def _split_from_files(images: str | None, labels: str | None, which: str) -> Split | None:
+    if images is None:
+        if labels is not None:
+            raise DataError(f"--{which}-labels given without --{which}-images")
+        return None
+    img, lab = _read_images_file(Path(images))
+    if labels is not None:
+        lab = _read_labels_file(Path(labels))
+    if lab is None:
+        return Split(torch.from_numpy(img.copy()), torch.full((len(img),), UNLABELLED, dtype=torch.int64))
+    return _pair(img, np.asarray(lab).astype(np.int64).reshape(-1), images, labels or images)
+
+
+def load_files(train_images: str | None = None, train_labels: str | None = None, test_images: str | None = None,
+               test_labels: str | None = None, *, seed: int = 0, notice=None) -> tuple[Split, Split]:
+    """Datasets as users have them: each file by its own path, any name.
+
+    Labels are optional (images get the label -1, which autoencoders ignore); with no test
+    images a seeded 10% of the training images stands in, said in one notice."""
+    train = _split_from_files(train_images, train_labels, "train")
+    if train is None:
+        raise DataError("--train-images is required when data files are given by path")
+    test = _split_from_files(test_images, test_labels, "test")
+    if test is None:
+        n_test = max(1, round(TEST_FRACTION * len(train)))
+        if len(train) < 2:
+            raise DataError(f"{train_images}: one image is too few to hold some out as a test split")
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        train, test = train.subset(perm[n_test:]), train.subset(perm[:n_test])
+        if notice:
+            notice(f"no --test-images: holding out a seeded {TEST_FRACTION:.0%} of the training images "
+                   f"({n_test:,}) as the test split")
+    return train, test
+
+
+def is_labelled(split: Split) -> bool:
+    return bool(len(split)) and bool((split.labels != UNLABELLED).all())
+
+
 # ---------------------------------------------------------------- checks and downloads
 
 def _digest(data: bytes, algo: str) -> str:
@@ -490,12 +582,23 @@ def how_to_provide(name: str) -> str:
 
 
 def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
-                 download: bool = True, notice=None) -> Dataset:
+                 download: bool = True, notice=None, files: dict | None = None, seed: int = 0) -> Dataset:
     """Load a dataset by name. 'auto' is MNIST when it can be had, else the bundled sample.
 
-    `notice` receives one-line messages (default: printed to stderr).
+    `files` ({"train_images": PATH, ...}, see ``load_files``) names the files directly; the
+    dataset name then only gives the class names. `notice` receives one-line messages
+    (default: printed to stderr).
     """
     notice = notice or (lambda msg: print(f"mnistlab: {msg}", file=sys.stderr))
+    files = {k: v for k, v in (files or {}).items() if v is not None}
+    if files:
+        given = name not in (AUTO, None, FROM_FILES)
+        info = DATASETS.get(name if given else "mnist")  # a named dataset lends its class names
+        if info is None:
+            raise DataError(f"unknown dataset {name!r}; choose from {', '.join(list(DATASETS) + [AUTO])}")
+        train, test = load_files(**files, seed=seed, notice=notice)
+        where = ", ".join(str(v) for v in files.values())
+        return Dataset(info.name if given else FROM_FILES, train, test, info.classes, where)
     if name == AUTO:
         if data_dir is not None:
             return load_dataset("mnist", data_dir, download=download, notice=notice)
@@ -552,6 +655,14 @@ def _first_reason(e: Exception) -> str:
     return "no local copy, download failed" if "not found" in text else text.split(" | ")[0]
 
 
+def dataset_for(source, notice=None) -> Dataset:
+    """The dataset a config describes: anything with ``dataset``, ``data_dir`` and the four
+    file paths (a run's DataConfig, an experiment's config). A held-out split of files given
+    by path is always seed 0's, so a run reloaded later is scored on the same images."""
+    return load_dataset(source.dataset, source.data_dir, notice=notice,
+                        files={k: getattr(source, k, None) for k in FILE_KEYS})
+
+
 def split_counts(ds: Dataset) -> str:
     return f"{len(ds.train):,} train / {len(ds.test):,} test"
 
@@ -561,5 +672,5 @@ def images_to_float(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(255.0)
 
 
-__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "load_path", "read_idx", "read_csv",
+__all__ = ["DATASETS", "Dataset", "Split", "load_dataset", "load_path", "load_files", "read_idx", "read_csv",
            "read_npz", "verify_file", "download_file", "cache_root", "images_to_float"]

@@ -46,13 +46,13 @@ def _slug(combo: dict[str, str]) -> str:
 
 def run_sweep(model: str, grid_items: list[str], *, flags: dict | None = None, sets: list[str] | None = None,
               out_dir: str | Path | None = None, progress=None, notice=None) -> tuple[Path, list[dict]]:
-    from .data import load_dataset
+    from .data import dataset_for
     from .train import train_run
 
     grid = parse_grid(grid_items)
     combos = combinations(grid)
     base = build_config(model, flags=flags, sets=sets)  # fail early on a bad base config
-    ds = load_dataset(base.data.dataset, base.data.data_dir, notice=notice)
+    ds = dataset_for(base.data, notice=notice)
     out = Path(out_dir or runs_root() / f"sweep-{model}-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -24,8 +24,9 @@ from . import runtime
 from ._io import append_jsonl, write_json
 from .augment import augment
 from .config import RunConfig, TrainConfig
-from .data import Dataset, Split, images_to_float, load_dataset
-from .registry import create_model
+from .data import Dataset, Split, dataset_for, images_to_float, is_labelled
+from .errors import DataError
+from .registry import create_model, get_spec
 from .runs import CHECKPOINT, Run, environment, load_run, new_run_dir, prepare_run_dir, save_checkpoint
 
 
@@ -189,14 +190,27 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     return history
 
 
+def with_printed_digits(split: Split, fraction: float, seed: int) -> Split:
+    """The split and printed digits (a `fraction` of its size) rendered MNIST-style: photos
+    of house numbers and forms hold printed digits, which MNIST lacks."""
+    from .photos import printed_digits
+
+    images, labels = printed_digits(max(10, round(fraction * len(split))), seed)
+    return Split(torch.cat([split.images, torch.from_numpy(images)]),
+                 torch.cat([split.labels, torch.from_numpy(labels)]))
+
+
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dataset | None = None,
               progress: bool | None = None, notice: Callable[[str], None] | None = None) -> Run:
     """Train the model `cfg` describes and record everything in a run folder."""
     tc = cfg.train
     runtime.set_threads(tc.threads)
     device = runtime.resolve_device(tc.device)
-    ds = dataset or load_dataset(cfg.data.dataset, cfg.data.data_dir, notice=notice)
+    ds = dataset or dataset_for(cfg.data, notice=notice)
     cfg.data.dataset = ds.name  # record what was used, not 'auto'
+    if get_spec(cfg.model_name).task == "classify" and not (is_labelled(ds.train) and is_labelled(ds.test)):
+        raise DataError(f"{cfg.model_name} is a classifier and needs labels: give --train-labels and "
+                        "--test-labels (or CSV/NPZ files that hold them)")
     path = prepare_run_dir(Path(run_dir) if run_dir else new_run_dir(cfg.model_name, ds.name))
     write_json(path / "config.json", cfg.to_dict())
     write_json(path / "env.json", {**environment(device, tc.seed), "data_source": ds.source})
@@ -208,6 +222,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
         train_split, evals["val"] = ds.split_validation(tc.val_fraction, tc.seed)
     else:
         evals["test"] = ds.test
+    if tc.printed > 0:
+        train_split = with_printed_digits(train_split, tc.printed, tc.seed)
 
     from .viz import run_figures
 
@@ -256,7 +272,7 @@ def reuse_run(path: str | Path, *, notice=None) -> Run:
     """Load a finished run, evaluate it on its dataset's test split again, redraw its figures."""
     run = load_run(path)
     cfg = run.config
-    ds = load_dataset(cfg.data.dataset, cfg.data.data_dir, notice=notice)
+    ds = dataset_for(cfg.data, notice=notice)
     test = evaluate(run.model, ds.test, cfg.train.eval_batch_size)
     run.summary.update({f"test_{k}": v for k, v in test.items()})
     from .viz import run_figures

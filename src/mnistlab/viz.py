@@ -206,6 +206,8 @@ def _classify_figures(run, ds, phase: str) -> None:
 def one_per_class(split, k: int = 10) -> torch.Tensor:
     """Index of the first example of each class, in class order (a fixed, readable pick)."""
     labels = split.labels.cpu()
+    if not (labels >= 0).any():  # unlabelled images: the first k
+        return torch.arange(min(k, len(labels)))
     return torch.stack([(labels == c).nonzero()[0, 0] for c in range(k) if (labels == c).any()])
 
 
@@ -345,3 +347,43 @@ RUN_FIGURES = {"classify": _classify_figures, "reconstruct": _reconstruct_figure
 def run_figures(run, ds, phase: str = "after") -> None:
     run.figures.mkdir(parents=True, exist_ok=True)
     RUN_FIGURES[run.task](run, ds, phase)
+
+
+# ---------------------------------------------------------------- users' images
+
+def steps_figure(stages: list[tuple[str, np.ndarray]], title: str = ""):
+    """The preprocessing stages of one image side by side (``images.stage_images``)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(stages), figsize=(2.6 * len(stages), 3.0))
+    for ax, (name, img) in zip(axes, stages):
+        ax.imshow(img, interpolation="nearest" if img.shape[0] <= 28 else "antialiased")
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def picture_figure(rgb: np.ndarray, title: str = ""):
+    """One RGB picture (e.g. ``images.boxes_image``) as a figure."""
+    plt = _plt()
+    h, w = rgb.shape[:2]
+    fig, ax = plt.subplots(figsize=(min(12, 1 + 5 * w / max(h, 1)), 5.5))
+    ax.imshow(rgb)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def save_picture(rgb: np.ndarray, path: str | Path) -> Path:
+    """An RGB uint8 array as a PNG file, written atomically."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")
+    with atomic_open(path) as f:
+        f.write(buf.getvalue())
+    return Path(path)

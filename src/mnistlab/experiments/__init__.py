@@ -21,7 +21,7 @@ import torch
 from .. import runtime
 from .._io import write_json
 from ..config import apply_overrides, parse_set, read_config_file
-from ..data import Dataset, load_dataset
+from ..data import Dataset, dataset_for
 from ..errors import ConfigError, RunError
 from ..runs import environment, load_state, prepare_run_dir, runs_root, save_state
 
@@ -95,7 +95,7 @@ def run_experiment(name: str, config, *, run_dir: str | Path | None = None, reus
         config = apply_overrides(module.Config(), saved["config"], "experiment")
     runtime.set_threads(config.threads)
     device = runtime.resolve_device(config.device)
-    ds = dataset or load_dataset(config.dataset, config.data_dir, notice=notice)
+    ds = dataset or dataset_for(config, notice=notice)
     if not reuse:
         path = prepare_run_dir(Path(run_dir) if run_dir else
                                runs_root() / f"experiment-{name}-{time.strftime('%Y%m%d-%H%M%S')}")

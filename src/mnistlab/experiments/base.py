@@ -10,6 +10,10 @@ from ..config import TrainConfig, _check
 class ExperimentConfig:
     dataset: str = "mnist-sample"
     data_dir: str | None = None
+    train_images: str | None = None
+    train_labels: str | None = None
+    test_images: str | None = None
+    test_labels: str | None = None
     seed: int = 0
     device: str = "auto"
     threads: int = 0
@@ -17,10 +21,10 @@ class ExperimentConfig:
     lr: float = 1e-3
 
     def validate(self) -> None:
-        from ..data import AUTO, DATASETS
+        from ..data import AUTO, DATASETS, FROM_FILES
 
-        _check(self.dataset in (*DATASETS, AUTO), "experiment.dataset", f"must be one of {(*DATASETS, AUTO)}",
-               self.dataset)
+        names = (*DATASETS, AUTO) + ((FROM_FILES,) if self.train_images else ())
+        _check(self.dataset in names, "experiment.dataset", f"must be one of {names}", self.dataset)
         _check(self.batch_size >= 1, "experiment.batch_size", "must be >= 1", self.batch_size)
         _check(self.lr > 0, "experiment.lr", "must be > 0", self.lr)
 

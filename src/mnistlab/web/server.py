@@ -3,7 +3,9 @@
 A Starlette app over one or more run folders. JSON API:
 
     GET  /api/runs                              the served runs, their key metrics and figures
-    POST /api/predict?run=NAME                  digit, ten probabilities, the 28x28 input the model saw
+    POST /api/predict?run=NAME[&steps=1]        digit, ten probabilities, the 28x28 input the model saw,
+                                                low_confidence; for an image: its box (and its stages)
+    POST /api/read?run=NAME                     a written number: digits with boxes, a picture of them
     POST /api/activations?run=NAME              each layer's output as a PNG (data URL)
     POST /api/reconstruct?run=NAME              the autoencoder's 28x28 output (and its code)
     GET  /api/codes?run=NAME                    test-set codes coloured by digit (2-D and 3-D codes)
@@ -24,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import images_to_float, load_dataset
+from ..data import dataset_for, images_to_float
 from ..errors import MnistlabError
-from ..images import load_image, preprocess
+from ..images import boxes_image, load_grey, preprocess, stage_images
+from ..reading import LOW_CONFIDENCE, probabilities, read_digit, read_number
 from ..runs import latest_run, load_run
 
 STATIC = Path(__file__).parent / "static"
@@ -74,11 +77,14 @@ class Model:
 
 
 def default_runs(root: Path | None = None) -> list[Path]:
-    """The newest classifier run and the newest autoencoder run."""
+    """The default classifier (the newest cnn-robust run, else the newest classifier run)
+    and the newest autoencoder run."""
+    from ..reading import default_classifier
+
     out = []
-    for task in ("classify", "reconstruct"):
+    for pick in (lambda: default_classifier(root), lambda: latest_run(root, task="reconstruct")):
         try:
-            out.append(latest_run(root, task=task))
+            out.append(pick())
         except MnistlabError:
             pass
     if not out:
@@ -86,8 +92,9 @@ def default_runs(root: Path | None = None) -> list[Path]:
     return out
 
 
-def parse_image(body: bytes, content_type: str) -> np.ndarray:
-    """Request body -> MNIST-style (28, 28) uint8, through the same preprocessing as predict."""
+def parse_upload(body: bytes, content_type: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Request body -> (28x28 uint8 pixels, None) for JSON pixels, or (None, grey image) for an
+    image file, which then goes through the same preprocessing as `predict` and `read`."""
     if not body:
         raise BadRequest("empty request body: send an image file or JSON {\"pixels\": 28x28}")
     if len(body) > MAX_BODY:
@@ -110,7 +117,7 @@ def parse_image(body: bytes, content_type: str) -> np.ndarray:
             raise BadRequest("\"pixels\" values must be within 0..255")
         if arr.max() == 0:
             raise BadRequest("image is empty (all pixels 0)")
-        return np.rint(arr).astype(np.uint8)
+        return np.rint(arr).astype(np.uint8), None
     from PIL import Image
 
     try:
@@ -122,7 +129,18 @@ def parse_image(body: bytes, content_type: str) -> np.ndarray:
     except Exception:
         raise BadRequest("body is not a readable image (PNG, JPEG, ...)") from None
     try:
-        return load_image(body)
+        return None, load_grey(body)
+    except MnistlabError as e:
+        raise BadRequest(str(e).removeprefix("image: ")) from None
+
+
+def parse_image(body: bytes, content_type: str) -> np.ndarray:
+    """Request body -> MNIST-style (28, 28) uint8, through the same preprocessing as predict."""
+    pixels, grey = parse_upload(body, content_type)
+    if pixels is not None:
+        return pixels
+    try:
+        return preprocess(grey)
     except MnistlabError as e:
         raise BadRequest(str(e).removeprefix("image: ")) from None
 
@@ -167,7 +185,7 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
 
     state = Model(run_dirs or default_runs(runs_root))
 
-    async def read(request: Request) -> tuple[np.ndarray, str]:
+    async def body_of(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
             raise BadRequest(f"request too large ({int(length):,} bytes, max {MAX_BODY:,})", 413)
@@ -176,6 +194,10 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
             body += chunk
             if len(body) > MAX_BODY:
                 raise BadRequest(f"request too large (max {MAX_BODY:,} bytes)", 413)
+        return body
+
+    async def read(request: Request) -> tuple[np.ndarray, str]:
+        body = await body_of(request)
         return parse_image(body, request.headers.get("content-type", "")), request.query_params.get("run")
 
     def handler(fn):
@@ -200,14 +222,44 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
                         "code_shape": list(s.run.model.code_shape) if s.task == "reconstruct" else None})
         return {"runs": out}
 
+    def bad_image(fn):
+        try:
+            return fn()
+        except MnistlabError as e:
+            raise BadRequest(str(e).removeprefix("image: ")) from None
+
     @handler
     async def predict(request):
-        img, name = await read(request)
-        s = state.get(name, "classify")
-        with state.lock, torch.inference_mode():
-            probs = torch.softmax(s.run.model(images_to_float(torch.from_numpy(img)[None])), 1)[0]
-        return {"run": s.name, "digit": int(probs.argmax()), "probabilities": [round(float(p), 6) for p in probs],
-                "input": img.tolist()}
+        body = await body_of(request)
+        pixels, grey = parse_upload(body, request.headers.get("content-type", ""))
+        s = state.get(request.query_params.get("run"), "classify")
+        extra = {}
+        with state.lock:
+            if pixels is not None:
+                img, probs = pixels, probabilities(s.run.model, pixels[None])[0]
+            else:
+                reading, prep = bad_image(lambda: read_digit(s.run.model, grey))
+                img, probs = reading.image, np.asarray(reading.probabilities)
+                extra["box"] = reading.box
+                if request.query_params.get("steps") in ("1", "true"):
+                    extra["steps"] = [{"name": n, "png": _png_data_url(a)} for n, a in stage_images(prep)]
+        top = int(probs.argmax())
+        return {"run": s.name, "digit": top, "probabilities": [round(float(p), 6) for p in probs],
+                "confidence": round(float(probs[top]), 6), "low_confidence": bool(probs[top] < LOW_CONFIDENCE),
+                "input": img.tolist(), **extra}
+
+    @handler
+    async def read_number_api(request):
+        body = await body_of(request)
+        pixels, grey = parse_upload(body, request.headers.get("content-type", ""))
+        if grey is None:
+            raise BadRequest("/api/read needs an image file, not pixels")
+        s = state.get(request.query_params.get("run"), "classify")
+        with state.lock:
+            r = bad_image(lambda: read_number(s.run.model, grey))
+        pic = boxes_image(grey, [d.box for d in r.digits], [f"{d.digit} {d.confidence:.0%}" for d in r.digits],
+                          [d.low_confidence for d in r.digits])
+        return {"run": s.name, **r.to_dict(), "boxes_png": _png_data_url(pic)}
 
     @handler
     async def activations(request):
@@ -242,7 +294,7 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         if s.codes is None:
             from ..viz import _encode
 
-            ds = load_dataset(s.run.config.data.dataset, s.run.config.data.data_dir, notice=lambda m: None)
+            ds = dataset_for(s.run.config.data, notice=lambda m: None)
             n = min(2000, len(ds.test))
             with state.lock:
                 z = _encode(s.run.model, ds.test.images[:n])
@@ -270,6 +322,7 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         Route("/", index),
         Route("/api/runs", runs),
         Route("/api/predict", predict, methods=["POST"]),
+        Route("/api/read", read_number_api, methods=["POST"]),
         Route("/api/activations", activations, methods=["POST"]),
         Route("/api/reconstruct", reconstruct, methods=["POST"]),
         Route("/api/codes", codes),

@@ -37,7 +37,7 @@ function schedule(ms = 150) {
 function padBlob() { return new Promise((res) => pad.toBlob(res, "image/png")); }
 
 async function post(path, body, run) {
-  const url = path + (run ? "?run=" + encodeURIComponent(run) : "");
+  const url = path + (run ? (path.includes("?") ? "&" : "?") + "run=" + encodeURIComponent(run) : "");
   const r = await fetch(url, { method: "POST", body, headers: { "Content-Type": body.type || "image/png" } });
   const data = await r.json();
   if (!r.ok) throw new Error(data.error || r.statusText);
@@ -57,19 +57,23 @@ function showBars(probs) {
     `<span>${d}</span><div class="bar${d === top ? " top" : ""}" style="width:${(p * 100).toFixed(1)}%"></div><span>${(p * 100).toFixed(1)}%</span>`).join("");
 }
 
-async function update(blob) {
+async function update(blob, uploaded = false) {
   if (!blob && !dirty) return;
   const mine = ++seq;
+  if (!uploaded) $("upload-card").hidden = true;
   blob = blob || await padBlob();
   const clf = $("clf-run").value, ae = $("ae-run").value;
   const stale = () => mine !== seq;
   $("status").textContent = "thinking…"; $("status").className = "muted";
   try {
     if (clf) {
-      const p = await post("/api/predict", blob, clf);
+      const p = await post(uploaded ? "/api/predict?steps=1" : "/api/predict", blob, clf);
       if (stale()) return;
       $("digit").textContent = p.digit; $("digit").dataset.digit = p.digit;
+      $("digit").classList.toggle("unsure", p.low_confidence);
+      $("digit").title = p.low_confidence ? "unsure: the top probability is below 60%" : "";
       showBars(p.probabilities); showSeen(p.input);
+      if (uploaded) await showUpload(blob, clf, p, stale);
       const a = await post("/api/activations", blob, clf);
       if (stale()) return;
       $("layers").innerHTML = a.layers.map((l) =>
@@ -85,6 +89,23 @@ async function update(blob) {
   } catch (err) {
     if (stale()) return;
     $("status").textContent = err.message; $("status").className = "error";
+  }
+}
+
+// An uploaded photo: its preprocessing stages, and the number read from it with boxes.
+async function showUpload(blob, clf, p, stale) {
+  $("upload-card").hidden = false;
+  $("steps").innerHTML = (p.steps || []).map((s) =>
+    `<figure><img src="${s.png}" alt="${s.name}"><figcaption>${s.name}</figcaption></figure>`).join("");
+  try {
+    const r = await post("/api/read", blob, clf);
+    if (stale()) return;
+    $("boxes").src = r.boxes_png;
+    $("number").textContent = `read as ${r.number}` + (r.low_confidence ? " (unsure: orange boxes are below 60%)" : "");
+    $("number").dataset.number = r.number;
+  } catch (err) {
+    if (stale()) return;
+    $("boxes").removeAttribute("src"); $("number").textContent = err.message;
   }
 }
 
@@ -109,7 +130,7 @@ $("upload").addEventListener("change", async (e) => {
     const s = Math.min(pad.width / img.width, pad.height / img.height);
     ctx.drawImage(img, (pad.width - img.width * s) / 2, (pad.height - img.height * s) / 2, img.width * s, img.height * s);
   }; img.src = URL.createObjectURL(f);
-  dirty = true; update(f);  // the file itself goes to the server, preprocessed like `mnistlab predict`
+  dirty = true; update(f, true);  // the file itself goes to the server, preprocessed like `mnistlab predict`
 });
 
 async function loadRuns() {

@@ -1,0 +1,161 @@
+"""Reading digits in users' images with a trained classifier: one digit, or a whole number.
+
+The CLI (`predict`, `read`) and the web page call these; the image work is in ``images``.
+
+    from mnistlab import load_run
+    from mnistlab.images import load_grey
+    from mnistlab.reading import read_number
+    r = read_number(load_run("runs/my-cnn-robust").model, load_grey("house.jpg"))
+    print(r.number, [round(d.confidence, 2) for d in r.digits])
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import ImageError
+from .images import (
+    Blob,
+    Ink,
+    blob_mask,
+    check_not_scattered,
+    components,
+    find_ink,
+    prepare,
+    render,
+    segment_digits,
+    split_columns,
+)
+
+# Below this top probability a reading is reported as unsure (text note, "low_confidence").
+LOW_CONFIDENCE = 0.6
+MAX_DIGITS = 16  # more marks than this in a row is not a written number
+# The model that reads users' images best; the newest run of it is the default reader.
+READER = "cnn-robust"
+
+
+def default_classifier(root=None):
+    """The run `predict`, `read` and `serve` use when none is named: the newest finished
+    cnn-robust run (trained for photos), else the newest finished classifier of any kind."""
+    from .errors import RunError
+    from .runs import latest_run
+
+    try:
+        return latest_run(root, model=READER)
+    except RunError:
+        return latest_run(root, task="classify")
+
+
+@dataclass
+class DigitReading:
+    digit: int
+    confidence: float
+    probabilities: list[float]
+    box: list[int]  # [x, y, w, h] in the input image's pixels
+    image: np.ndarray  # (28, 28) uint8, what the model saw
+
+    @property
+    def low_confidence(self) -> bool:
+        return self.confidence < LOW_CONFIDENCE
+
+    def to_dict(self) -> dict:
+        return {"digit": self.digit, "confidence": round(self.confidence, 4), "box": self.box,
+                "low_confidence": self.low_confidence}
+
+
+@dataclass
+class NumberReading:
+    digits: list[DigitReading]
+    ink: Ink
+
+    @property
+    def number(self) -> str:
+        return "".join(str(d.digit) for d in self.digits)
+
+    @property
+    def low_confidence(self) -> bool:
+        return not self.digits or any(d.low_confidence for d in self.digits)
+
+    def to_dict(self) -> dict:
+        return {"number": self.number, "digits": [d.to_dict() for d in self.digits],
+                "low_confidence": self.low_confidence}
+
+
+@torch.inference_mode()
+def probabilities(model, images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28) uint8 -> (N, classes) softmax probabilities, in eval mode on the CPU."""
+    from .train import predict
+
+    logits = predict(model, torch.from_numpy(np.ascontiguousarray(images)))
+    return torch.softmax(logits.float(), 1).numpy()
+
+
+def _reading(image: np.ndarray, probs: np.ndarray, box: list[int]) -> DigitReading:
+    top = int(probs.argmax())
+    return DigitReading(top, float(probs[top]), [round(float(p), 6) for p in probs], box, image)
+
+
+def read_digit(model, grey: np.ndarray, name: str = "image"):
+    """One digit: (DigitReading, images.Prepared with every stage for pictures)."""
+    prep = prepare(grey, name)
+    probs = probabilities(model, prep.image[None])[0]
+    return _reading(prep.image, probs, prep.box()), prep
+
+
+def _pieces(lab: np.ndarray, blob: Blob, n: int) -> list[tuple[np.ndarray, Blob]] | None:
+    """The blob cut into n digits at its thinnest columns; None if a piece holds no ink."""
+    mask = blob_mask(lab, blob)
+    if n == 1:
+        return [(mask, blob)]
+    out = []
+    for c0, c1 in split_columns(mask, n):
+        piece = mask[:, c0:c1]
+        rows = np.flatnonzero(piece.any(1))
+        if not len(rows) or piece.sum() < 0.05 * mask.sum():
+            return None
+        piece = piece[rows[0]:rows[-1] + 1]
+        out.append((piece, Blob(blob.x + c0, blob.y + int(rows[0]), c1 - c0, len(rows), int(piece.sum()))))
+    return out or None
+
+
+def read_number(model, grey: np.ndarray, name: str = "image") -> NumberReading:
+    """A written number (one row of digits, left to right), each digit classified.
+
+    Components that share a column are one digit (broken strokes); specks and marks off the
+    row are dropped; a blob much wider than a digit is tried as 2, 3, ... touching digits,
+    cut at its thinnest columns, and the cut the model reads most surely is kept."""
+    ink = find_ink(grey, name)
+    lab, blobs = components(ink.mask)
+    check_not_scattered(blobs, ink, name)
+    digits = segment_digits(ink.mask, lab, blobs)
+    if not digits:
+        raise ImageError(f"{name}: no digits found")
+    if len(digits) > MAX_DIGITS:
+        raise ImageError(f"{name}: no number found ({len(digits)} separate marks in a row: noise or texture?)")
+    readings: list[DigitReading] = []
+    for k, blob in enumerate(digits):
+        # A blob may hold touching digits when it is wider than a digit is (0.8 of its height)
+        # and much wider than this writer's other digits (never counted narrower than 0.55
+        # of their height: a row of 1s sets no width).
+        others = [b.w for j, b in enumerate(digits) if j != k]
+        typical = max(float(np.median(others)), 0.55 * blob.h) if others else 0.65 * blob.h
+        wide = blob.w > 0.8 * blob.h and blob.w > 1.4 * typical
+        most = min(6, math.ceil(blob.w / (0.3 * blob.h))) if wide else 1
+        guess = max(1, round(blob.w / typical))
+        best = None
+        for n in range(1, most + 1):
+            pieces = _pieces(lab, blob, n)
+            if pieces is None:
+                continue
+            images = np.stack([render(m) for m, _ in pieces])
+            probs = probabilities(model, images)
+            score = float(np.log(probs.max(1) + 1e-9).mean()) - 0.35 * abs(n - guess)
+            if best is None or score > best[0]:
+                best = (score, pieces, images, probs)
+        _, pieces, images, probs = best
+        for (_, b), img, p in zip(pieces, images, probs):
+            readings.append(_reading(img, p, [int(round(v / ink.scale)) for v in (b.x, b.y, b.w, b.h)]))
+    return NumberReading(readings, ink)
