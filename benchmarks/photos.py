@@ -45,8 +45,9 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "photos.md").write_text(md)
-        (args.out / "photos.json").write_text(json.dumps({"seed": args.seed, "runs": {k: str(v.path) for k, v in
-                                                          runs.items()}, "table": table}, indent=1))
+        models = {k: v.config.model_name for k, v in runs.items()}  # run names and models, no machine paths
+        (args.out / "photos.json").write_text(json.dumps({"seed": args.seed, "models": models, "table": table},
+                                                         indent=1))
 
 
 if __name__ == "__main__":

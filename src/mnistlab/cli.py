@@ -185,6 +185,14 @@ def _dataset_for_run(run, args):
     return dataset_for(run.config.data, notice=_notice)
 
 
+def _failed(item, e: Exception, as_json: bool) -> int:
+    """One input of a batch failed: its error line (and JSON object); the batch goes on."""
+    if as_json:
+        print(json.dumps({"input": item, "error": str(e)}))
+    _err(str(e))
+    return 1
+
+
 def _numbered(save: str | None, n: int, count: int, suffix: str = "") -> str | None:
     """--save FILE for the n-th of `count` inputs: FILE itself for one, FILE-n.png for several."""
     if not save:
@@ -221,10 +229,7 @@ def cmd_predict(args) -> int:
                 name = f"{ds.name} {_split_name(args.train)} #{i}"
                 record = {"input": name, "id": i, "split": _split_name(args.train), "label": label}
         except MnistlabError as e:
-            failures += 1
-            if args.json:
-                print(json.dumps({"input": item, "error": str(e)}))
-            _err(str(e))
+            failures += _failed(item, e, args.json)
             continue
         classes = ds.classes if ds else tuple(str(c) for c in range(len(probs)))
         top = int(probs.argmax())
@@ -270,10 +275,7 @@ def cmd_read(args) -> int:
             grey = load_grey(path)
             reading = read_number(run.model, grey, path)
         except MnistlabError as e:
-            failures += 1
-            if args.json:
-                print(json.dumps({"input": path, "error": str(e)}))
-            _err(str(e))
+            failures += _failed(path, e, args.json)
             continue
         if args.json:
             print(json.dumps({"input": path, **reading.to_dict()}))
