@@ -13,7 +13,8 @@ import json
 import time
 from pathlib import Path
 
-from mnistlab.photos import CONDITIONS, make_set, score
+from mnistlab.photos import CONDITIONS, make_set
+from mnistlab.reading import score
 from mnistlab.runs import load_run
 
 

@@ -17,9 +17,9 @@ from PIL import Image
 
 from mnistlab.config import build_config
 from mnistlab.errors import ImageError
-from mnistlab.images import _to_grey, components, find_ink, load_image, preprocess, segment_digits
-from mnistlab.photos import CONDITIONS, Page, _lines, _place, _settings, digit_ink, make_set, photo, score, write_set
-from mnistlab.reading import LOW_CONFIDENCE, read_digit, read_number
+from mnistlab.images import components, find_ink, load_image, preprocess, segment_digits, to_grey
+from mnistlab.photos import CONDITIONS, Page, _lines, _place, _settings, digit_ink, make_set, photo, write_set
+from mnistlab.reading import LOW_CONFIDENCE, read_digit, read_number, score
 from mnistlab.train import train_run
 
 
@@ -32,7 +32,7 @@ def _similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
-    return _to_grey(Image.fromarray(rgb))
+    return to_grey(Image.fromarray(rgb))
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)

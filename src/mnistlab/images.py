@@ -71,7 +71,7 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
     return img
 
 
-def _to_grey(img) -> np.ndarray:
+def to_grey(img) -> np.ndarray:
     """A PIL image to grey float32 in [0, 255]; transparency counts as white paper.
 
     Colour images keep the channel (luminance, R, G or B) with the most ink contrast."""
@@ -115,7 +115,7 @@ def _to_grey(img) -> np.ndarray:
 def load_grey(source: str | os.PathLike | bytes, name: str | None = None) -> np.ndarray:
     """Read an image file (or its bytes) as a grey float32 array in [0, 255]."""
     name = name or ("image" if isinstance(source, bytes) else str(source))
-    grey = _to_grey(open_image(source, name))
+    grey = to_grey(open_image(source, name))
     if grey.ndim != 2 or min(grey.shape) < 1:
         raise ImageError(f"{name}: expected a 2-D image, got shape {grey.shape}")
     return grey

@@ -446,33 +446,6 @@ def write_set(folder: Path, items: list[tuple[np.ndarray, str]]) -> Path:
     return folder
 
 
-def score(model, condition: str, items: list[tuple[np.ndarray, str]]) -> dict:
-    """Accuracy of `model` on one generated set through the one preprocessing path:
-    single digits read as one digit, numbers read whole (exact match of every digit)."""
-    from PIL import Image
-
-    from .errors import ImageError
-    from .images import _to_grey
-    from .reading import read_digit, read_number
-
-    right = unsure = 0
-    for img, label in items:
-        grey = _to_grey(Image.fromarray(img))
-        try:
-            if condition == "numbers":
-                r = read_number(model, grey)
-                got, low = r.number, r.low_confidence
-            else:
-                r, _ = read_digit(model, grey)
-                got, low = str(r.digit), r.low_confidence
-        except ImageError:
-            got, low = None, True
-        right += got == label
-        unsure += low
-    return {"condition": condition, "n": len(items), "accuracy": right / max(1, len(items)),
-            "low_confidence": unsure / max(1, len(items))}
-
-
 def printed_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`n` printed digits, MNIST-style (N, 28, 28) uint8 with labels, from matplotlib's own
     fonts (never the Liberation fonts of the test photos), in varied pen weights."""

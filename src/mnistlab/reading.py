@@ -28,6 +28,7 @@ from .images import (
     render,
     segment_digits,
     split_columns,
+    to_grey,
 )
 
 # Below this top probability a reading is reported as unsure (text note, "low_confidence").
@@ -159,3 +160,28 @@ def read_number(model, grey: np.ndarray, name: str = "image") -> NumberReading:
         for (_, b), img, p in zip(pieces, images, probs):
             readings.append(_reading(img, p, [int(round(v / ink.scale)) for v in (b.x, b.y, b.w, b.h)]))
     return NumberReading(readings, ink)
+
+
+def score(model, condition: str, items: list[tuple[np.ndarray, str]]) -> dict:
+    """Accuracy of `model` on (RGB image, label) pairs such as ``photos.make_set`` gives, through
+    the one preprocessing path: single digits read as one digit, numbers read whole (every digit
+    right, none missing or extra)."""
+    from PIL import Image
+
+    right = unsure = 0
+    for img, label in items:
+        grey = to_grey(Image.fromarray(img))
+        try:
+            if condition == "numbers":
+                r = read_number(model, grey)
+                got, low = r.number, r.low_confidence
+            else:
+                r, _ = read_digit(model, grey)
+                got, low = str(r.digit), r.low_confidence
+        except ImageError:
+            got, low = None, True
+        right += got == label
+        unsure += low
+    return {"condition": condition, "n": len(items), "accuracy": right / max(1, len(items)),
+            "low_confidence": unsure / max(1, len(items))}
+
