@@ -128,7 +128,6 @@ class Ink:
     """The ink of one image at working size (``scale`` working pixels per input pixel)."""
 
     grey: np.ndarray  # (H, W) uint8 working image, ink dark
-    paper: np.ndarray  # (H, W) float32 estimated paper brightness
     darkness: np.ndarray  # (H, W) float32 in [0, 1]: 1 - grey/paper
     mask: np.ndarray  # (H, W) uint8 0/1 ink, lines removed
     lines: np.ndarray  # (H, W) uint8 0/1 pixels erased as ruled/grid lines
@@ -298,7 +297,7 @@ def find_ink(grey: np.ndarray, name: str = "image") -> Ink:
     if not mask.any():
         raise ImageError(f"{name}: no ink found once lines were removed")
     grey8 = np.clip(work, 0, 255).astype(np.uint8)
-    return Ink(grey8, paper, darkness, mask, lines, scale, inverted)
+    return Ink(grey8, darkness, mask, lines, scale, inverted)
 
 
 # ---------------------------------------------------------------- components
@@ -395,7 +394,7 @@ def _merge_columns(blobs: list[Blob]) -> list[Blob]:
     return merged
 
 
-def segment_digits(mask: np.ndarray, lab: np.ndarray, blobs: list[Blob]) -> list[Blob]:
+def segment_digits(blobs: list[Blob], shape: tuple[int, int]) -> list[Blob]:
     """A written number's digits, left to right: broken strokes merged, specks and stray
     marks off the row dropped. Touching digits are split later, when a model can judge."""
     if not blobs:
@@ -415,7 +414,7 @@ def segment_digits(mask: np.ndarray, lab: np.ndarray, blobs: list[Blob]) -> list
     # wider than that digit or cut by the image's edge (scraps of ruling, shadow) do not.
     orphans = []
     for s in small:
-        if _touches_border(s, mask.shape):
+        if _touches_border(s, shape):
             continue
         host = max(merged, key=lambda b: b.x_overlap(s))
         if host.x_overlap(s) >= 0.5 and host.gap(s) <= 0.3 * height and s.w <= 1.2 * host.w:

@@ -131,7 +131,7 @@ def read_number(model, grey: np.ndarray, name: str = "image") -> NumberReading:
     ink = find_ink(grey, name)
     lab, blobs = components(ink.mask)
     check_not_scattered(blobs, ink, name)
-    digits = segment_digits(ink.mask, lab, blobs)
+    digits = segment_digits(blobs, ink.mask.shape)
     if not digits:
         raise ImageError(f"{name}: no digits found")
     if len(digits) > MAX_DIGITS:
