@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
 from conftest import synthetic_dataset
+from mnistlab._io import read_jsonl
 from mnistlab.config import build_config
 from mnistlab.errors import RunError
 from mnistlab.registry import create_model
@@ -116,3 +118,90 @@ def test_load_run_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(RunError, match="no config.json"):
         load_run(tmp_path / "empty")
+
+
+def test_resume_after_sigkill_ends_as_if_never_stopped(tmp_path):
+    """A cnn killed with SIGKILL after epoch 2 of 4 and resumed: the same final metrics (1e-6)
+    as the same run uninterrupted (CPU; dropout and data order continue from saved RNG state)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["train", "cnn", "--dataset", "mnist-sample", "--epochs", "4", "--no-progress"]
+    env = {**os.environ, "MNISTLAB_RUNS": str(tmp_path)}
+    whole = subprocess.run([sys.executable, "-m", "mnistlab", *args, "--run-dir", str(tmp_path / "whole")],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", *args, "--run-dir", str(tmp_path / "cut")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "cut" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "cut" / "summary.json").exists()
+    again = subprocess.run([sys.executable, "-m", "mnistlab", "train", "cnn", "--resume", str(tmp_path / "cut"),
+                            "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    a = json.loads((tmp_path / "whole" / "summary.json").read_text())
+    b = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert b["epochs"] == 4 and abs(a["test_acc"] - b["test_acc"]) <= 1e-6
+    assert abs(a["test_loss"] - b["test_loss"]) <= 1e-6
+    rows_a, rows_b = (read_jsonl(tmp_path / r / "metrics.jsonl") for r in ("whole", "cut"))
+    assert [r["epoch"] for r in rows_b] == [1, 2, 3, 4]
+    assert all(abs(x["train_loss"] - y["train_loss"]) <= 1e-6 for x, y in zip(rows_a, rows_b))
+    # a finished run is not resumed again
+    done = subprocess.run([sys.executable, "-m", "mnistlab", "train", "cnn", "--resume", str(tmp_path / "cut")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and "nothing to resume" in done.stderr
+
+
+def test_resume_continues_a_two_stage_model(tmp_path, monkeypatch):
+    """The encoder classifier stopped in its second stage goes on in that stage."""
+    import mnistlab.train as tr
+
+    ds = synthetic_dataset()
+    ae = train_run(build_config("ae-dense", flags={"epochs": 1}), tmp_path / "ae", dataset=ds, progress=False)
+    cfg = lambda: build_config("encoder-classifier", flags={  # noqa: E731
+        "epochs": 2, "model.encoder": str(ae.path), "model.finetune_epochs": 2, "dropout": 0.3})
+    whole = train_run(cfg(), tmp_path / "whole", dataset=ds, progress=False)
+    real, calls = tr.append_jsonl, []
+
+    def killed_at_epoch_4(path, row):
+        calls.append(row["epoch"])
+        if row["epoch"] == 4:
+            raise KeyboardInterrupt  # stands in for a kill between epochs
+        real(path, row)
+
+    monkeypatch.setattr(tr, "append_jsonl", killed_at_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg(), tmp_path / "cut", dataset=ds, progress=False)
+    monkeypatch.setattr(tr, "append_jsonl", real)
+    monkeypatch.setattr(tr, "dataset_for", lambda *a, **k: ds)
+    resumed = tr.resume_run(tmp_path / "cut", model="encoder-classifier")
+    assert resumed.summary["epochs"] == 4
+    assert [r["stage"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")] == \
+        ["frozen", "frozen", "finetune", "finetune"]
+    assert abs(resumed.summary["test_acc"] - whole.summary["test_acc"]) <= 1e-6
+    assert abs(resumed.summary["test_loss"] - whole.summary["test_loss"]) <= 1e-6
+    with pytest.raises(RunError, match="not 'cnn'"):
+        tr.resume_run(tmp_path / "whole", model="cnn")
+
+
+def test_files_get_the_users_umask(tmp_path):
+    """Atomic writes used to leave mode 0600: a teammate could not read a shared run folder."""
+    from mnistlab._io import write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        write_json(tmp_path / "b.json", {"x": 1})
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -10,12 +10,19 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would keep a shared run folder from teammates
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -42,6 +49,11 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     old = path.read_bytes() if path.exists() else b""
     with atomic_open(path, "wb") as f:
         f.write(old + (json.dumps(row) + "\n").encode())
+
+
+def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    with atomic_open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

@@ -41,9 +41,12 @@ def _notice(msg: str) -> None:
 def cmd_train(args) -> int:
     from .config import build_config
     from .runs import latest_run
-    from .train import reuse_run, train_run
+    from .train import resume_run, reuse_run, train_run
 
-    if args.reuse:
+    if args.resume:
+        run = resume_run(args.resume, model=args.model, progress=False if args.no_progress else None,
+                         notice=_notice)
+    elif args.reuse:
         path = args.run_dir or latest_run(model=args.model, dataset=args.dataset)
         run = reuse_run(path, notice=_notice)
         if run.config.model_name != args.model:
@@ -403,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="run folder to write (default: runs/MODEL-DATASET-TIME)")
     t.add_argument("--reuse", action="store_true",
                    help="load the saved model of --run-dir (or the newest run of MODEL) instead of training")
+    t.add_argument("--resume", metavar="RUN_DIR",
+                   help="go on with a run stopped mid-way, from its last checkpoint (weights, optimiser, "
+                        "schedule, random state, epoch): it ends as if never stopped")
     t.add_argument("--encoder", metavar="RUN_DIR", help="encoder-classifier: run folder of a trained autoencoder")
     t.add_argument("--interactive", action="store_true",
                    help="ask for each hyperparameter (answers may come from a file on stdin)")

@@ -12,20 +12,22 @@ keeps running sums on the device, so nothing forces a host sync inside the step 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import runtime
-from ._io import append_jsonl, write_json
+from ._io import append_jsonl, read_jsonl, write_json, write_jsonl
 from .augment import augment
 from .config import RunConfig, TrainConfig
 from .data import Dataset, Split, dataset_for, images_to_float, is_labelled
-from .errors import DataError
+from .errors import DataError, RunError
 from .registry import create_model, get_spec
 from .runs import CHECKPOINT, Run, environment, load_run, new_run_dir, prepare_run_dir, save_checkpoint
 
@@ -123,13 +125,42 @@ def _compiled(fn):
     return call
 
 
+@dataclass
+class TrainState:
+    """Where a fit stands after an epoch: all it needs to go on exactly as if never stopped."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    generators: dict[str, torch.Generator]  # data order and augmentation
+    epoch: int
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "generators": {k: g.get_state() for k, g in self.generators.items()},
+                "rng": torch.get_rng_state(),  # dropout masks draw from the global generator
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for k, g in self.generators.items():
+            g.set_state(state["generators"][k])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.epoch = int(state["epoch"])
+
+
 def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
-        device: torch.device | str = "cpu", on_epoch: Callable[[dict, object], None] | None = None,
-        progress: bool | None = None) -> list[dict]:
+        device: torch.device | str = "cpu", on_epoch: Callable[[dict, TrainState], None] | None = None,
+        progress: bool | None = None, resume: dict | None = None) -> list[dict]:
     """Train `model` on `train`, evaluating on each split of `evals` after every epoch.
 
-    Returns one metrics row per epoch; `on_epoch(row, optimizer)` is called after each and
-    may return True to stop early.
+    Returns one metrics row per epoch; `on_epoch(row, state)` is called after each (its
+    ``state.state_dict()`` resumes the fit) and may return True to stop early. `resume`, such
+    a state dict, goes on from the epoch after it, with the weights already in `model`.
     """
     device = torch.device(device)
     on_gpu = device.type == "cuda"
@@ -148,8 +179,11 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     n_steps = steps_per_epoch(len(labels), cfg)
     sched = make_scheduler(opt, cfg, n_steps)
     gen = torch.Generator().manual_seed(cfg.seed)
+    state = TrainState(opt, sched, {"data": gen, "augment": aug_gen}, 0)
+    if resume is not None:
+        state.load_state_dict(resume)
     history = []
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
         model.train()
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
@@ -182,7 +216,8 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
                              if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)})
         bar.close()
         history.append(row)
-        if on_epoch is not None and on_epoch(row, opt):
+        state.epoch = epoch
+        if on_epoch is not None and on_epoch(row, state):
             break  # the callback asked to stop (e.g. a target accuracy was reached)
     # Back to the default layout, so the trained model computes exactly as one rebuilt from
     # its checkpoint does.
@@ -217,6 +252,46 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
 
     runtime.seed_everything(tc.seed)
     model = create_model(cfg.model_name, cfg.model).to(device)
+    from .viz import run_figures
+
+    run = Run(path, cfg, model, [], {})
+    run_figures(run, ds, "before")
+    return _train(run, ds, device, progress=progress)
+
+
+def resume_run(path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None) -> Run:
+    """Go on with a run that was stopped mid-way (killed, interrupted) from its last checkpoint:
+    weights, optimiser, schedule, random generators and epoch, so it ends as if never stopped."""
+    from .config import config_from_dict
+    from .runs import load_checkpoint, model_from_checkpoint
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise RunError(f"{path}: no run folder to resume (no config.json)")
+    cfg = config_from_dict(json.loads((path / "config.json").read_text()))
+    if model is not None and cfg.model_name != model:
+        raise RunError(f"{path} holds a {cfg.model_name!r} run, not {model!r}")
+    if (path / "summary.json").exists():
+        raise RunError(f"{path}: this run finished; nothing to resume")
+    state = load_checkpoint(path / CHECKPOINT)
+    resume = state.get("extra", {}).get("resume")
+    if not resume:
+        raise RunError(f"{path}: its checkpoint holds no training state to resume from")
+    runtime.set_threads(cfg.train.threads)
+    device = runtime.resolve_device(cfg.train.device)
+    ds = dataset_for(cfg.data, notice=notice)
+    net = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device)
+    # Epochs logged after the checkpoint (killed between the two writes) are done again.
+    history = read_jsonl(path / "metrics.jsonl")[:state["epoch"]]
+    write_jsonl(path / "metrics.jsonl", history)
+    run = Run(path, cfg, net, history, {})
+    return _train(run, ds, device, progress=progress, resume=resume)
+
+
+def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None) -> Run:
+    """Train a run's model stage by stage (from `resume` on, if given), checkpointing every epoch
+    with what resuming needs; then evaluate, write summary.json and the figures."""
+    model, path, tc = run.model, run.path, run.config.train
     train_split, evals = ds.train, {}
     if tc.val_fraction > 0:
         train_split, evals["val"] = ds.split_validation(tc.val_fraction, tc.seed)
@@ -225,30 +300,28 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     if tc.printed > 0:
         train_split = with_printed_digits(train_split, tc.printed, tc.seed)
 
-    from .viz import run_figures
-
-    run = Run(path, cfg, model, [], {})
-    run_figures(run, ds, "before")
-
-    def on_epoch(row, opt):
-        append_jsonl(path / "metrics.jsonl", row)
-        save_checkpoint(path / CHECKPOINT, model, opt, row["epoch"])
-
+    history: list[dict] = list(run.metrics)
+    elapsed = float(resume.get("elapsed", 0.0)) if resume else 0.0
+    first = int(resume.get("stage", 0)) if resume else 0
     t0 = time.perf_counter()
-    history: list[dict] = []
     stages = model.stages(tc)
     for k, stage in enumerate(stages):
+        if k < first:
+            continue
         stage.setup()
-        offset = len(history)
+        offset = len(history) - (resume["epoch"] if resume and k == first else 0)
 
-        def on_stage_epoch(row, opt, stage=stage, offset=offset):
+        def on_epoch(row, state, k=k, stage=stage, offset=offset):
             if len(stages) > 1:
                 row.update(epoch=row["epoch"] + offset, stage=stage.name)
-            on_epoch(row, opt)
+            append_jsonl(path / "metrics.jsonl", row)
+            extra = {"resume": {**state.state_dict(), "stage": k, "elapsed": elapsed + time.perf_counter() - t0}}
+            save_checkpoint(path / CHECKPOINT, model, state.optimizer, row["epoch"], extra)
 
         st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
-        history += fit(model, train_split, evals, st, device=device, on_epoch=on_stage_epoch, progress=progress)
-    train_time = time.perf_counter() - t0
+        history += fit(model, train_split, evals, st, device=device, on_epoch=on_epoch, progress=progress,
+                       resume=resume if k == first else None)
+    train_time = elapsed + time.perf_counter() - t0
     test = evaluate(model, ds.test, tc.eval_batch_size)
     summary = {
         **{f"test_{k}": v for k, v in test.items()},
@@ -264,6 +337,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
         summary["test_mse_sum_per_image"] = summary["test_mse"] * 28 * 28
     write_json(path / "summary.json", summary)
     run.model, run.metrics, run.summary = model.eval(), history, summary
+    from .viz import run_figures
+
     run_figures(run, ds, "after")
     return run
 
