@@ -97,6 +97,11 @@ def test_listing_and_latest(toy, tmp_path):
     runs = list_runs(tmp_path)
     assert [r["model"] for r in runs] == ["cnn"] and runs[0]["complete"]
     assert latest_run(tmp_path, task="classify") == tmp_path / "cnn-a"
+    # a newer run killed mid-way (checkpoint, no summary) is listed as incomplete and never picked
+    train_run(_cfg(epochs=1), tmp_path / "cnn-b", dataset=toy, progress=False)
+    (tmp_path / "cnn-b" / "summary.json").unlink()
+    assert [r["complete"] for r in list_runs(tmp_path)] == [True, False]
+    assert latest_run(tmp_path, task="classify") == tmp_path / "cnn-a"
     with pytest.raises(RunError, match="no finished reconstruct run"):
         latest_run(tmp_path, task="reconstruct")
 

@@ -208,7 +208,9 @@ def list_runs(root: Path | None = None) -> list[dict]:
         except json.JSONDecodeError:
             continue
         out.append({"path": d, "model": cfg.get("model_name"), "dataset": cfg.get("data", {}).get("dataset"),
-                    "summary": summary, "complete": (d / CHECKPOINT).exists()})
+                    # Finished: summary.json is written after the last epoch; a run killed
+                    # mid-way has a checkpoint but no summary (and can be resumed).
+                    "summary": summary, "complete": (d / CHECKPOINT).exists() and (d / "summary.json").exists()})
     return out
 
 
