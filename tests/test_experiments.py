@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +148,38 @@ def test_reencode_end_to_end_and_reuse_via_cli(tmp_path, capsys, monkeypatch):
     assert json.loads((run / "metrics.json").read_text())["plain"] == m["plain"]
     assert main(["experiment", "reencode", "--reuse", "--run-dir", str(tmp_path / "none")]) == 1
     assert "no reencode experiment here" in capsys.readouterr().err
+
+
+def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
+    """Experiments, a sweep and its trials show in `mnistlab runs` (and --json) beside trainings;
+    a broken folder or a dangling link is listed or skipped, never a crash."""
+    dream_cfg = build_experiment_config("dream", sets=["rounds=1", "steps=5", "epochs=1", "judge_epochs=1",
+                                                       "epochs_per_round=1", "per_digit=1"])
+    run_experiment("dream", dream_cfg, run_dir=tmp_path / "experiment-dream", dataset=sample, progress=False)
+    unb_cfg = build_experiment_config("unbiased", sets=["lambdas=0,1", "epochs=1", "probe_epochs=1",
+                                                        "warmup_epochs=0"])
+    run_experiment("unbiased", unb_cfg, run_dir=tmp_path / "experiment-unbiased", dataset=sample, progress=False)
+    assert main(["sweep", "cnn", "--grid", "lr=0.001,0.002", "--dataset", "mnist-sample", "--epochs", "1",
+                 "--set", "limit_batches=3", "--out", str(tmp_path / "sweep-cnn"), "--no-progress"]) == 0
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_bytes(b"\xff\xfe not utf-8")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    capsys.readouterr()
+    assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert set(by_name) == {"experiment-dream", "experiment-unbiased", "sweep-cnn", "lr-0.001", "lr-0.002", "broken"}
+    for r in rows:
+        assert set(r) >= {"path", "kind", "model", "dataset", "complete", "summary"}
+    dream_row, unb_row = by_name["experiment-dream"], by_name["experiment-unbiased"]
+    assert dream_row["kind"] == "experiment" and dream_row["complete"]
+    assert 0 <= dream_row["summary"]["judge_recognised_of_10"] <= 10 and "judge" in dream_row["summary"]["headline"]
+    assert unb_row["summary"]["lambda"] == 1.0 and "probe - floor" in unb_row["summary"]["headline"]
+    sweep_row = by_name["sweep-cnn"]
+    assert sweep_row["kind"] == "sweep" and sweep_row["summary"]["trials"] == 2 and sweep_row["complete"]
+    assert sweep_row["summary"]["best_trial"] in ("lr-0.001", "lr-0.002")
+    assert by_name["lr-0.001"]["kind"] == "trial" and by_name["lr-0.001"]["model"] == "cnn"
+    assert by_name["broken"]["kind"] == "unreadable" and not by_name["broken"]["complete"]
+    assert main(["runs", "--root", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "judge" in table and "2/2 trials, best acc" in table and "  sweep-cnn/lr-0.002" in table

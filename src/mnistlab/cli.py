@@ -343,21 +343,41 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _key_figure(r: dict) -> str:
+    s = r["summary"]
+    if r["kind"] == "sweep":
+        acc, mse = s.get("best_test_acc"), s.get("best_test_mse")
+        best = f"best acc {acc:.2%}" if acc is not None else f"best mse {mse:.4f}" if mse is not None else ""
+        return f"{s.get('finished', 0)}/{s.get('trials', 0)} trials" + (f", {best} ({s['best_trial']})" if best else "")
+    if "headline" in s:
+        return str(s["headline"])
+    if isinstance(s.get("test_acc"), (int, float)):
+        return f"acc {s['test_acc']:.2%}"
+    if isinstance(s.get("test_mse"), (int, float)):
+        return f"mse {s['test_mse']:.4f}"
+    return "-"
+
+
 def cmd_runs(args) -> int:
     from .runs import list_runs
 
-    rows = []
-    for r in list_runs(args.root):
-        s = r["summary"]
-        metric = (f"acc {s['test_acc']:.2%}" if "test_acc" in s
-                  else f"mse {s['test_mse']:.4f}" if "test_mse" in s else "-")
-        rows.append((str(r["path"]), r["model"], r["dataset"], metric, str(s.get("epochs", "-")),
-                     f"{s['train_time_s']:.1f}s" if "train_time_s" in s else "-",
-                     "" if r["complete"] else "incomplete"))
-    if not rows:
+    runs = list_runs(args.root)
+    if args.json:
+        for r in runs:
+            print(json.dumps({**r, "path": str(r["path"])}, default=str))
+        return 0
+    if not runs:
         print(f"no runs under {args.root or 'runs'}/")
         return 0
-    _table(("run", "model", "dataset", "test", "epochs", "time", ""), rows)
+    rows = []
+    for r in runs:
+        s = r["summary"]
+        what = r.get("experiment") or r["model"] or "-"
+        name = str(r["path"]) if r["kind"] != "trial" else f"  {r['path'].parent.name}/{r['path'].name}"
+        rows.append((name, r["kind"], what, r["dataset"] or "-", _key_figure(r), str(s.get("epochs", "-")),
+                     f"{s['train_time_s']:.1f}s" if isinstance(s.get("train_time_s"), (int, float)) else "-",
+                     "" if r["complete"] else "incomplete"))
+    _table(("run", "kind", "model", "dataset", "key figure", "epochs", "time", ""), rows)
     return 0
 
 
@@ -501,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("runs", help="list run folders with their key metrics")
     r.add_argument("--root", type=Path, help="folder holding runs (default: runs/ or $MNISTLAB_RUNS)")
+    r.add_argument("--json", action="store_true",
+                   help="one object per run: path, kind, model, dataset, complete, summary")
     r.set_defaults(func=cmd_runs)
     return p
 

@@ -192,25 +192,74 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     return Run(path, config, model, read_jsonl(path / "metrics.jsonl"), summary)
 
 
+def _json_dict(path: Path) -> dict | None:
+    """A JSON object from `path`: {} when there is no file, None when it is unreadable or no object."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _describe(d: Path, kind: str = "training") -> dict | None:
+    """One run folder's facts (no weights loaded), or None when it is no run folder at all."""
+    if not (d / "config.json").is_file():
+        return None
+    cfg, summary = _json_dict(d / "config.json"), _json_dict(d / "summary.json")
+    out = {"path": d, "kind": kind, "model": None, "dataset": None, "summary": summary or {}, "complete": False}
+    if cfg is None or summary is None:
+        return {**out, "kind": "unreadable"}
+    if "experiment" in cfg:
+        conf = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+        return {**out, "kind": "experiment", "experiment": cfg["experiment"], "dataset": conf.get("dataset"),
+                "complete": bool(summary)}
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    return {**out, "model": cfg.get("model_name"), "dataset": data.get("dataset"),
+            "complete": (d / CHECKPOINT).exists() and bool(summary)}
+
+
+def _sweep(d: Path) -> list[dict]:
+    """A sweep folder (sweep.json) and the trials in it."""
+    info = _json_dict(d / "sweep.json") or {}
+    trials = [t for t in (_describe(p, "trial") for p in sorted(d.iterdir()) if p.is_dir()) if t]
+    done = [t for t in trials if t["complete"]]
+    metric = "test_acc" if any("test_acc" in t["summary"] for t in done) else "test_mse"
+    best = (max if metric == "test_acc" else min)(done, key=lambda t: t["summary"].get(metric, float("nan")),
+                                                  default=None)
+    summary = {**info, "trials": len(trials), "finished": len(done)}
+    if best is not None:
+        summary.update(best_trial=best["path"].name, **{f"best_{metric}": best["summary"].get(metric)})
+    head = {"path": d, "kind": "sweep", "model": info.get("model"), "dataset": info.get("dataset"),
+            "summary": summary, "complete": bool(info) and len(done) == len(trials)}
+    return [head, *trials]
+
+
 def list_runs(root: Path | None = None) -> list[dict]:
-    """Run folders under `root`, oldest first, with their key facts (no weights loaded)."""
+    """Every run under `root`, oldest first: trainings, experiments, sweeps and their trials
+    (``kind``), with their key facts and summary; no weights loaded. A folder that cannot be
+    read is listed as kind 'unreadable', never a reason to fail."""
     root = Path(root or runs_root())
     if not root.is_dir():
         return []
-    out = []
-    for d in sorted(root.iterdir(), key=lambda p: (p.stat().st_mtime, p.name)):
-        cfg_file = d / "config.json"
-        if not (d.is_dir() and cfg_file.exists()):
-            continue
+    folders = []
+    for d in root.iterdir():
         try:
-            cfg = json.loads(cfg_file.read_text())
-            summary = json.loads((d / "summary.json").read_text()) if (d / "summary.json").exists() else {}
-        except json.JSONDecodeError:
+            if d.is_dir():
+                folders.append((d.stat().st_mtime, d.name, d))
+        except OSError:  # a dangling link, a folder we may not read
             continue
-        out.append({"path": d, "model": cfg.get("model_name"), "dataset": cfg.get("data", {}).get("dataset"),
-                    # Finished: summary.json is written after the last epoch; a run killed
-                    # mid-way has a checkpoint but no summary (and can be resumed).
-                    "summary": summary, "complete": (d / CHECKPOINT).exists() and (d / "summary.json").exists()})
+    out = []
+    for _, _, d in sorted(folders):
+        try:
+            if (d / "sweep.json").is_file() or (d / "table.csv").is_file():
+                out += _sweep(d)
+            elif (entry := _describe(d)) is not None:
+                out.append(entry)
+        except OSError:
+            out.append({"path": d, "kind": "unreadable", "model": None, "dataset": None, "summary": {},
+                        "complete": False})
     return out
 
 
@@ -218,7 +267,7 @@ def latest_run(root: Path | None = None, *, model: str | None = None, task: str 
                dataset: str | None = None) -> Path:
     from .registry import get_spec
 
-    found = [r for r in list_runs(root) if r["complete"]
+    found = [r for r in list_runs(root) if r["complete"] and r["kind"] == "training"
              and (model is None or r["model"] == model)
              and (dataset is None or r["dataset"] == dataset)
              and (task is None or _task_of(r["model"], get_spec) == task)]

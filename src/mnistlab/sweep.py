@@ -14,7 +14,7 @@ import re
 import time
 from pathlib import Path
 
-from ._io import atomic_open
+from ._io import atomic_open, write_json
 from .config import build_config
 from .errors import ConfigError
 from .runs import runs_root
@@ -69,6 +69,8 @@ def run_sweep(model: str, grid_items: list[str], *, flags: dict | None = None, s
         rows.append(row)
     keys = [k for k, _ in grid]
     write_tables(out, model, keys, rows)
+    write_json(out / "sweep.json", {"kind": "sweep", "model": model, "dataset": ds.name, "grid": dict(grid),
+                                    "combinations": len(rows), "failed": sum(r["status"] != "ok" for r in rows)})
     return out, rows
 
 

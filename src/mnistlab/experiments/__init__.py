@@ -106,6 +106,9 @@ def run_experiment(name: str, config, *, run_dir: str | Path | None = None, reus
     ctx.figures.mkdir(parents=True, exist_ok=True)
     metrics = module.run(ctx)
     write_json(path / "metrics.json", metrics)
+    # Last: summary.json marks the experiment finished, with the figures `mnistlab runs` lists.
+    write_json(path / "summary.json", {"kind": "experiment", "experiment": name, "dataset": ds.name,
+                                       "seed": config.seed, **module.headline(metrics)})
     return path, metrics
 
 

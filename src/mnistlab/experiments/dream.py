@@ -221,6 +221,14 @@ def run(ctx) -> dict:
             "judge_test_acc": evaluate(judge, ds.test)["acc"]}
 
 
+def headline(m: dict) -> dict:
+    """The figures `mnistlab runs` shows: the judge's reading of the last round."""
+    last = m["rounds"][-1]
+    return {"headline": f"judge {last['recognised_of_10']}/10 in round {last['round']}",
+            "judge_recognised_of_10": last["recognised_of_10"], "judge_mean_confidence": last["mean_confidence"],
+            "judge_test_acc": m["judge_test_acc"]}
+
+
 def summary_lines(m: dict) -> list[str]:
     out = [f"judge (CNN on real digits only, held-out accuracy {m['judge_test_acc']:.2%}) on each round's images:"]
     for r in m["rounds"]:

@@ -146,6 +146,14 @@ def run(ctx) -> dict:
             "config": dataclasses.asdict(cfg)}
 
 
+def headline(m: dict) -> dict:
+    """The figures `mnistlab runs` shows: both models' reconstruction MSE and dead code dims."""
+    r, p = m["reencode"], m["plain"]
+    return {"headline": f"mse {r['test_mse']:.4f} (plain {p['test_mse']:.4f}), "
+                        f"{r['dead_code_dims']}/{r['code_dims']} dims dead",
+            "test_mse": r["test_mse"], "plain_test_mse": p["test_mse"], "dead_code_dims": r["dead_code_dims"]}
+
+
 def summary_lines(m: dict) -> list[str]:
     out = [f"{m['model']} shape, {m['epochs']} epochs, held-out digits:"]
     for name in ("reencode", "plain"):

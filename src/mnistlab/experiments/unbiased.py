@@ -291,6 +291,14 @@ def run(ctx) -> dict:
     return {"rows": rows, "config": dataclasses.asdict(cfg)}
 
 
+def headline(m: dict) -> dict:
+    """The figures `mnistlab runs` shows: the strongest λ's loop accuracy and probe - floor."""
+    r = max(m["rows"], key=lambda r: r["lambda"])
+    gap = r["probe_parity_acc"] - r["loop_only_floor"]
+    return {"headline": f"λ={r['lambda']:g}: loop {r['loop_acc']:.2%}, probe - floor {100 * gap:+.1f} pts",
+            "lambda": r["lambda"], "loop_acc": r["loop_acc"], "probe_minus_floor": gap}
+
+
 def summary_lines(m: dict) -> list[str]:
     out = ["held-out digits; probe = a fresh MLP trained on the frozen encoder's codes"]
     for r in m["rows"]:
