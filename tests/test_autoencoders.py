@@ -16,6 +16,7 @@ from mnistlab.config import build_config
 from mnistlab.errors import ConfigError
 from mnistlab.interactive import ask_config, questions
 from mnistlab.registry import create_model
+from mnistlab.runs import load_run
 from mnistlab.train import fit, train_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -125,7 +126,7 @@ def test_two_stage_training_freezes_then_finetunes(toy, tmp_path):
     ae = train_run(_quick("ae-convbn", filters="4,8", kernels="3,3"), tmp_path / "ae", progress=False)
     cfg = build_config("encoder-classifier", sets=[f"encoder={ae.path}", "epochs=1", "finetune_epochs=1",
                                                    "batch_size=32"])
-    model = create_model("encoder-classifier", cfg.model)
+    model = create_model("encoder-classifier", cfg.model, load_run=load_run)  # the factory reads the run
     # the encoder's weights came from the autoencoder run
     ae_state = ae.model.encoder.state_dict()
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in ae_state.items())

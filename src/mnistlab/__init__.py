@@ -15,14 +15,14 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "create_model": "registry",
-    "list_models": "registry",
-    "register_model": "registry",
+    "create_model": "models",
+    "list_models": "models",
+    "register_model": "models",
     "load_dataset": "data",
     "build_config": "config",
     "fit": "train",
-    "evaluate": "train",
-    "predict": "train",
+    "evaluate": "infer",
+    "predict": "infer",
     "train_run": "train",
     "load_run": "runs",
     "list_runs": "runs",

@@ -37,7 +37,7 @@ from ._io import atomic_open, write_json
 from .config import TrainConfig, build_config
 from .data import DATASETS, Split, cache_root, load_dataset
 from .errors import DataError
-from .registry import create_model
+from .models import create_model
 from .train import fit, predict
 
 TARGETS = {"mnist-sample": 0.97, "fashion-mnist": 0.90, "mnist": 0.99}

@@ -329,7 +329,7 @@ def cmd_layers(args) -> int:
 # ---------------------------------------------------------------- listings
 
 def cmd_models(args) -> int:
-    from .registry import create_model, get_spec, list_models
+    from .models import create_model, get_spec, list_models
 
     rows = []
     for name in list_models(args.pattern):

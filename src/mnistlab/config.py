@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .checks import apply_overrides, check, coerce  # noqa: F401  (coerce: part of config's API)
 from .errors import ConfigError
+from .models import get_spec  # importing the models fills the registry
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "onecycle", "cosine")
@@ -42,21 +42,21 @@ class TrainConfig:
     printed: float = 0.0  # > 0: add this fraction of printed digits (matplotlib's fonts) to the training set
 
     def validate(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", "must be >= 1", self.epochs)
-        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1", self.batch_size)
-        _check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1", self.eval_batch_size)
-        _check(self.lr > 0, "train.lr", "must be > 0", self.lr)
-        _check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)
-        _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}", self.optimizer)
-        _check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}", self.schedule)
-        _check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
-        _check(self.threads >= 0, "train.threads", "must be >= 0", self.threads)
-        _check(0 <= self.printed <= 1, "train.printed", "must be in [0, 1]", self.printed)
-        _check(self.limit_batches >= 0, "train.limit_batches", "must be >= 0", self.limit_batches)
-        _check(self.augment in ("none", "shift", "affine", "robust"), "train.augment",
+        check(self.epochs >= 1, "train.epochs", "must be >= 1", self.epochs)
+        check(self.batch_size >= 1, "train.batch_size", "must be >= 1", self.batch_size)
+        check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1", self.eval_batch_size)
+        check(self.lr > 0, "train.lr", "must be > 0", self.lr)
+        check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)
+        check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}", self.optimizer)
+        check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}", self.schedule)
+        check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
+        check(self.threads >= 0, "train.threads", "must be >= 0", self.threads)
+        check(0 <= self.printed <= 1, "train.printed", "must be in [0, 1]", self.printed)
+        check(self.limit_batches >= 0, "train.limit_batches", "must be >= 0", self.limit_batches)
+        check(self.augment in ("none", "shift", "affine", "robust"), "train.augment",
                "must be none, shift, affine or robust", self.augment)
-        _check(self.amp in ("auto", "bf16", "off"), "train.amp", "must be auto, bf16 or off", self.amp)
-        _check(self.channels_last in ("auto", "on", "off"), "train.channels_last", "must be auto, on or off",
+        check(self.amp in ("auto", "bf16", "off"), "train.amp", "must be auto, bf16 or off", self.amp)
+        check(self.channels_last in ("auto", "on", "off"), "train.channels_last", "must be auto, on or off",
                self.channels_last)
 
 
@@ -74,7 +74,7 @@ class DataConfig:
         from .data import AUTO, DATASETS, FROM_FILES
 
         names = (*DATASETS, AUTO) + ((FROM_FILES,) if self.train_images else ())
-        _check(self.dataset in names, "data.dataset", f"must be one of {names}", self.dataset)
+        check(self.dataset in names, "data.dataset", f"must be one of {names}", self.dataset)
 
 
 @dataclass
@@ -95,100 +95,6 @@ class RunConfig:
         for sec in self.sections().values():
             if hasattr(sec, "validate"):
                 sec.validate()
-
-
-def _check(ok: bool, key: str, why: str, value) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {why}, got {value!r}")
-
-
-# ---------------------------------------------------------------- coercion
-
-def _parse_bool(text: str, key: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{key}: expected true or false, got {text!r}")
-
-
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Turn `value` (a string from the command line, or a parsed TOML/YAML value) into `hint`."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        errors = []
-        for a in inner:
-            try:
-                return coerce(value, a, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin in (tuple, list):
-        if isinstance(value, str):
-            text = value.strip().strip("[]()")
-            items = [t.strip() for t in text.split(",") if t.strip()] if text else []
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        elem = args[0] if args else str
-        out = [coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(items)]
-        return tuple(out) if origin is tuple else out
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            return _parse_bool(value, key)
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
-
-
-def _hints(obj) -> dict[str, Any]:
-    return typing.get_type_hints(type(obj))
-
-
-def apply_overrides(obj, values: dict[str, Any], section: str):
-    """A copy of dataclass `obj` with `values` coerced to its field types; unknown keys are errors."""
-    names = {f.name for f in fields(obj)}
-    hints = _hints(obj)
-    changes = {}
-    for k, v in values.items():
-        if k not in names:
-            raise ConfigError(f"unknown key {section}.{k} (known: {', '.join(sorted(names))})")
-        changes[k] = coerce(v, hints[k], f"{section}.{k}")
-    return dataclasses.replace(obj, **changes)
 
 
 def parse_set(items: list[str]) -> list[tuple[str, str]]:
@@ -266,8 +172,6 @@ def apply_pairs(cfg: RunConfig, pairs: list[tuple[str, Any]]) -> RunConfig:
 def build_config(model_name: str, *, file: str | Path | None = None, flags: dict[str, Any] | None = None,
                  sets: list[str] | None = None, validate: bool = True) -> RunConfig:
     """Defaults and the model's preset, then the file, then CLI flags, then --set pairs."""
-    from .registry import get_spec
-
     spec = get_spec(model_name)
     train = apply_overrides(TrainConfig(), spec.train, "train")
     cfg = RunConfig(model_name, dataclasses.replace(spec.config), train, DataConfig())
@@ -284,8 +188,6 @@ def build_config(model_name: str, *, file: str | Path | None = None, flags: dict
 
 def config_from_dict(data: dict) -> RunConfig:
     """Rebuild a saved RunConfig (config.json of a run)."""
-    from .registry import get_spec
-
     spec = get_spec(data["model_name"])
     cfg = RunConfig(data["model_name"], dataclasses.replace(spec.config), TrainConfig(), DataConfig())
     return merge_mapping(cfg, {k: v for k, v in data.items() if k != "model_name"}, "saved config")

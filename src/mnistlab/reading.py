@@ -88,7 +88,7 @@ class NumberReading:
 @torch.inference_mode()
 def probabilities(model, images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, classes) softmax probabilities, in eval mode on the CPU."""
-    from .train import predict
+    from .infer import predict
 
     logits = predict(model, torch.from_numpy(np.ascontiguousarray(images)))
     return torch.softmax(logits.float(), 1).numpy()

@@ -3,6 +3,10 @@
 A registered name is a preset: a family class, the family's config with some fields set,
 what the model is for (``task``) and the training defaults that suit it. Adding a model
 touches one file: the one that registers it.
+
+A leaf, as timm's: it imports no model and no config. Model modules import it and register
+themselves; ``mnistlab.models`` imports them all and re-exports these functions, so code
+that looks models up imports ``mnistlab.models`` (never this module alone).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+from .checks import apply_overrides
 from .errors import ConfigError
 
 TASKS = ("classify", "reconstruct")
@@ -41,18 +46,12 @@ def register_model(name: str, family: type, config: Any, *, task: str, train: di
     return spec
 
 
-def _load() -> None:
-    from . import models  # noqa: F401  (importing registers the models)
-
-
 def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
-    _load()
     return sorted(n for n, s in _REGISTRY.items()
                   if fnmatch.fnmatch(n, pattern) and (task is None or s.task == task))
 
 
 def get_spec(name: str) -> ModelSpec:
-    _load()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -61,16 +60,16 @@ def get_spec(name: str) -> ModelSpec:
         raise ConfigError(f"unknown model {name!r}{hint}; known: {', '.join(sorted(_REGISTRY))}") from None
 
 
-def create_model(name: str, config: Any = None, **overrides):
-    """Build a registered model from its preset, a full config, or the preset with overrides."""
-    from .config import apply_overrides
+def create_model(name: str, config: Any = None, *, load_run=None, **overrides):
+    """Build a registered model from its preset, a full config, or the preset with overrides.
 
+    `load_run` (``mnistlab.runs.load_run``) lets a model built from another run read it."""
     spec = get_spec(name)
     cfg = config if config is not None else spec.config
     if overrides:
         cfg = apply_overrides(cfg, overrides, "model")
     if hasattr(cfg, "validate"):
         cfg.validate()
-    model = spec.family(dataclasses.replace(cfg))
+    model = spec.family.from_config(dataclasses.replace(cfg), load_run=load_run)
     model.model_name = name
     return model

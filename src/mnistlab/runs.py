@@ -27,6 +27,7 @@ import torch
 
 from ._io import atomic_open, read_jsonl, write_json
 from .errors import RunError
+from .models import create_model, get_spec
 
 CHECKPOINT = "checkpoint.pt"
 RUNS_ROOT_ENV = "MNISTLAB_RUNS"
@@ -144,8 +145,6 @@ def load_state(path: Path) -> dict:
 
 
 def model_from_checkpoint(state: dict, source: str = "checkpoint"):
-    from .registry import create_model
-
     try:
         model = create_model(state["model_name"], **state["model_args"])
         model.load_state_dict(state["state_dict"])
@@ -265,8 +264,6 @@ def list_runs(root: Path | None = None) -> list[dict]:
 
 def latest_run(root: Path | None = None, *, model: str | None = None, task: str | None = None,
                dataset: str | None = None) -> Path:
-    from .registry import get_spec
-
     found = [r for r in list_runs(root) if r["complete"] and r["kind"] == "training"
              and (model is None or r["model"] == model)
              and (dataset is None or r["dataset"] == dataset)

@@ -28,7 +28,8 @@ from .augment import augment
 from .config import RunConfig, TrainConfig
 from .data import Dataset, Split, dataset_for, images_to_float, is_labelled
 from .errors import DataError, RunError
-from .registry import create_model, get_spec
+from .infer import evaluate, predict  # noqa: F401  (predict: part of train's API, as before)
+from .models import create_model, get_spec
 from .runs import CHECKPOINT, Run, environment, load_run, new_run_dir, prepare_run_dir, save_checkpoint
 
 
@@ -72,35 +73,6 @@ def progress_bar(total: int, desc: str, enabled: bool | None):
     # disable=None lets tqdm turn itself off when stderr is not a terminal (CI logs).
     return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr,
                 disable=None if enabled is None else not enabled)
-
-
-@torch.inference_mode()
-def evaluate(model, split: Split, batch_size: int = 1000) -> dict[str, float]:
-    """Size-weighted means of the model's loss dict over a whole split."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    images, labels = split.images.to(device), split.labels.to(device)
-    sums: dict[str, torch.Tensor] = {}
-    for start in range(0, len(labels), batch_size):
-        x = images_to_float(images[start:start + batch_size])
-        out = model.loss(x, labels[start:start + batch_size])
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0) + v.detach().float() * len(x)
-    model.train(was_training)
-    return {k: (v / len(labels)).item() for k, v in sums.items()}
-
-
-@torch.inference_mode()
-def predict(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Model outputs for (N, 28, 28) uint8 images, batched, in eval mode, returned on the CPU."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    outs = [model(images_to_float(images[i:i + batch_size].to(device))).float().cpu()
-            for i in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(outs)
 
 
 def _compiled(fn):
@@ -251,7 +223,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     write_json(path / "env.json", {**environment(device, tc.seed), "data_source": ds.source})
 
     runtime.seed_everything(tc.seed)
-    model = create_model(cfg.model_name, cfg.model).to(device)
+    model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
     from .viz import run_figures
 
     run = Run(path, cfg, model, [], {})

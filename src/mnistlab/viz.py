@@ -185,7 +185,7 @@ def layers_figure(acts: list[tuple[str, torch.Tensor]], classes, title: str = ""
 
 
 def _classify_figures(run, ds, phase: str) -> None:
-    from .train import predict
+    from .infer import predict
 
     if phase == "before":
         return
@@ -211,21 +211,16 @@ def one_per_class(split, k: int = 10) -> torch.Tensor:
     return torch.stack([(labels == c).nonzero()[0, 0] for c in range(k) if (labels == c).any()])
 
 
-@torch.inference_mode()
 def _encode(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    from .data import images_to_float
+    from .infer import batched
 
-    model.eval()
-    device = next(model.parameters()).device
-    return torch.cat([model.encode(images_to_float(images[i:i + batch_size].to(device))).float().cpu()
-                      for i in range(0, len(images), batch_size)])
+    return batched(model, model.encode, images, batch_size)
 
 
-@torch.inference_mode()
 def _decode(model, codes: torch.Tensor) -> np.ndarray:
-    model.eval()
-    device = next(model.parameters()).device
-    return model.decode(codes.to(device)).float().cpu().numpy()[:, 0]
+    from .infer import batched
+
+    return batched(model, model.decode, codes, as_images=False).numpy()[:, 0]
 
 
 def image_rows_figure(rows: list[tuple[str, np.ndarray]], title: str = ""):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import TrainConfig, _check
+from ..checks import check
+from ..config import TrainConfig
 
 
 @dataclass
@@ -24,9 +25,9 @@ class ExperimentConfig:
         from ..data import AUTO, DATASETS, FROM_FILES
 
         names = (*DATASETS, AUTO) + ((FROM_FILES,) if self.train_images else ())
-        _check(self.dataset in names, "experiment.dataset", f"must be one of {names}", self.dataset)
-        _check(self.batch_size >= 1, "experiment.batch_size", "must be >= 1", self.batch_size)
-        _check(self.lr > 0, "experiment.lr", "must be > 0", self.lr)
+        check(self.dataset in names, "experiment.dataset", f"must be one of {names}", self.dataset)
+        check(self.batch_size >= 1, "experiment.batch_size", "must be >= 1", self.batch_size)
+        check(self.lr > 0, "experiment.lr", "must be > 0", self.lr)
 
     def train_config(self, epochs: int, seed_offset: int = 0, **kw) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed + seed_offset,

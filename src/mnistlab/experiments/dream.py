@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import _check
+from ..checks import check
 from ..data import Split
-from ..registry import create_model
+from ..models import create_model
 from ..runs import model_from_checkpoint, save_checkpoint
 from ..train import evaluate, fit, predict
 from .base import ExperimentConfig
@@ -50,13 +50,13 @@ class Config(ExperimentConfig):
     def validate(self) -> None:
         super().validate()
         for key in ("rounds", "epochs", "epochs_per_round", "judge_epochs", "per_digit", "steps"):
-            _check(getattr(self, key) >= 1, f"experiment.{key}", "must be >= 1", getattr(self, key))
-        _check(0 < self.optimised_share < 1, "experiment.optimised_share", "must be in (0, 1)",
+            check(getattr(self, key) >= 1, f"experiment.{key}", "must be >= 1", getattr(self, key))
+        check(0 < self.optimised_share < 1, "experiment.optimised_share", "must be in (0, 1)",
                self.optimised_share)
-        _check(self.constraint in ("sigmoid", "clamp"), "experiment.constraint", "must be sigmoid or clamp",
+        check(self.constraint in ("sigmoid", "clamp"), "experiment.constraint", "must be sigmoid or clamp",
                self.constraint)
         for key in ("jitter", "blur_every", "blur_sigma", "tv", "l2", "step_lr"):
-            _check(getattr(self, key) >= 0, f"experiment.{key}", "must be >= 0", getattr(self, key))
+            check(getattr(self, key) >= 0, f"experiment.{key}", "must be >= 0", getattr(self, key))
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..config import _check
+from ..checks import check
 from ..data import images_to_float
-from ..registry import create_model, get_spec
+from ..models import create_model, get_spec
 from ..runs import model_from_checkpoint, save_checkpoint
 from ..train import fit, progress_bar
 from .base import ExperimentConfig
@@ -30,8 +30,8 @@ class Config(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        _check(self.epochs >= 1, "experiment.epochs", "must be >= 1", self.epochs)
-        _check(get_spec(self.model).task == "reconstruct", "experiment.model", "must be an autoencoder", self.model)
+        check(self.epochs >= 1, "experiment.epochs", "must be >= 1", self.epochs)
+        check(get_spec(self.model).task == "reconstruct", "experiment.model", "must be an autoencoder", self.model)
 
 
 def train_reencode(model, ds, cfg: Config, device, progress=None) -> list[dict]:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import _check
+from ..checks import check
 from ..data import images_to_float
 from ..train import progress_bar
 from .base import ExperimentConfig
@@ -76,17 +76,17 @@ class Config(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        _check(len(self.lambdas) >= 1 and min(self.lambdas) >= 0, "experiment.lambdas",
+        check(len(self.lambdas) >= 1 and min(self.lambdas) >= 0, "experiment.lambdas",
                "must be one or more values >= 0", self.lambdas)
-        _check(self.adversary_lr_scale > 0, "experiment.adversary_lr_scale", "must be > 0", self.adversary_lr_scale)
-        _check(self.method in ("alternating", "reversal"), "experiment.method", "must be alternating or reversal",
+        check(self.adversary_lr_scale > 0, "experiment.adversary_lr_scale", "must be > 0", self.adversary_lr_scale)
+        check(self.method in ("alternating", "reversal"), "experiment.method", "must be alternating or reversal",
                self.method)
-        _check(self.adversary_loss in ("confusion", "negative"), "experiment.adversary_loss",
+        check(self.adversary_loss in ("confusion", "negative"), "experiment.adversary_loss",
                "must be confusion or negative", self.adversary_loss)
-        _check(self.warmup_epochs >= 0, "experiment.warmup_epochs", "must be >= 0", self.warmup_epochs)
-        _check(self.mmd_weight >= 0, "experiment.mmd_weight", "must be >= 0", self.mmd_weight)
+        check(self.warmup_epochs >= 0, "experiment.warmup_epochs", "must be >= 0", self.warmup_epochs)
+        check(self.mmd_weight >= 0, "experiment.mmd_weight", "must be >= 0", self.mmd_weight)
         for key in ("epochs", "code_dim", "adversary_steps", "adversary_hidden", "probe_hidden", "probe_epochs"):
-            _check(getattr(self, key) >= 1, f"experiment.{key}", "must be >= 1", getattr(self, key))
+            check(getattr(self, key) >= 1, f"experiment.{key}", "must be >= 1", getattr(self, key))
 
 
 def _mlp(n_in: int, hidden: int, n_out: int = 2) -> nn.Sequential:

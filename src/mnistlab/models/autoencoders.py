@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import _check
+from ..checks import check
 from ..layers import ACTIVATIONS, ConvNormAct, init_linear_normal
 from ..registry import register_model
 from .base import Model
@@ -30,14 +30,14 @@ LOSSES = ("mse", "bce")
 
 
 def _check_common(cfg) -> None:
-    _check(cfg.loss in LOSSES, "model.loss", f"must be one of {LOSSES}", cfg.loss)
-    _check(0 <= cfg.noise <= 1, "model.noise", "must be in [0, 1]", cfg.noise)
+    check(cfg.loss in LOSSES, "model.loss", f"must be one of {LOSSES}", cfg.loss)
+    check(0 <= cfg.noise <= 1, "model.noise", "must be in [0, 1]", cfg.noise)
     for key in ("act", "code_act"):  # every autoencoder has act; some also code_act
         if hasattr(cfg, key):
-            _check(getattr(cfg, key) in ACTIVATIONS, f"model.{key}", f"must be one of {tuple(ACTIVATIONS)}",
+            check(getattr(cfg, key) in ACTIVATIONS, f"model.{key}", f"must be one of {tuple(ACTIVATIONS)}",
                    getattr(cfg, key))
     if hasattr(cfg, "channels"):
-        _check(len(cfg.channels) == 2 and min(cfg.channels) >= 1, "model.channels",
+        check(len(cfg.channels) == 2 and min(cfg.channels) >= 1, "model.channels",
                "must be two positive filter counts", cfg.channels)
 
 
@@ -93,8 +93,8 @@ class DenseAEConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
-        _check(self.code >= 1, "model.code", "must be >= 1", self.code)
-        _check(self.init in ("normal", "default"), "model.init", "must be normal or default", self.init)
+        check(self.code >= 1, "model.code", "must be >= 1", self.code)
+        check(self.init in ("normal", "default"), "model.init", "must be normal or default", self.init)
         _check_common(self)
 
 
@@ -130,7 +130,7 @@ class ConvAEConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
-        _check(self.decoder in ("transpose", "upsample"), "model.decoder", "must be transpose or upsample",
+        check(self.decoder in ("transpose", "upsample"), "model.decoder", "must be transpose or upsample",
                self.decoder)
         _check_common(self)
 
@@ -169,9 +169,9 @@ class ConvCodeAEConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
-        _check(len(self.code_shape) in (1, 3) and min(self.code_shape) >= 1, "model.code_shape",
+        check(len(self.code_shape) in (1, 3) and min(self.code_shape) >= 1, "model.code_shape",
                "must be (n,) or (channels, height, width)", self.code_shape)
-        _check(self.hidden >= 1, "model.hidden", "must be >= 1", self.hidden)
+        check(self.hidden >= 1, "model.hidden", "must be >= 1", self.hidden)
         _check_common(self)
 
 
@@ -208,13 +208,13 @@ class ConvBNAEConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
-        _check(len(self.filters) >= 2 and min(self.filters) >= 1, "model.filters",
+        check(len(self.filters) >= 2 and min(self.filters) >= 1, "model.filters",
                "must be at least two positive filter counts", self.filters)
-        _check(len(self.kernels) == len(self.filters), "model.kernels",
+        check(len(self.kernels) == len(self.filters), "model.kernels",
                f"must give one kernel size per set ({len(self.filters)})", self.kernels)
-        _check(all(k % 2 == 1 for k in self.kernels), "model.kernels", "must be odd (for 'same' padding)",
+        check(all(k % 2 == 1 for k in self.kernels), "model.kernels", "must be odd (for 'same' padding)",
                self.kernels)
-        _check(not self.pool7 or len(self.filters) >= 3, "model.pool7", "needs at least three sets", self.pool7)
+        check(not self.pool7 or len(self.filters) >= 3, "model.pool7", "needs at least three sets", self.pool7)
         _check_common(self)
 
 

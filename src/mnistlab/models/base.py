@@ -34,6 +34,12 @@ class Model(nn.Module):
         super().__init__()
         self.config = config
 
+    @classmethod
+    def from_config(cls, config, *, load_run=None):
+        """Build from a config that may name other runs (``load_run`` reads them). A model
+        built from another run overrides this; ``__init__`` only ever builds from the config."""
+        return cls(config)
+
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

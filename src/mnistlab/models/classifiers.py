@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import _check
+from ..checks import check
 from ..errors import ConfigError
 from ..layers import ConvNormAct, Dropout
-from ..registry import register_model
+from ..registry import create_model, get_spec, register_model
 from .base import Model, Stage
 
 # MNIST pixel mean and std, for standardising inputs inside the model.
@@ -38,11 +38,11 @@ class CNNConfig:
     batchnorm: bool = False  # BatchNorm after each convolution (faster, steadier training)
 
     def validate(self) -> None:
-        _check(len(self.channels) == 2 and min(self.channels) >= 1, "model.channels",
+        check(len(self.channels) == 2 and min(self.channels) >= 1, "model.channels",
                "must be two positive filter counts", self.channels)
-        _check(self.kernel in (3, 5), "model.kernel", "must be 3 or 5", self.kernel)
-        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
-        _check(self.num_classes >= 2, "model.num_classes", "must be >= 2", self.num_classes)
+        check(self.kernel in (3, 5), "model.kernel", "must be 3 or 5", self.kernel)
+        check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
+        check(self.num_classes >= 2, "model.num_classes", "must be >= 2", self.num_classes)
 
 
 class CNN(Classifier):
@@ -107,11 +107,11 @@ class ConvNetConfig:
     num_classes: int = 10
 
     def validate(self) -> None:
-        _check(1 <= len(self.channels) <= 4 and min(self.channels) >= 1, "model.channels",
+        check(1 <= len(self.channels) <= 4 and min(self.channels) >= 1, "model.channels",
                "must be 1-4 positive filter counts", self.channels)
-        _check(self.hidden >= 1, "model.hidden", "must be >= 1", self.hidden)
-        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
-        _check(self.num_classes >= 2, "model.num_classes", "must be >= 2", self.num_classes)
+        check(self.hidden >= 1, "model.hidden", "must be >= 1", self.hidden)
+        check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
+        check(self.num_classes >= 2, "model.num_classes", "must be >= 2", self.num_classes)
 
 
 class ConvNet(Classifier):
@@ -162,13 +162,13 @@ class EncoderClassifierConfig:
     encoder_args: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        _check(bool(self.encoder or self.encoder_model), "model.encoder",
+        check(bool(self.encoder or self.encoder_model), "model.encoder",
                "is required: pass --encoder RUN_DIR, the run folder of a trained autoencoder", self.encoder)
-        _check(self.units >= 1, "model.units", "must be >= 1", self.units)
-        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
-        _check(self.finetune_epochs >= 0, "model.finetune_epochs", "must be >= 0", self.finetune_epochs)
-        _check(self.finetune_lr_scale > 0, "model.finetune_lr_scale", "must be > 0", self.finetune_lr_scale)
-        _check(isinstance(self.encoder_args, dict), "model.encoder_args", "must be a table", self.encoder_args)
+        check(self.units >= 1, "model.units", "must be >= 1", self.units)
+        check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
+        check(self.finetune_epochs >= 0, "model.finetune_epochs", "must be >= 0", self.finetune_epochs)
+        check(self.finetune_lr_scale > 0, "model.finetune_lr_scale", "must be > 0", self.finetune_lr_scale)
+        check(isinstance(self.encoder_args, dict), "model.encoder_args", "must be a table", self.encoder_args)
 
 
 class EncoderClassifier(Classifier):
@@ -179,28 +179,37 @@ class EncoderClassifier(Classifier):
 
     def __init__(self, config: EncoderClassifierConfig):
         super().__init__(config)
-        from ..registry import create_model, get_spec
-
-        if config.encoder_model:
-            if get_spec(config.encoder_model).task != "reconstruct":
-                raise ConfigError(f"model.encoder_model: {config.encoder_model!r} is not an autoencoder")
-            source = create_model(config.encoder_model, **config.encoder_args)
-        else:
-            from ..runs import load_run
-
-            run = load_run(config.encoder)
-            if run.task != "reconstruct":
-                raise ConfigError(f"--encoder {config.encoder}: holds a {run.config.model_name!r} run, "
-                                  "not an autoencoder")
-            source = run.model
-            config.encoder_model = run.config.model_name
-            config.encoder_args = dataclasses.asdict(run.model.config)
-        self.encoder = source.encoder  # (B, *code_shape)
+        if not config.encoder_model:
+            raise ConfigError(f"model.encoder: build from the autoencoder's run with "
+                              f"EncoderClassifier.from_config(config, load_run=...) (got {config.encoder!r})")
+        if get_spec(config.encoder_model).task != "reconstruct":
+            raise ConfigError(f"model.encoder_model: {config.encoder_model!r} is not an autoencoder")
+        self.encoder = create_model(config.encoder_model, **config.encoder_args).encoder  # (B, *code_shape)
         with torch.no_grad():
             n_code = math.prod(self.encoder.eval()(torch.zeros(1, 1, 28, 28)).shape[1:])
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(n_code, config.units), nn.ReLU(),
                                   nn.Dropout(config.dropout), nn.Linear(config.units, 10))
         self.frozen = False
+
+    @classmethod
+    def from_config(cls, config: EncoderClassifierConfig, *, load_run=None):
+        """With ``config.encoder`` a run folder: the trained autoencoder's encoder, weights and
+        all, copied in; its model name and arguments go into the config, so the checkpoint
+        rebuilds the classifier without that folder."""
+        if config.encoder_model or not config.encoder:
+            return cls(config)
+        if load_run is None:
+            raise ConfigError("model.encoder names a run folder: build with create_model(..., "
+                              "load_run=mnistlab.load_run) so its encoder can be read")
+        run = load_run(config.encoder)
+        if run.task != "reconstruct":
+            raise ConfigError(f"--encoder {config.encoder}: holds a {run.config.model_name!r} run, "
+                              "not an autoencoder")
+        config.encoder_model = run.config.model_name
+        config.encoder_args = dataclasses.asdict(run.model.config)
+        model = cls(config)
+        model.encoder.load_state_dict(run.model.encoder.state_dict())
+        return model
 
     def forward(self, x):
         return self.head(self.encoder(x))

@@ -1,0 +1,107 @@
+"""Validation and coercion of config values: what every config dataclass (run, model,
+experiment) uses to check its fields and to take values from files and the command line.
+A leaf: it imports nothing of mnistlab but its errors."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import fields
+from typing import Any
+
+from .errors import ConfigError
+
+
+def check(ok: bool, key: str, why: str, value) -> None:
+    """Raise ConfigError naming `key` unless `ok`: the one way configs validate a value."""
+    if not ok:
+        raise ConfigError(f"{key}: {why}, got {value!r}")
+
+
+# ---------------------------------------------------------------- coercion
+
+def parse_bool(text: str, key: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {text!r}")
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Turn `value` (a string from the command line, or a parsed TOML/YAML value) into `hint`."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        errors = []
+        for a in inner:
+            try:
+                return coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            text = value.strip().strip("[]()")
+            items = [t.strip() for t in text.split(",") if t.strip()] if text else []
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        elem = args[0] if args else str
+        out = [coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(items)]
+        return tuple(out) if origin is tuple else out
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            return parse_bool(value, key)
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _hints(obj) -> dict[str, Any]:
+    return typing.get_type_hints(type(obj))
+
+
+def apply_overrides(obj, values: dict[str, Any], section: str):
+    """A copy of dataclass `obj` with `values` coerced to its field types; unknown keys are errors."""
+    names = {f.name for f in fields(obj)}
+    hints = _hints(obj)
+    changes = {}
+    for k, v in values.items():
+        if k not in names:
+            raise ConfigError(f"unknown key {section}.{k} (known: {', '.join(sorted(names))})")
+        changes[k] = coerce(v, hints[k], f"{section}.{k}")
+    return dataclasses.replace(obj, **changes)

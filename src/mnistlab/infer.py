@@ -1,0 +1,48 @@
+"""Batched inference: one helper for every model output over many images (predictions,
+codes, decodings, evaluation), in eval mode and under ``torch.inference_mode()``. Used by
+training, figures, experiments, the CLI and the web page; it imports no trainer."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .data import Split, images_to_float
+
+
+@torch.inference_mode()
+def batched(model, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int = 1000,
+            as_images: bool = True) -> torch.Tensor:
+    """fn over `inputs` in batches on the model's device, the model in eval mode (restored after);
+    results concatenated on the CPU as float. `as_images`: inputs are (N, 28, 28) uint8 images."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outs = []
+    for i in range(0, len(inputs), batch_size):
+        x = inputs[i:i + batch_size].to(device)
+        outs.append(fn(images_to_float(x) if as_images else x).float().cpu())
+    model.train(was_training)
+    return torch.cat(outs)
+
+
+def predict(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Model outputs for (N, 28, 28) uint8 images, batched, in eval mode, returned on the CPU."""
+    return batched(model, model, images, batch_size)
+
+
+@torch.inference_mode()
+def evaluate(model, split: Split, batch_size: int = 1000) -> dict[str, float]:
+    """Size-weighted means of the model's loss dict over a whole split."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    images, labels = split.images.to(device), split.labels.to(device)
+    sums: dict[str, torch.Tensor] = {}
+    for start in range(0, len(labels), batch_size):
+        x = images_to_float(images[start:start + batch_size])
+        out = model.loss(x, labels[start:start + batch_size])
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0) + v.detach().float() * len(x)
+    model.train(was_training)
+    return {k: (v / len(labels)).item() for k, v in sums.items()}
