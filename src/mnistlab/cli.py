@@ -53,7 +53,8 @@ def cmd_train(args) -> int:
             raise MnistlabError(f"{path} holds a {run.config.model_name!r} run, not {args.model!r}")
         print(f"reused {run.path}")
     else:
-        flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device}
+        flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device,
+                 "track": ",".join(args.track) if args.track else None}
         if args.dry_run:
             flags.update(epochs=1, limit_batches=2)
         if args.encoder:
@@ -426,6 +427,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", help="run folder to write (default: runs/MODEL-DATASET-TIME)")
     t.add_argument("--reuse", action="store_true",
                    help="load the saved model of --run-dir (or the newest run of MODEL) instead of training")
+    t.add_argument("--track", action="append", choices=["tensorboard", "mlflow"],
+                   help="also log params, per-epoch metrics and figures to TensorBoard (RUN/tensorboard) or "
+                        "MLflow ($MLFLOW_TRACKING_URI, default sqlite in the runs folder); repeatable; "
+                        "needs the 'track' extra")
     t.add_argument("--resume", metavar="RUN_DIR",
                    help="go on with a run stopped mid-way, from its last checkpoint (weights, optimiser, "
                         "schedule, random state, epoch): it ends as if never stopped")

@@ -40,6 +40,7 @@ class TrainConfig:
     channels_last: str = "auto"  # auto (= on, every device), on, off
     compile: bool = False  # torch.compile the loss step; falls back to eager if it fails
     printed: float = 0.0  # > 0: add this fraction of printed digits (matplotlib's fonts) to the training set
+    track: tuple[str, ...] = ()  # mirror the run to tensorboard and/or mlflow (the 'track' extra)
 
     def validate(self) -> None:
         check(self.epochs >= 1, "train.epochs", "must be >= 1", self.epochs)
@@ -52,6 +53,8 @@ class TrainConfig:
         check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
         check(self.threads >= 0, "train.threads", "must be >= 0", self.threads)
         check(0 <= self.printed <= 1, "train.printed", "must be in [0, 1]", self.printed)
+        check(set(self.track) <= {"tensorboard", "mlflow"}, "train.track", "must name tensorboard and/or mlflow",
+              self.track)
         check(self.limit_batches >= 0, "train.limit_batches", "must be >= 0", self.limit_batches)
         check(self.augment in ("none", "shift", "affine", "robust"), "train.augment",
                "must be none, shift, affine or robust", self.augment)

@@ -272,27 +272,35 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
     if tc.printed > 0:
         train_split = with_printed_digits(train_split, tc.printed, tc.seed)
 
+    from .track import Trackers
+
+    trackers = Trackers(tc.track, path, run.config.to_dict())
     history: list[dict] = list(run.metrics)
     elapsed = float(resume.get("elapsed", 0.0)) if resume else 0.0
     first = int(resume.get("stage", 0)) if resume else 0
     t0 = time.perf_counter()
     stages = model.stages(tc)
-    for k, stage in enumerate(stages):
-        if k < first:
-            continue
-        stage.setup()
-        offset = len(history) - (resume["epoch"] if resume and k == first else 0)
+    try:
+        for k, stage in enumerate(stages):
+            if k < first:
+                continue
+            stage.setup()
+            offset = len(history) - (resume["epoch"] if resume and k == first else 0)
 
-        def on_epoch(row, state, k=k, stage=stage, offset=offset):
-            if len(stages) > 1:
-                row.update(epoch=row["epoch"] + offset, stage=stage.name)
-            append_jsonl(path / "metrics.jsonl", row)
-            extra = {"resume": {**state.state_dict(), "stage": k, "elapsed": elapsed + time.perf_counter() - t0}}
-            save_checkpoint(path / CHECKPOINT, model, state.optimizer, row["epoch"], extra)
+            def on_epoch(row, state, k=k, stage=stage, offset=offset):
+                if len(stages) > 1:
+                    row.update(epoch=row["epoch"] + offset, stage=stage.name)
+                append_jsonl(path / "metrics.jsonl", row)
+                trackers.epoch(row)
+                extra = {"resume": {**state.state_dict(), "stage": k, "elapsed": elapsed + time.perf_counter() - t0}}
+                save_checkpoint(path / CHECKPOINT, model, state.optimizer, row["epoch"], extra)
 
-        st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
-        history += fit(model, train_split, evals, st, device=device, on_epoch=on_epoch, progress=progress,
-                       resume=resume if k == first else None)
+            st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
+            history += fit(model, train_split, evals, st, device=device, on_epoch=on_epoch, progress=progress,
+                           resume=resume if k == first else None)
+    except BaseException:
+        trackers.abort()
+        raise
     train_time = elapsed + time.perf_counter() - t0
     test = evaluate(model, ds.test, tc.eval_batch_size)
     summary = {
@@ -312,6 +320,7 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
     from .viz import run_figures
 
     run_figures(run, ds, "after")
+    trackers.finish(summary, run.figures)
     return run
 
 
