@@ -62,28 +62,17 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if isinstance(value, str):
             return parse_bool(value, key)
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
+    if hint in (int, float):
+        # bools are ints to Python, never numbers to a user; floats are not ints either
+        accepted = (int,) if hint is int else (int, float)
+        if isinstance(value, accepted) and not isinstance(value, bool):
+            return hint(value)
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                return hint(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+        raise ConfigError(f"{key}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
     if hint is str:
         if isinstance(value, str):
             return value

@@ -138,34 +138,15 @@ def cmd_serve(args) -> int:
 
 # ---------------------------------------------------------------- show / predict / layers
 
-def _pick_id(ds, train: bool, id_: int | None) -> int:
-    import numpy as np
-
-    split = ds.split(train)
-    if id_ is None:
-        return int(np.random.default_rng().integers(len(split)))
-    if not 0 <= id_ < len(split):
-        raise MnistlabError(f"id {id_} out of range: {ds.name} {'train' if train else 'test'} "
-                            f"has ids 0..{len(split) - 1}")
-    return id_
-
-
-def _split_name(train: bool) -> str:
-    return "train" if train else "test"
-
-
 def cmd_show(args) -> int:
+    from .data import pick_digit
     from .viz import digit_figure, show_or_save
 
-    ds = _load_data(args)
-    i = _pick_id(ds, args.train, args.id)
-    img = ds.split(args.train).images[i].numpy()
-    label = ds.classes[int(ds.split(args.train).labels[i])]
-    where = f"{ds.name} {_split_name(args.train)} #{i}"
-    print(f"{where}: label {label}")
+    d = pick_digit(_load_data(args), args.train, args.id)
+    print(f"{d.name}: label {d.label}")
     suffix = "-annotated" if args.annotate else ""
-    saved = show_or_save(digit_figure(img, f"{where}: {label}", args.annotate), args.save,
-                         f"digit-{ds.name}-{_split_name(args.train)}-{i}{suffix}.png")
+    saved = show_or_save(digit_figure(d.image, f"{d.name}: {d.label}", args.annotate), args.save,
+                         f"digit-{d.dataset}-{d.split}-{d.index}{suffix}.png")
     if saved:
         print(f"saved {saved}")
     return 0
@@ -209,6 +190,7 @@ def _numbered(save: str | None, n: int, count: int, suffix: str = "") -> str | N
 def cmd_predict(args) -> int:
     import numpy as np
 
+    from .data import pick_digit
     from .images import is_image_path, load_grey
     from .reading import LOW_CONFIDENCE, probabilities, read_digit
 
@@ -225,13 +207,10 @@ def cmd_predict(args) -> int:
                 name, label, record = item, None, {"input": item, "box": reading.box}
             else:
                 ds = ds or _dataset_for_run(run, args)
-                i = _pick_id(ds, args.train, None if item is None else int(item))
-                split = ds.split(args.train)
-                img = split.images[i].numpy()
+                d = pick_digit(ds, args.train, None if item is None else int(item))
+                img, label, name = d.image, d.label, d.name
                 probs = probabilities(run.model, img[None])[0]
-                label = ds.classes[int(split.labels[i])]
-                name = f"{ds.name} {_split_name(args.train)} #{i}"
-                record = {"input": name, "id": i, "split": _split_name(args.train), "label": label}
+                record = {"input": name, "id": d.index, "split": d.split, "label": label}
         except MnistlabError as e:
             failures += _failed(item, e, args.json)
             continue
@@ -300,25 +279,19 @@ def cmd_read(args) -> int:
 
 
 def cmd_layers(args) -> int:
-    import torch
-
-    from .data import images_to_float
+    from .data import pick_digit
     from .images import is_image_path, load_image
+    from .infer import activations
     from .viz import layers_figure, show_or_save
-
 
     run = _classifier_run(args.run)
     if args.input is not None and is_image_path(args.input):
         img, title, classes = load_image(args.input), args.input, None
     else:
         ds = _dataset_for_run(run, args)
-        i = _pick_id(ds, args.train, None if args.input is None else int(args.input))
-        split = ds.split(args.train)
-        img = split.images[i].numpy()
-        classes = ds.classes
-        title = f"{ds.name} {_split_name(args.train)} #{i} (label {classes[int(split.labels[i])]})"
-    with torch.inference_mode():
-        acts = run.model.activations(images_to_float(torch.from_numpy(img)[None]))
+        d = pick_digit(ds, args.train, None if args.input is None else int(args.input))
+        img, classes, title = d.image, ds.classes, f"{d.name} (label {d.label})"
+    acts = activations(run.model, img)
     classes = classes or tuple(str(c) for c in range(acts[-1][1].shape[-1]))
     print(f"{title}: predicted {classes[int(acts[-1][1].argmax())]}")
     saved = show_or_save(layers_figure(acts, classes, f"{run.config.model_name}: {title}"), args.save, "layers.png")

@@ -655,6 +655,33 @@ def _first_reason(e: Exception) -> str:
     return "no local copy, download failed" if "not found" in text else text.split(" | ")[0]
 
 
+@dataclass(frozen=True)
+class Digit:
+    """One dataset image picked by id, with where it came from."""
+
+    image: np.ndarray  # (28, 28) uint8
+    label: str  # its class name
+    index: int
+    split: str  # "train" or "test"
+    dataset: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset} {self.split} #{self.index}"
+
+
+def pick_digit(ds: Dataset, train: bool = False, index: int | None = None) -> Digit:
+    """The image `index` of a split (a random one when None); an id out of range is an error."""
+    split = ds.split(train)
+    if index is None:
+        index = int(np.random.default_rng().integers(len(split)))
+    if not 0 <= index < len(split):
+        raise DataError(f"id {index} out of range: {ds.name} {'train' if train else 'test'} "
+                        f"has ids 0..{len(split) - 1}")
+    return Digit(split.images[index].numpy(), ds.classes[int(split.labels[index])], index,
+                 "train" if train else "test", ds.name)
+
+
 def dataset_for(source, notice=None) -> Dataset:
     """The dataset a config describes: anything with ``dataset``, ``data_dir`` and the four
     file paths (a run's DataConfig, an experiment's config). A held-out split of files given

@@ -46,3 +46,24 @@ def evaluate(model, split: Split, batch_size: int = 1000) -> dict[str, float]:
             sums[k] = sums.get(k, 0) + v.detach().float() * len(x)
     model.train(was_training)
     return {k: (v / len(labels)).item() for k, v in sums.items()}
+
+
+def _one(image) -> torch.Tensor:
+    """(28, 28) uint8 (array or tensor) -> (1, 1, 28, 28) float in [0, 1]."""
+    return images_to_float(torch.as_tensor(image)[None])
+
+
+@torch.inference_mode()
+def activations(model, image) -> list[tuple[str, torch.Tensor]]:
+    """Every layer's output for one (28, 28) uint8 image, as the model names them."""
+    model.eval()
+    return model.activations(_one(image).to(next(model.parameters()).device))
+
+
+@torch.inference_mode()
+def reconstruct(model, image) -> tuple[torch.Tensor, torch.Tensor]:
+    """An autoencoder's code (1, *code_shape) and output (28, 28) in [0, 1] for one image."""
+    model.eval()
+    z = model.encode(_one(image).to(next(model.parameters()).device))
+    return z.float().cpu(), model.decode(z)[0, 0].float().cpu()
+

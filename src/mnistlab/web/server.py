@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import dataset_for, images_to_float
+from ..data import dataset_for
 from ..errors import MnistlabError
 from ..images import boxes_image, load_grey, preprocess, stage_images
+from ..infer import activations as layer_outputs
+from ..infer import reconstruct as reconstruct_one
 from ..reading import LOW_CONFIDENCE, probabilities, read_digit, read_number
 from ..runs import latest_run, load_run
 
@@ -265,8 +267,8 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
     async def activations(request):
         img, name = await read(request)
         s = state.get(name, "classify")
-        with state.lock, torch.inference_mode():
-            acts = s.run.model.activations(images_to_float(torch.from_numpy(img)[None]))
+        with state.lock:
+            acts = layer_outputs(s.run.model, img)
         layers = []
         for lname, t in acts:
             layers.append({"name": lname, "shape": list(t.shape[1:]),
@@ -277,10 +279,9 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
     async def reconstruct(request):
         img, name = await read(request)
         s = state.get(name, "reconstruct")
-        with state.lock, torch.inference_mode():
-            x = images_to_float(torch.from_numpy(img)[None])
-            z = s.run.model.encode(x)
-            out = s.run.model.decode(z)[0, 0].numpy()
+        with state.lock:
+            z, out = reconstruct_one(s.run.model, img)
+            out = out.numpy()
         return {"run": s.name, "input": img.tolist(), "output": np.rint(out * 255).astype(int).tolist(),
                 "output_png": _png_data_url(out * 255), "code": z[0].flatten().tolist()[:64],
                 "code_shape": list(z.shape[1:])}
