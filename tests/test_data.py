@@ -390,3 +390,26 @@ def test_files_by_path_errors_name_the_file(tmp_path):
     for files, why in cases:
         with pytest.raises(DataError, match=why):
             load_dataset("mnist", files=files)
+
+
+def test_files_by_path_as_npy_and_npz(tmp_path):
+    """A lone .npy of images (and one of labels) and an .npz without Keras' names load too."""
+    from mnistlab.data import pick_digit
+
+    ds = load_dataset("mnist-sample")
+    imgs, labs = ds.train.images[:50].numpy(), ds.train.labels[:50].numpy()
+    np.save(tmp_path / "imgs.npy", imgs)
+    np.save(tmp_path / "labs.npy", labs)
+    np.savez(tmp_path / "mine.npz", images=imgs, labels=labs)
+    a = load_dataset("mnist", files={"train_images": str(tmp_path / "imgs.npy"),
+                                     "train_labels": str(tmp_path / "labs.npy")})
+    b = load_dataset("mnist", files={"train_images": str(tmp_path / "mine.npz")})
+    for got in (a, b):
+        assert len(got.train) + len(got.test) == 50 and is_labelled(got.train)
+        assert torch.equal(torch.sort(torch.cat([got.train.labels, got.test.labels])).values,
+                           torch.sort(torch.from_numpy(labs.astype(np.int64))).values)
+    unlabelled = load_dataset("auto", files={"train_images": str(tmp_path / "imgs.npy")})
+    assert pick_digit(unlabelled, train=True, index=0).label is None  # never a made-up class
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(DataError, match="bad.npy: not a readable NPZ/NPY"):
+        load_dataset("mnist", files={"train_images": str(tmp_path / "bad.npy")})

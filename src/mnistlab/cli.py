@@ -21,11 +21,11 @@ def _data_flags(args) -> dict:
     return {"dataset": args.dataset, "data_dir": args.data_dir, **{k: getattr(args, k) for k in FILE_FLAGS}}
 
 
-def _load_data(args, name=None, data_dir=None):
+def _load_data(args, name=None):
     from .data import load_dataset
 
     files = {k: getattr(args, k) for k in FILE_FLAGS}
-    return load_dataset(name or args.dataset, data_dir or args.data_dir, notice=_notice, files=files)
+    return load_dataset(name or args.dataset, args.data_dir, notice=_notice, files=files)
 
 
 def _err(msg: str) -> None:
@@ -143,7 +143,7 @@ def cmd_show(args) -> int:
     from .viz import digit_figure, show_or_save
 
     d = pick_digit(_load_data(args), args.train, args.id)
-    print(f"{d.name}: label {d.label}")
+    print(f"{d.name}: label {d.label or 'unknown'}")
     suffix = "-annotated" if args.annotate else ""
     saved = show_or_save(digit_figure(d.image, f"{d.name}: {d.label}", args.annotate), args.save,
                          f"digit-{d.dataset}-{d.split}-{d.index}{suffix}.png")
@@ -226,22 +226,22 @@ def cmd_predict(args) -> int:
             truth = "" if label is None else f", true {label} {verdict}"
             note = f"; unsure: below {LOW_CONFIDENCE:.0%}, it may be no digit or a hard one" if unsure else ""
             print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){truth}{note}")
-        from_viz = None
-        if args.display or args.steps:
-            from . import viz as from_viz
+        pictures = []  # (figure, --save path, default name)
         if args.display:
-            saved = from_viz.show_or_save(
-                from_viz.prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
-                _numbered(args.save, n, len(inputs)), f"prediction-{n}.png")
-            if saved and not args.json:
-                print(f"saved {saved}")
+            from .viz import prediction_figure
+
+            pictures.append((prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
+                             _numbered(args.save, n, len(inputs)), f"prediction-{n}.png"))
         if args.steps and prep is not None:
             from .images import stage_images
+            from .viz import steps_figure
 
-            save = _numbered(args.save, n, len(inputs), "-steps" if args.display else "")
-            saved = from_viz.show_or_save(from_viz.steps_figure(stage_images(prep), f"{name}: predicted "
-                                                                f"{classes[top]} ({probs[top]:.0%})"),
-                                          save, f"steps-{n}.png")
+            pictures.append((steps_figure(stage_images(prep), f"{name}: predicted {classes[top]} ({probs[top]:.0%})"),
+                             _numbered(args.save, n, len(inputs), "-steps" if args.display else ""), f"steps-{n}.png"))
+        for fig, save, default in pictures:
+            from .viz import show_or_save
+
+            saved = show_or_save(fig, save, default)
             if saved and not args.json:
                 print(f"saved {saved}")
     return 1 if failures else 0
@@ -290,7 +290,7 @@ def cmd_layers(args) -> int:
     else:
         ds = _dataset_for_run(run, args)
         d = pick_digit(ds, args.train, None if args.input is None else int(args.input))
-        img, classes, title = d.image, ds.classes, f"{d.name} (label {d.label})"
+        img, classes, title = d.image, ds.classes, f"{d.name} (label {d.label or 'unknown'})"
     acts = activations(run.model, img)
     classes = classes or tuple(str(c) for c in range(acts[-1][1].shape[-1]))
     print(f"{title}: predicted {classes[int(acts[-1][1].argmax())]}")

@@ -271,13 +271,7 @@ def read_npz(path: Path) -> tuple[Split, Split]:
         raise DataError(f"{path}: missing arrays {sorted(missing)} (expected Keras mnist.npz layout)")
     splits = []
     for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
-        img, lab = arrays[x], arrays[y]
-        if img.ndim != 3 or img.shape[1:] != (ROWS, COLS):
-            raise DataError(f"{path}: {x} has shape {img.shape}, expected (N, 28, 28)")
-        if img.dtype != np.uint8:
-            if img.min() < 0 or img.max() > 255:
-                raise DataError(f"{path}: {x} holds values outside 0..255")
-            img = img.astype(np.uint8)
+        img, lab = _check_images(arrays[x], f"{path}:{x}"), arrays[y]
         splits.append(_pair(img, lab.astype(np.int64).reshape(-1), f"{path}:{x}", f"{path}:{y}"))
     return splits[0], splits[1]
 
@@ -354,6 +348,18 @@ UNLABELLED = -1  # the label of every image when no labels were given (autoencod
 TEST_FRACTION = 0.1  # held out by a seeded split when no test images are given
 
 
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """An NPZ's arrays by name, or a lone NPY's array under its file stem."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return {path.stem: loaded}
+        with loaded as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zlib.error, EOFError) as e:
+        raise DataError(f"{path}: not a readable NPZ/NPY file ({e})") from None
+
+
 def _read_images_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """One images file of any name: IDX (raw or gz), CSV (label first), NPZ or NPY.
 
@@ -365,15 +371,12 @@ def _read_images_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         split = read_csv([path])
         return split.images.numpy(), split.labels.numpy()
     if suffix in ("npz", "npy"):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if suffix == "npy":
-                    return _check_images(np.asarray(z), path), None
-                keys = [k for k in ("x_train", "x_test", "x", "images") if k in z.files] or list(z.files)[:1]
-                labels = next((z[k] for k in ("y_train", "y_test", "y", "labels") if k in z.files), None)
-                return _check_images(z[keys[0]], f"{path}:{keys[0]}"), labels
-        except (OSError, ValueError, zlib.error, EOFError) as e:
-            raise DataError(f"{path}: not a readable NPZ/NPY file ({e})") from None
+        arrays = _load_arrays(path)
+        if not arrays:
+            raise DataError(f"{path}: holds no arrays")
+        key = next((k for k in ("x_train", "x_test", "x", "images") if k in arrays), next(iter(arrays)))
+        labels = next((arrays[k] for k in ("y_train", "y_test", "y", "labels") if k in arrays), None)
+        return _check_images(arrays[key], f"{path}:{key}"), labels
     return read_idx(path, IMAGE_MAGIC), None
 
 
@@ -391,12 +394,10 @@ def _read_labels_file(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     if path.name.lower().endswith((".npy", ".npz")):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arr = np.asarray(z) if path.name.lower().endswith(".npy") else z[z.files[0]]
-        except (OSError, ValueError, zlib.error, EOFError, IndexError) as e:
-            raise DataError(f"{path}: not a readable NPZ/NPY file ({e})") from None
-        return arr.reshape(-1)
+        arrays = _load_arrays(path)
+        if not arrays:
+            raise DataError(f"{path}: holds no arrays")
+        return next(iter(arrays.values())).reshape(-1)
     return read_idx(path, LABEL_MAGIC)
 
 
@@ -582,7 +583,7 @@ def how_to_provide(name: str) -> str:
 
 
 def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
-                 download: bool = True, notice=None, files: dict | None = None, seed: int = 0) -> Dataset:
+                 download: bool = True, notice=None, files: dict | None = None) -> Dataset:
     """Load a dataset by name. 'auto' is MNIST when it can be had, else the bundled sample.
 
     `files` ({"train_images": PATH, ...}, see ``load_files``) names the files directly; the
@@ -596,7 +597,7 @@ def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
         info = DATASETS.get(name if given else "mnist")  # a named dataset lends its class names
         if info is None:
             raise DataError(f"unknown dataset {name!r}; choose from {', '.join(list(DATASETS) + [AUTO])}")
-        train, test = load_files(**files, seed=seed, notice=notice)
+        train, test = load_files(**files, notice=notice)
         where = ", ".join(str(v) for v in files.values())
         return Dataset(info.name if given else FROM_FILES, train, test, info.classes, where)
     if name == AUTO:
@@ -660,7 +661,7 @@ class Digit:
     """One dataset image picked by id, with where it came from."""
 
     image: np.ndarray  # (28, 28) uint8
-    label: str  # its class name
+    label: str | None  # its class name; None for unlabelled images
     index: int
     split: str  # "train" or "test"
     dataset: str
@@ -678,7 +679,8 @@ def pick_digit(ds: Dataset, train: bool = False, index: int | None = None) -> Di
     if not 0 <= index < len(split):
         raise DataError(f"id {index} out of range: {ds.name} {'train' if train else 'test'} "
                         f"has ids 0..{len(split) - 1}")
-    return Digit(split.images[index].numpy(), ds.classes[int(split.labels[index])], index,
+    label = int(split.labels[index])
+    return Digit(split.images[index].numpy(), ds.classes[label] if label != UNLABELLED else None, index,
                  "train" if train else "test", ds.name)
 
 

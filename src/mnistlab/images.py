@@ -321,6 +321,10 @@ class Blob:
     def y1(self) -> int:
         return self.y + self.h
 
+    def box(self, scale: float = 1.0) -> list[int]:
+        """[x, y, w, h] in the input image's pixels (`scale` working pixels per input pixel)."""
+        return [int(round(v / scale)) for v in (self.x, self.y, self.w, self.h)]
+
     def merged(self, other: Blob) -> Blob:
         x, y = min(self.x, other.x), min(self.y, other.y)
         return Blob(x, y, max(self.x1, other.x1) - x, max(self.y1, other.y1) - y,
@@ -532,11 +536,7 @@ class Prepared:
 
     def box(self) -> list[int]:
         """[x, y, w, h] of the digit in the input image's pixels."""
-        return _box(self.digit, self.ink.scale)
-
-
-def _box(b: Blob, scale: float) -> list[int]:
-    return [int(round(v / scale)) for v in (b.x, b.y, b.w, b.h)]
+        return self.digit.box(self.ink.scale)
 
 
 def prepare(grey: np.ndarray, name: str = "image") -> Prepared:

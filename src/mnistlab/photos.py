@@ -249,7 +249,7 @@ def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
-def _rotate(img: np.ndarray, degrees: float, fill) -> np.ndarray:
+def _rotate(img: np.ndarray, degrees: float) -> np.ndarray:
     import cv2
 
     h, w = img.shape[:2]
@@ -383,7 +383,7 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
     page.noise(s["noise"])
     img = page.image()
     if s["rotate"]:
-        img = _rotate(img, s["rotate"], None)
+        img = _rotate(img, s["rotate"])
     if s["jpeg"]:
         img = _jpeg(img, s["jpeg"])
     return img, boxes

@@ -85,7 +85,6 @@ class NumberReading:
                 "low_confidence": self.low_confidence}
 
 
-@torch.inference_mode()
 def probabilities(model, images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, classes) softmax probabilities, in eval mode on the CPU."""
     from .infer import predict
@@ -158,7 +157,7 @@ def read_number(model, grey: np.ndarray, name: str = "image") -> NumberReading:
                 best = (score, pieces, images, probs)
         _, pieces, images, probs = best
         for (_, b), img, p in zip(pieces, images, probs):
-            readings.append(_reading(img, p, [int(round(v / ink.scale)) for v in (b.x, b.y, b.w, b.h)]))
+            readings.append(_reading(img, p, b.box(ink.scale)))
     return NumberReading(readings, ink)
 
 

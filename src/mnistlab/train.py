@@ -25,12 +25,23 @@ import torch
 from . import runtime
 from ._io import append_jsonl, read_jsonl, write_json, write_jsonl
 from .augment import augment
-from .config import RunConfig, TrainConfig
+from .config import RunConfig, TrainConfig, config_from_dict
 from .data import Dataset, Split, dataset_for, images_to_float, is_labelled
 from .errors import DataError, RunError
 from .infer import evaluate, predict  # noqa: F401  (predict: part of train's API, as before)
 from .models import create_model, get_spec
-from .runs import CHECKPOINT, Run, environment, load_run, new_run_dir, prepare_run_dir, save_checkpoint
+from .runs import (
+    CHECKPOINT,
+    Run,
+    environment,
+    load_checkpoint,
+    load_run,
+    model_from_checkpoint,
+    new_run_dir,
+    prepare_run_dir,
+    save_checkpoint,
+)
+from .track import Trackers
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -234,9 +245,6 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
 def resume_run(path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None) -> Run:
     """Go on with a run that was stopped mid-way (killed, interrupted) from its last checkpoint:
     weights, optimiser, schedule, random generators and epoch, so it ends as if never stopped."""
-    from .config import config_from_dict
-    from .runs import load_checkpoint, model_from_checkpoint
-
     path = Path(path)
     if not (path / "config.json").is_file():
         raise RunError(f"{path}: no run folder to resume (no config.json)")
@@ -271,8 +279,6 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
         evals["test"] = ds.test
     if tc.printed > 0:
         train_split = with_printed_digits(train_split, tc.printed, tc.seed)
-
-    from .track import Trackers
 
     trackers = Trackers(tc.track, path, run.config.to_dict())
     history: list[dict] = list(run.metrics)
