@@ -8,11 +8,12 @@ import pytest
 import torch
 
 import mnistlab.experiments.dream as dream
-import mnistlab.experiments.reencode as reencode
 import mnistlab.experiments.unbiased as unbiased
+import mnistlab.train as train
+from mnistlab._io import read_jsonl
 from mnistlab.cli import main
 from mnistlab.data import load_dataset
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, RunError
 from mnistlab.experiments import build_experiment_config, run_experiment
 from mnistlab.registry import create_model
 from mnistlab.train import fit
@@ -41,8 +42,8 @@ def test_conditional_mmd_sees_parity_inside_a_loop_class():
 
 def test_normalized_code_cannot_shrink_to_a_point():
     torch.manual_seed(0)
-    net = unbiased.LoopParityNet(code_dim=8, adversary_hidden=4, normalize_code=True)
-    plain = unbiased.LoopParityNet(code_dim=8, adversary_hidden=4)
+    net = create_model("loop-parity", code_dim=8, adversary_hidden=4, normalize_code=True)
+    plain = create_model("loop-parity", code_dim=8, adversary_hidden=4, normalize_code=False)
     plain.load_state_dict(net.state_dict(), strict=False)  # same weights, no BatchNorm
     x = torch.rand(64, 1, 28, 28)
     with torch.no_grad():
@@ -91,10 +92,8 @@ def _no_training(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("--reuse must not train")
 
-    for mod in (dream, reencode):
+    for mod in (train, dream):  # the one loop, wherever it is called from
         monkeypatch.setattr(mod, "fit", fail)
-    monkeypatch.setattr(unbiased, "train_one", fail)
-    monkeypatch.setattr(reencode, "train_reencode", fail)
     monkeypatch.setattr(dream, "optimise_inputs", fail)
 
 
@@ -109,7 +108,7 @@ def test_dream_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
         assert 0 <= r["recognised_of_10"] <= 10 and 0 <= r["mean_confidence"] <= 1
         assert len(r["judged_as"]) == 10 and r["model_test_acc_real"] > 0.8
     assert m["judge_test_acc"] > 0.85
-    assert json.loads((path / "metrics.json").read_text())["final_recognised_of_10"] == m["final_recognised_of_10"]
+    assert json.loads((path / "results.json").read_text())["final_recognised_of_10"] == m["final_recognised_of_10"]
     _no_training(monkeypatch)
     _, again = run_experiment("dream", cfg, run_dir=path, reuse=True, dataset=sample, progress=False)
     assert again["rounds"] == m["rounds"]
@@ -138,14 +137,14 @@ def test_reencode_end_to_end_and_reuse_via_cli(tmp_path, capsys, monkeypatch):
     assert main(["experiment", "reencode", "--set", "epochs=1", "--run-dir", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "reencode: reconstruction MSE" in out and "plain   : reconstruction MSE" in out
-    m = json.loads((run / "metrics.json").read_text())
+    m = json.loads((run / "results.json").read_text())
     assert m["reencode"]["code_dims"] == m["plain"]["code_dims"] == 32
     assert m["plain"]["test_mse"] < 0.1 and m["plain"]["code_var_mean"] > m["reencode"]["code_var_mean"]
     for f in ("reconstructions.png", "code_variance.png"):
         assert (run / "figures" / f).read_bytes()[:8] == PNG
     _no_training(monkeypatch)
     assert main(["experiment", "reencode", "--reuse", "--run-dir", str(run), "--quiet"]) == 0
-    assert json.loads((run / "metrics.json").read_text())["plain"] == m["plain"]
+    assert json.loads((run / "results.json").read_text())["plain"] == m["plain"]
     assert main(["experiment", "reencode", "--reuse", "--run-dir", str(tmp_path / "none")]) == 1
     assert "no reencode experiment here" in capsys.readouterr().err
 
@@ -168,7 +167,13 @@ def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
     assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_name = {Path(r["path"]).name: r for r in rows}
-    assert set(by_name) == {"experiment-dream", "experiment-unbiased", "sweep-cnn", "lr-0.001", "lr-0.002", "broken"}
+    assert set(by_name) == {"experiment-dream", "experiment-unbiased", "sweep-cnn", "lr-0.001", "lr-0.002", "broken",
+                            "judge", "model", "lambda-0", "lambda-1"}
+    # an experiment's parts are runs, listed under it with their model and test figures
+    for part, model in (("judge", "cnn"), ("model", "cnn"), ("lambda-0", "loop-parity"), ("lambda-1", "loop-parity")):
+        row = by_name[part]
+        assert row["kind"] == "part" and row["model"] == model and row["complete"], row
+        assert 0 <= row["summary"]["test_acc"] <= 1 and row["dataset"] == "mnist-sample"
     for r in rows:
         assert set(r) >= {"path", "kind", "model", "dataset", "complete", "summary"}
     dream_row, unb_row = by_name["experiment-dream"], by_name["experiment-unbiased"]
@@ -183,3 +188,71 @@ def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
     assert main(["runs", "--root", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert "judge" in table and "2/2 trials, best acc" in table and "  sweep-cnn/lr-0.002" in table
+    assert "  experiment-dream/judge" in table and "  experiment-unbiased/lambda-1" in table
+    # load_run takes every kind: an experiment gives its main part, a sweep its best trial
+    from mnistlab.runs import load_run
+
+    assert load_run(tmp_path / "experiment-unbiased").path.name == "lambda-1"
+    assert load_run(tmp_path / "sweep-cnn").path.name == sweep_row["summary"]["best_trial"]
+
+
+def test_an_experiment_is_recorded_as_runs(tmp_path, sample):
+    """Sectioned config.json, metrics.jsonl rows, results.json, summary.json naming the main
+    part; each part a run that load_run, the web server and resume understand."""
+    from mnistlab.runs import load_run
+    from mnistlab.train import resume_run
+    from mnistlab.web import server
+
+    cfg = build_experiment_config("dream", sets=["rounds=2", "steps=5", "epochs=1", "judge_epochs=1",
+                                                 "epochs_per_round=1", "per_digit=1"])
+    path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=sample, progress=False)
+    config = json.loads((path / "config.json").read_text())
+    assert config["kind"] == "experiment" and config["name"] == "dream"
+    assert config["experiment"]["rounds"] == 2 and config["data"]["dataset"] == "mnist-sample"
+    assert [r["round"] for r in read_jsonl(path / "metrics.jsonl")] == [1, 2]
+    summary = json.loads((path / "summary.json").read_text())
+    assert summary["main"] == "model" and summary["judge_recognised_of_10"] == m["final_recognised_of_10"]
+    # the 11-class model's record: one row per epoch, tagged with its round
+    rows = read_jsonl(path / "model" / "metrics.jsonl")
+    assert [(r["epoch"], r["round"]) for r in rows] == [(1, 0), (2, 1), (3, 2)]
+    run = load_run(path)  # the experiment folder loads its main part
+    assert run.path == path / "model" and run.model(torch.rand(2, 1, 28, 28)).shape == (2, 11)
+    judge = load_run(path / "judge")
+    assert judge.config.model_name == "cnn" and judge.summary["test_acc"] == pytest.approx(m["judge_test_acc"])
+    served = server.Model([path, path / "judge"])
+    assert {s.task for s in served.runs.values()} == {"classify"} and len(served.runs) == 2
+    with pytest.raises(RunError, match="finished; nothing to resume"):
+        resume_run(path / "judge")
+    (path / "model" / "summary.json").unlink()  # as if killed mid-way: rounds can't be resumed
+    with pytest.raises(RunError, match="part of a dream experiment"):
+        resume_run(path / "model")
+
+
+@pytest.mark.parametrize("name,flags", [("loop-parity", {"lam": 1.0, "warmup_epochs": 1, "code_dim": 32}),
+                                        ("ae-reencode", {"batch_size": 64})])
+def test_coupled_models_resume_as_if_never_stopped(tmp_path, monkeypatch, name, flags):
+    """Two optimisers, one loop: killed after epoch 2 of 3 and resumed, the same test figures."""
+    from conftest import synthetic_dataset
+    from mnistlab.config import build_config
+
+    ds = synthetic_dataset()
+    cfg = lambda: build_config(name, flags={"epochs": 3, **flags})  # noqa: E731
+    whole = train.train_run(cfg(), tmp_path / "whole", dataset=ds, progress=False, figures=False)
+    real = train.append_jsonl
+
+    def killed_at_epoch_3(path, row):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt  # stands in for a kill between epochs
+        real(path, row)
+
+    monkeypatch.setattr(train, "append_jsonl", killed_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_run(cfg(), tmp_path / "cut", dataset=ds, progress=False, figures=False)
+    monkeypatch.setattr(train, "append_jsonl", real)
+    monkeypatch.setattr(train, "dataset_for", lambda *a, **k: ds)
+    resumed = train.resume_run(tmp_path / "cut", model=name)
+    assert resumed.summary["epochs"] == 3
+    for key, value in whole.summary.items():
+        if key.startswith("test_"):
+            assert abs(resumed.summary[key] - value) <= 1e-6, key
+    assert len({k for k in whole.metrics[-1] if k.startswith("train_")}) >= 2  # each optimiser's figures

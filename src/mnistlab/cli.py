@@ -347,7 +347,7 @@ def cmd_runs(args) -> int:
     for r in runs:
         s = r["summary"]
         what = r.get("experiment") or r["model"] or "-"
-        name = str(r["path"]) if r["kind"] != "trial" else f"  {r['path'].parent.name}/{r['path'].name}"
+        name = str(r["path"]) if r["kind"] not in ("trial", "part") else f"  {r['path'].parent.name}/{r['path'].name}"
         rows.append((name, r["kind"], what, r["dataset"] or "-", _key_figure(r), str(s.get("epochs", "-")),
                      f"{s['train_time_s']:.1f}s" if isinstance(s.get("train_time_s"), (int, float)) else "-",
                      "" if r["complete"] else "incomplete"))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import torch
 
+from .batches import Batches
 from .data import Split, images_to_float
 
 
@@ -17,11 +18,8 @@ def batched(model, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Ten
     results concatenated on the CPU as float. `as_images`: inputs are (N, 28, 28) uint8 images."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    outs = []
-    for i in range(0, len(inputs), batch_size):
-        x = inputs[i:i + batch_size].to(device)
-        outs.append(fn(images_to_float(x) if as_images else x).float().cpu())
+    batches = Batches(inputs, batch_size=batch_size, device=_device(model), images=as_images)
+    outs = [fn(x).float().cpu() for (x,) in batches]
     model.train(was_training)
     return torch.cat(outs)
 
@@ -36,16 +34,16 @@ def evaluate(model, split: Split, batch_size: int = 1000) -> dict[str, float]:
     """Size-weighted means of the model's loss dict over a whole split."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
-    images, labels = split.images.to(device), split.labels.to(device)
     sums: dict[str, torch.Tensor] = {}
-    for start in range(0, len(labels), batch_size):
-        x = images_to_float(images[start:start + batch_size])
-        out = model.loss(x, labels[start:start + batch_size])
-        for k, v in out.items():
+    for x, y in Batches(split.images, split.labels, batch_size=batch_size, device=_device(model)):
+        for k, v in model.loss(x, y).items():
             sums[k] = sums.get(k, 0) + v.detach().float() * len(x)
     model.train(was_training)
-    return {k: (v / len(labels)).item() for k, v in sums.items()}
+    return {k: (v / len(split)).item() for k, v in sums.items()}
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _one(image) -> torch.Tensor:
@@ -57,13 +55,13 @@ def _one(image) -> torch.Tensor:
 def activations(model, image) -> list[tuple[str, torch.Tensor]]:
     """Every layer's output for one (28, 28) uint8 image, as the model names them."""
     model.eval()
-    return model.activations(_one(image).to(next(model.parameters()).device))
+    return model.activations(_one(image).to(_device(model)))
 
 
 @torch.inference_mode()
 def reconstruct(model, image) -> tuple[torch.Tensor, torch.Tensor]:
     """An autoencoder's code (1, *code_shape) and output (28, 28) in [0, 1] for one image."""
     model.eval()
-    z = model.encode(_one(image).to(next(model.parameters()).device))
+    z = model.encode(_one(image).to(_device(model)))
     return z.float().cpu(), model.decode(z)[0, 0].float().cpu()
 

@@ -171,20 +171,49 @@ class Run:
         return self.path / "figures"
 
 
+def experiment_sections(cfg: dict) -> tuple[str | None, dict]:
+    """An experiment's config.json as (name, settings): sectioned ({"kind": "experiment",
+    "name", "experiment": {...}, "data": {...}}) or the older flat form; (None, {}) if none."""
+    if cfg.get("kind") == "experiment" and isinstance(cfg.get("experiment"), dict):
+        return cfg.get("name"), {**cfg["experiment"], **(cfg.get("data") or {})}
+    if isinstance(cfg.get("experiment"), str):
+        return cfg["experiment"], cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+    return None, {}
+
+
 def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run:
-    """Rebuild the model of a run folder, in eval mode, on `device`."""
+    """Rebuild the model of a run folder, in eval mode, on `device`. An experiment's folder
+    loads its main part (named in its summary.json), a sweep's folder its best trial: runs in
+    their sub-folders."""
     from .config import config_from_dict
 
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: no such run folder")
+    if (path / "sweep.json").is_file():
+        best = _sweep(path)[0]["summary"].get("best_trial")
+        if not best:
+            raise RunError(f"{path}: a sweep with no finished trial to load")
+        return load_run(path / best, device)
     cfg_file = path / "config.json"
     if not cfg_file.exists():
         raise RunError(f"{path}: not a run folder (no config.json)")
     try:
-        config = config_from_dict(json.loads(cfg_file.read_text()))
-    except json.JSONDecodeError as e:
+        data = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{cfg_file}: corrupt ({e})") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{cfg_file}: corrupt (not a JSON object)")
+    name, _ = experiment_sections(data)
+    if name is not None:
+        main = (_json_dict(path / "summary.json") or {}).get("main")
+        if not isinstance(main, str) or not (path / main / "config.json").is_file():
+            raise RunError(f"{path}: a {name} experiment with no finished model to load")
+        return load_run(path / main, device)
+    try:
+        config = config_from_dict(data)
+    except KeyError as e:
+        raise RunError(f"{cfg_file}: not a run's config (no {e})") from None
     state = load_checkpoint(path / CHECKPOINT)
     model = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device).eval()
     summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
@@ -210,19 +239,24 @@ def _describe(d: Path, kind: str = "training") -> dict | None:
     out = {"path": d, "kind": kind, "model": None, "dataset": None, "summary": summary or {}, "complete": False}
     if cfg is None or summary is None:
         return {**out, "kind": "unreadable"}
-    if "experiment" in cfg:
-        conf = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
-        return {**out, "kind": "experiment", "experiment": cfg["experiment"], "dataset": conf.get("dataset"),
+    name, conf = experiment_sections(cfg)
+    if name is not None:
+        return {**out, "kind": "experiment", "experiment": name, "dataset": conf.get("dataset"),
                 "complete": bool(summary)}
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
     return {**out, "model": cfg.get("model_name"), "dataset": data.get("dataset"),
             "complete": (d / CHECKPOINT).exists() and bool(summary)}
 
 
+def _parts(d: Path, kind: str) -> list[dict]:
+    """The runs in a folder's sub-folders (a sweep's trials, an experiment's parts)."""
+    return [t for t in (_describe(p, kind) for p in sorted(d.iterdir()) if p.is_dir()) if t]
+
+
 def _sweep(d: Path) -> list[dict]:
     """A sweep folder (sweep.json) and the trials in it."""
     info = _json_dict(d / "sweep.json") or {}
-    trials = [t for t in (_describe(p, "trial") for p in sorted(d.iterdir()) if p.is_dir()) if t]
+    trials = _parts(d, "trial")
     done = [t for t in trials if t["complete"]]
     metric = "test_acc" if any("test_acc" in t["summary"] for t in done) else "test_mse"
     best = (max if metric == "test_acc" else min)(done, key=lambda t: t["summary"].get(metric, float("nan")),
@@ -236,8 +270,8 @@ def _sweep(d: Path) -> list[dict]:
 
 
 def list_runs(root: Path | None = None) -> list[dict]:
-    """Every run under `root`, oldest first: trainings, experiments, sweeps and their trials
-    (``kind``), with their key facts and summary; no weights loaded. A folder that cannot be
+    """Every run under `root`, oldest first: trainings, experiments and their parts, sweeps and
+    their trials (``kind``), with their key facts and summary; no weights loaded. A folder that cannot be
     read is listed as kind 'unreadable', never a reason to fail."""
     root = Path(root or runs_root())
     if not root.is_dir():
@@ -256,6 +290,8 @@ def list_runs(root: Path | None = None) -> list[dict]:
                 out += _sweep(d)
             elif (entry := _describe(d)) is not None:
                 out.append(entry)
+                if entry["kind"] == "experiment":
+                    out += _parts(d, "part")
         except OSError:
             out.append({"path": d, "kind": "unreadable", "model": None, "dataset": None, "summary": {},
                         "complete": False})

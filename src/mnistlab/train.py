@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -24,9 +23,9 @@ import torch
 
 from . import runtime
 from ._io import append_jsonl, read_jsonl, write_json, write_jsonl
-from .augment import augment
+from .batches import Batches, batch_indices  # noqa: F401  (batch_indices: train's API, as before)
 from .config import RunConfig, TrainConfig, config_from_dict
-from .data import Dataset, Split, dataset_for, images_to_float, is_labelled
+from .data import Dataset, Split, dataset_for, is_labelled
 from .errors import DataError, RunError
 from .infer import evaluate, predict  # noqa: F401  (predict: part of train's API, as before)
 from .models import create_model, get_spec
@@ -44,11 +43,12 @@ from .runs import (
 from .track import Trackers
 
 
-def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    lr = cfg.lr * lr_scale
     factories = {
-        "adam": lambda: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-        "adamw": lambda: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-        "sgd": lambda: torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+        "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay),
+        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay),
+        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
                                        weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
     }
     return factories[cfg.optimizer]()
@@ -58,24 +58,11 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     total = max(1, steps_per_epoch * cfg.epochs)
     factories = {
         "none": lambda: None,
-        "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total),
+        "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total),
         "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
     }
     return factories[cfg.schedule]()
-
-
-def steps_per_epoch(n: int, cfg: TrainConfig) -> int:
-    steps = math.ceil(n / cfg.batch_size)
-    return min(steps, cfg.limit_batches) if cfg.limit_batches else steps
-
-
-def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:
-    """A shuffled epoch as index batches. A last batch of one is dropped (BatchNorm needs two)."""
-    perm = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-    batches = list(perm.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
-        batches.pop()
-    return batches
 
 
 def progress_bar(total: int, desc: str, enabled: bool | None):
@@ -112,22 +99,31 @@ def _compiled(fn):
 class TrainState:
     """Where a fit stands after an epoch: all it needs to go on exactly as if never stopped."""
 
-    optimizer: torch.optim.Optimizer
-    scheduler: object | None
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, object]
     generators: dict[str, torch.Generator]  # data order and augmentation
     epoch: int
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The main (first) optimiser."""
+        return next(iter(self.optimizers.values()))
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+        return {"epoch": self.epoch, "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                 "generators": {k: g.get_state() for k, g in self.generators.items()},
                 "rng": torch.get_rng_state(),  # dropout masks draw from the global generator
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        opts = state.get("optimizers") or {"main": state["optimizer"]}  # older checkpoints: one optimiser
+        scheds = state.get("schedulers") or ({"main": state["scheduler"]} if state.get("scheduler") else {})
+        for k, o in self.optimizers.items():
+            o.load_state_dict(opts[k])
+        for k, s in self.schedulers.items():
+            if k in scheds:
+                s.load_state_dict(scheds[k])
         for k, g in self.generators.items():
             g.set_state(state["generators"][k])
         torch.set_rng_state(state["rng"])
@@ -138,12 +134,14 @@ class TrainState:
 
 def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         device: torch.device | str = "cpu", on_epoch: Callable[[dict, TrainState], None] | None = None,
-        progress: bool | None = None, resume: dict | None = None) -> list[dict]:
+        progress: bool | None = None, resume: dict | None = None, desc: str = "epoch") -> list[dict]:
     """Train `model` on `train`, evaluating on each split of `evals` after every epoch.
 
-    Returns one metrics row per epoch; `on_epoch(row, state)` is called after each (its
-    ``state.state_dict()`` resumes the fit) and may return True to stop early. `resume`, such
-    a state dict, goes on from the epoch after it, with the weights already in `model`.
+    The model decides how a batch is spent (``optimizers`` and ``train_step``, see
+    models/base.py): one optimiser for most, coupled ones for adversarial or alternating
+    training. Returns one metrics row per epoch; `on_epoch(row, state)` is called after each
+    (its ``state.state_dict()`` resumes the fit) and may return True to stop early. `resume`,
+    such a state dict, goes on from the epoch after it, with the weights already in `model`.
     """
     device = torch.device(device)
     on_gpu = device.type == "cuda"
@@ -153,45 +151,43 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     channels_last = cfg.channels_last != "off"
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
-    images = train.images.to(device, non_blocking=True)
-    labels = train.labels.to(device, non_blocking=True)
+    model.prepare(train)
+    gen, aug_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
+    batches = Batches(train.images, train.labels, batch_size=cfg.batch_size, device=device, generator=gen,
+                      limit=cfg.limit_batches, augment=cfg.augment, aug_generator=aug_gen, memory_format=fmt)
     evals = {name: split.to(device) for name, split in evals.items()}  # once, not every epoch
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
-    loss_fn = _compiled(model.loss) if cfg.compile else model.loss
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    n_steps = steps_per_epoch(len(labels), cfg)
-    sched = make_scheduler(opt, cfg, n_steps)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    state = TrainState(opt, sched, {"data": gen, "augment": aug_gen}, 0)
+    opts = model.optimizers(lambda params, lr_scale=1.0: make_optimizer(params, cfg, lr_scale))
+    scheds = {k: s for k, o in opts.items() if (s := make_scheduler(o, cfg, len(batches))) is not None}
+    compiled = _compiled(model.loss) if cfg.compile else model.loss
+
+    def loss_fn(x, y):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            return compiled(x, y)
+
+    state = TrainState(opts, scheds, {"data": gen, "augment": aug_gen}, 0)
     if resume is not None:
         state.load_state_dict(resume)
     history = []
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         model.train()
+        model.start_epoch(epoch)
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         seen = 0
-        bar = progress_bar(n_steps, f"epoch {epoch}/{cfg.epochs}", progress)
-        for step, idx in enumerate(batch_indices(len(labels), cfg.batch_size, gen, device)[:n_steps]):
-            x = images_to_float(images[idx]).contiguous(memory_format=fmt)  # (B, 1, 28, 28)
-            if cfg.augment != "none":
-                x = augment(x, cfg.augment, aug_gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = loss_fn(x, labels[idx])
-            opt.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            opt.step()
-            if sched is not None:
+        bar = progress_bar(len(batches), f"{desc} {epoch}/{cfg.epochs}", progress)
+        for step, (x, y) in enumerate(batches):
+            out = model.train_step(x, y, opts, loss_fn)
+            for sched in scheds.values():
                 sched.step()
             for k, v in out.items():
-                sums[k] = sums.get(k, 0) + v.detach() * len(idx)
-            seen += len(idx)
+                sums[k] = sums.get(k, 0) + v.detach() * len(y)
+            seen += len(y)
             bar.update(1)
-            if not bar.disable and (step % 10 == 0 or step == n_steps - 1):
+            if not bar.disable and (step % 10 == 0 or step == len(batches) - 1):
                 bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in sums.items()})
         row = {"epoch": epoch, **{f"train_{k}": (v / seen).item() for k, v in sums.items()}}
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
-        row["lr"] = opt.param_groups[0]["lr"]
+        row["lr"] = state.optimizer.param_groups[0]["lr"]
         for name, split in evals.items():
             row.update({f"{name}_{k}": v for k, v in evaluate(model, split, cfg.eval_batch_size).items()})
         if not bar.disable:
@@ -205,6 +201,7 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     # Back to the default layout, so the trained model computes exactly as one rebuilt from
     # its checkpoint does.
     model.to(memory_format=torch.contiguous_format)
+    model.zero_grad(set_to_none=True)
     return history
 
 
@@ -218,8 +215,62 @@ def with_printed_digits(split: Split, fraction: float, seed: int) -> Split:
                  torch.cat([split.labels, torch.from_numpy(labels)]))
 
 
+def start_run(cfg: RunConfig, path: Path, ds: Dataset, device) -> Run:
+    """A new run folder for `cfg` (config.json, env.json) and its model, built from the seed."""
+    path = prepare_run_dir(path)
+    write_json(path / "config.json", cfg.to_dict())
+    write_json(path / "env.json", {**environment(device, cfg.train.seed), "data_source": ds.source})
+    runtime.seed_everything(cfg.train.seed)
+    model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
+    return Run(path, cfg, model, [], {})
+
+
+def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
+                  resume_extra: Callable[[], dict] = dict, on_row: Callable[[dict], None] | None = None):
+    """An ``on_epoch`` for fit that keeps the run's record: each epoch's row (numbered on from
+    `offset`, with `tag`, e.g. the stage or round) appended to metrics.jsonl and run.metrics, and
+    a checkpoint holding what resuming needs (fit's state and `resume_extra()`)."""
+    def on_epoch(row, state):
+        row.update(epoch=row["epoch"] + offset, **(tag or {}))
+        append_jsonl(run.path / "metrics.jsonl", row)
+        run.metrics.append(row)
+        if on_row is not None:
+            on_row(row)
+        extra = {"resume": {**state.state_dict(), **resume_extra()}}
+        save_checkpoint(run.path / CHECKPOINT, run.model, state.optimizer, row["epoch"], extra)
+
+    return on_epoch
+
+
+def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int, figures: bool = True) -> Run:
+    """Evaluate the trained model on the test split, write summary.json (which marks the run
+    finished) and the figures."""
+    model, tc = run.model, run.config.train
+    test = evaluate(model, ds.test, tc.eval_batch_size)
+    summary = {
+        **{f"test_{k}": v for k, v in test.items()},
+        "train_time_s": round(train_time, 2),
+        "epochs": len(run.metrics),
+        "params": model.num_parameters(),
+        "dataset": ds.name,
+        "n_train": n_train,
+        "n_test": len(ds.test),
+        "device": str(device),
+    }
+    if "test_mse" in summary:
+        summary["test_mse_sum_per_image"] = summary["test_mse"] * 28 * 28
+    write_json(run.path / "summary.json", summary)
+    run.model, run.summary = model.eval(), summary
+    if figures:
+        from .viz import run_figures
+
+        run_figures(run, ds, "after")
+    return run
+
+
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dataset | None = None,
-              progress: bool | None = None, notice: Callable[[str], None] | None = None) -> Run:
+              progress: bool | None = None, notice: Callable[[str], None] | None = None,
+              figures: bool = True) -> Run:
     """Train the model `cfg` describes and record everything in a run folder."""
     tc = cfg.train
     runtime.set_threads(tc.threads)
@@ -229,17 +280,12 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     if get_spec(cfg.model_name).task == "classify" and not (is_labelled(ds.train) and is_labelled(ds.test)):
         raise DataError(f"{cfg.model_name} is a classifier and needs labels: give --train-labels and "
                         "--test-labels (or CSV/NPZ files that hold them)")
-    path = prepare_run_dir(Path(run_dir) if run_dir else new_run_dir(cfg.model_name, ds.name))
-    write_json(path / "config.json", cfg.to_dict())
-    write_json(path / "env.json", {**environment(device, tc.seed), "data_source": ds.source})
+    run = start_run(cfg, Path(run_dir) if run_dir else new_run_dir(cfg.model_name, ds.name), ds, device)
+    if figures:
+        from .viz import run_figures
 
-    runtime.seed_everything(tc.seed)
-    model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
-    from .viz import run_figures
-
-    run = Run(path, cfg, model, [], {})
-    run_figures(run, ds, "before")
-    return _train(run, ds, device, progress=progress)
+        run_figures(run, ds, "before")
+    return _train(run, ds, device, progress=progress, figures=figures)
 
 
 def resume_run(path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None) -> Run:
@@ -257,6 +303,9 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
     resume = state.get("extra", {}).get("resume")
     if not resume:
         raise RunError(f"{path}: its checkpoint holds no training state to resume from")
+    if resume.get("part_of"):
+        raise RunError(f"{path}: part of a {resume['part_of']} experiment, trained round by round; "
+                       "run the experiment again")
     runtime.set_threads(cfg.train.threads)
     device = runtime.resolve_device(cfg.train.device)
     ds = dataset_for(cfg.data, notice=notice)
@@ -268,10 +317,10 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
     return _train(run, ds, device, progress=progress, resume=resume)
 
 
-def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None) -> Run:
+def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None, figures: bool = True) -> Run:
     """Train a run's model stage by stage (from `resume` on, if given), checkpointing every epoch
     with what resuming needs; then evaluate, write summary.json and the figures."""
-    model, path, tc = run.model, run.path, run.config.train
+    model, tc = run.model, run.config.train
     train_split, evals = ds.train, {}
     if tc.val_fraction > 0:
         train_split, evals["val"] = ds.split_validation(tc.val_fraction, tc.seed)
@@ -280,53 +329,27 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
     if tc.printed > 0:
         train_split = with_printed_digits(train_split, tc.printed, tc.seed)
 
-    trackers = Trackers(tc.track, path, run.config.to_dict())
-    history: list[dict] = list(run.metrics)
+    trackers = Trackers(tc.track, run.path, run.config.to_dict())
     elapsed = float(resume.get("elapsed", 0.0)) if resume else 0.0
     first = int(resume.get("stage", 0)) if resume else 0
     t0 = time.perf_counter()
     stages = model.stages(tc)
     try:
-        for k, stage in enumerate(stages):
-            if k < first:
-                continue
+        for k, stage in enumerate(stages[first:], start=first):
             stage.setup()
-            offset = len(history) - (resume["epoch"] if resume and k == first else 0)
-
-            def on_epoch(row, state, k=k, stage=stage, offset=offset):
-                if len(stages) > 1:
-                    row.update(epoch=row["epoch"] + offset, stage=stage.name)
-                append_jsonl(path / "metrics.jsonl", row)
-                trackers.epoch(row)
-                extra = {"resume": {**state.state_dict(), "stage": k, "elapsed": elapsed + time.perf_counter() - t0}}
-                save_checkpoint(path / CHECKPOINT, model, state.optimizer, row["epoch"], extra)
-
+            resuming = resume if k == first else None
+            on_epoch = record_epochs(
+                run, offset=len(run.metrics) - (resume["epoch"] if resuming else 0),
+                tag={"stage": stage.name} if len(stages) > 1 else None, on_row=trackers.epoch,
+                resume_extra=lambda k=k: {"stage": k, "elapsed": elapsed + time.perf_counter() - t0})
             st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
-            history += fit(model, train_split, evals, st, device=device, on_epoch=on_epoch, progress=progress,
-                           resume=resume if k == first else None)
+            fit(model, train_split, evals, st, device=device, on_epoch=on_epoch, progress=progress, resume=resuming)
     except BaseException:
         trackers.abort()
         raise
-    train_time = elapsed + time.perf_counter() - t0
-    test = evaluate(model, ds.test, tc.eval_batch_size)
-    summary = {
-        **{f"test_{k}": v for k, v in test.items()},
-        "train_time_s": round(train_time, 2),
-        "epochs": len(history),
-        "params": model.num_parameters(),
-        "dataset": ds.name,
-        "n_train": len(train_split),
-        "n_test": len(ds.test),
-        "device": str(device),
-    }
-    if "test_mse" in summary:
-        summary["test_mse_sum_per_image"] = summary["test_mse"] * 28 * 28
-    write_json(path / "summary.json", summary)
-    run.model, run.metrics, run.summary = model.eval(), history, summary
-    from .viz import run_figures
-
-    run_figures(run, ds, "after")
-    trackers.finish(summary, run.figures)
+    finish_run(run, ds, device, train_time=elapsed + time.perf_counter() - t0, n_train=len(train_split),
+               figures=figures)
+    trackers.finish(run.summary, run.figures)
     return run
 
 

@@ -192,12 +192,13 @@ def _classify_figures(run, ds, phase: str) -> None:
     fig = run.figures
     save_figure(curves_figure(run.metrics), fig / "curves.png")
     logits = predict(run.model, ds.test.images, run.config.train.eval_batch_size)
-    cm = confusion_matrix(logits.argmax(1), ds.test.labels.cpu(), len(ds.classes))
+    classes = run.model.class_names or ds.classes
+    cm = confusion_matrix(logits.argmax(1), run.model.target(ds.test.labels.cpu()), len(classes))
     with atomic_open(run.path / "confusion.csv", "w") as f:
-        f.write("true\\pred," + ",".join(map(str, ds.classes)) + "\n")
-        for c, row in zip(ds.classes, cm):
+        f.write("true\\pred," + ",".join(map(str, classes)) + "\n")
+        for c, row in zip(classes, cm):
             f.write(f"{c}," + ",".join(map(str, row)) + "\n")
-    save_figure(confusion_figure(cm, ds.classes, f"{ds.name} test: {cm.trace() / cm.sum():.2%} correct"),
+    save_figure(confusion_figure(cm, classes, f"{ds.name} test: {cm.trace() / cm.sum():.2%} correct"),
                 fig / "confusion.png")
 
 

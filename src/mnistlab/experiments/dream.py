@@ -12,6 +12,8 @@ ten digits it reads as intended and its mean confidence in the intended digit.
 """
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 
 import torch
@@ -19,9 +21,9 @@ import torch.nn.functional as F
 
 from ..checks import check
 from ..data import Split
-from ..models import create_model
-from ..runs import model_from_checkpoint, save_checkpoint
-from ..train import evaluate, fit, predict
+from ..infer import batched, evaluate, predict
+from ..runs import load_run
+from ..train import finish_run, fit, record_epochs
 from .base import ExperimentConfig
 
 OPTIMISED = 10  # the 11th class
@@ -175,41 +177,49 @@ def _curve(rows: list[dict], path) -> None:
     save_figure(fig, path)
 
 
-def run(ctx) -> dict:
+def _train_rounds(ctx) -> tuple[torch.Tensor, list[dict]]:
+    """Train the 11-class model (the run ``model/``, one metrics row per epoch tagged with its
+    round) and optimise each round's images; returns them (rounds, 10, per_digit, 28, 28)."""
     cfg: Config = ctx.config
     ds, dev = ctx.data, ctx.device
+    gen = torch.Generator().manual_seed(cfg.seed)
+    run = ctx.start("model", ctx.run_config("cnn", cfg.epochs, num_classes=11))
+    model, tc = run.model, run.config.train
+    keep = {"progress": ctx.progress, "device": dev}
+    # Each round trains on different data (the images found so far): not resumable mid-way.
+    mark = {"resume_extra": lambda: {"part_of": "dream"}}
+    t0 = time.perf_counter()
+    ctx.log("training the 11-class model on real digits")
+    fit(model, ds.train, {}, tc, on_epoch=record_epochs(run, tag={"round": 0}, **mark), **keep)
+    fakes = torch.empty(0, 28, 28, dtype=torch.uint8)
+    rounds, history = [], []
+    targets = torch.arange(10).repeat_interleave(cfg.per_digit)
+    for r in range(1, cfg.rounds + 1):
+        ctx.log(f"round {r}: optimising {len(targets)} inputs")
+        x = optimise_inputs(model, targets, cfg, gen)
+        p_fake = torch.softmax(batched(model, model, x, as_images=False), 1)[:, OPTIMISED].mean().item()
+        new = _to_uint8(x)
+        rounds.append(new.view(10, cfg.per_digit, 28, 28))
+        fakes = torch.cat([fakes, new])
+        fit(model, _with_optimised(ds.train, fakes, cfg.optimised_share), {},
+            dataclasses.replace(tc, epochs=cfg.epochs_per_round, seed=tc.seed + r),
+            on_epoch=record_epochs(run, offset=len(run.metrics), tag={"round": r}, **mark), **keep)
+        acc = evaluate(model, ds.test)["acc"]
+        history.append({"round": r, "model_p_optimised_class_before": p_fake, "model_test_acc_real": acc})
+    finish_run(run, ds, dev, train_time=time.perf_counter() - t0, n_train=len(ds.train), figures=False)
+    return torch.stack(rounds), history
+
+
+def run(ctx) -> dict:
+    cfg: Config = ctx.config
+    ds = ctx.data
+    judge = ctx.train("judge", ctx.run_config("cnn", cfg.judge_epochs, seed_offset=1000)).model
     if ctx.reuse:
-        judge = model_from_checkpoint(ctx.load("judge.pt")).to(dev)
+        load_run(ctx.path / "model")  # the model is part of the record: it must be there
         state = ctx.load("images.pt")
         images, history = state["images"], state["history"]
     else:
-        gen = torch.Generator().manual_seed(cfg.seed)
-        ctx.log("training the judge on real digits")
-        torch.manual_seed(cfg.seed + 1000)
-        judge = create_model("cnn").to(dev)
-        fit(judge, ds.train, {}, cfg.train_config(cfg.judge_epochs, 1000), device=dev, progress=ctx.progress)
-        save_checkpoint(ctx.path / "judge.pt", judge)
-        torch.manual_seed(cfg.seed)
-        model = create_model("cnn", num_classes=11).to(dev)
-        ctx.log("training the 11-class model on real digits")
-        fit(model, ds.train, {}, cfg.train_config(cfg.epochs), device=dev, progress=ctx.progress)
-        fakes = torch.empty(0, 28, 28, dtype=torch.uint8)
-        rounds, history = [], []
-        targets = torch.arange(10).repeat_interleave(cfg.per_digit)
-        for r in range(1, cfg.rounds + 1):
-            ctx.log(f"round {r}: optimising {len(targets)} inputs")
-            x = optimise_inputs(model, targets, cfg, gen)
-            with torch.inference_mode():
-                p_fake = torch.softmax(model.eval()(x.to(dev)), 1)[:, OPTIMISED].mean().item()
-            new = _to_uint8(x)
-            rounds.append(new.view(10, cfg.per_digit, 28, 28))
-            fakes = torch.cat([fakes, new])
-            fit(model, _with_optimised(ds.train, fakes, cfg.optimised_share), {},
-                cfg.train_config(cfg.epochs_per_round, r), device=dev, progress=ctx.progress)
-            acc = evaluate(model, ds.test)["acc"]
-            history.append({"round": r, "model_p_optimised_class_before": p_fake, "model_test_acc_real": acc})
-        images = torch.stack(rounds)  # (rounds, 10, per_digit, 28, 28)
-        save_checkpoint(ctx.path / "model.pt", model)
+        images, history = _train_rounds(ctx)
         ctx.save("images.pt", {"images": images, "history": history})
     verdicts = judge_rounds(judge, images)
     rows = [{**h, **v} for h, v in zip(history, verdicts)]
@@ -218,7 +228,12 @@ def run(ctx) -> dict:
     last = rows[-1]
     return {"rounds": rows, "final_recognised_of_10": last["recognised_of_10"],
             "final_mean_confidence": last["mean_confidence"],
-            "judge_test_acc": evaluate(judge, ds.test)["acc"]}
+            "judge_test_acc": evaluate(judge, ds.test)["acc"], "main": "model"}
+
+
+def rows(m: dict) -> list[dict]:
+    """metrics.jsonl: one row per round."""
+    return m["rounds"]
 
 
 def headline(m: dict) -> dict:

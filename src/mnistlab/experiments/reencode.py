@@ -6,6 +6,8 @@ held fixed). Nothing asks the code to carry information about x, and a constant 
 perfectly consistent, so the run reports what it takes to see a collapse: the code's
 variance per dimension, the reconstruction MSE beside a plain autoencoder of the same
 shape trained on the same data for the same epochs, and each model's re-encoding error.
+The model is ``ae-reencode`` (models/coupled.py); both models are runs of their own
+(``reencode/``, ``plain/``) in the experiment's folder.
 """
 from __future__ import annotations
 
@@ -17,9 +19,7 @@ import torch.nn.functional as F
 
 from ..checks import check
 from ..data import images_to_float
-from ..models import create_model, get_spec
-from ..runs import model_from_checkpoint, save_checkpoint
-from ..train import fit, progress_bar
+from ..models import get_spec
 from .base import ExperimentConfig
 
 
@@ -31,42 +31,8 @@ class Config(ExperimentConfig):
     def validate(self) -> None:
         super().validate()
         check(self.epochs >= 1, "experiment.epochs", "must be >= 1", self.epochs)
-        check(get_spec(self.model).task == "reconstruct", "experiment.model", "must be an autoencoder", self.model)
-
-
-def train_reencode(model, ds, cfg: Config, device, progress=None) -> list[dict]:
-    model.to(device).train()
-    dec_opt = torch.optim.Adam(model.decoder.parameters(), lr=cfg.lr)
-    enc_opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.lr)
-    images = ds.train.images.to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    history = []
-    bar = progress_bar(cfg.epochs, "re-encoding autoencoder", progress)
-    for epoch in range(1, cfg.epochs + 1):
-        sums = torch.zeros(3, device=device)
-        for idx in torch.randperm(len(images), generator=gen).to(device).split(cfg.batch_size):
-            x = images_to_float(images[idx])
-            # decoder step: reconstruct x from a code the encoder is not asked to change
-            recon = model.decode(model.encode(x).detach())
-            rec_loss = F.mse_loss(recon, x)
-            dec_opt.zero_grad(set_to_none=True)
-            rec_loss.backward()
-            dec_opt.step()
-            # encoder step: enc(dec(enc(x))) should equal enc(x); only the encoder moves
-            z = model.encode(x)
-            cons = F.mse_loss(model.encode(model.decode(z)), z)
-            enc_opt.zero_grad(set_to_none=True)
-            cons.backward()
-            enc_opt.step()
-            sums += torch.stack([rec_loss.detach() * len(idx), cons.detach() * len(idx),
-                                 torch.tensor(float(len(idx)), device=device)])
-        s = sums.tolist()
-        history.append({"epoch": epoch, "train_mse": s[0] / s[2], "train_reencode_error": s[1] / s[2]})
-        bar.set_postfix(mse=f"{s[0] / s[2]:.4f}", reencode_error=f"{s[1] / s[2]:.2e}")
-        bar.update(1)
-    bar.close()
-    model.zero_grad(set_to_none=True)
-    return history
+        check(get_spec(self.model).task == "reconstruct" and self.model != "ae-reencode", "experiment.model",
+              "must be an autoencoder", self.model)
 
 
 @torch.inference_mode()
@@ -122,28 +88,22 @@ def _variance_figure(results: dict, path) -> None:
 def run(ctx) -> dict:
     cfg: Config = ctx.config
     dev = ctx.device
-    if ctx.reuse:
-        reenc = model_from_checkpoint(ctx.load("reencode.pt")).to(dev)
-        plain = model_from_checkpoint(ctx.load("plain.pt")).to(dev)
-        histories = ctx.load("histories.pt")
-    else:
-        torch.manual_seed(cfg.seed)
-        reenc = create_model(cfg.model)
-        torch.manual_seed(cfg.seed)
-        plain = create_model(cfg.model)  # the same initial weights
-        ctx.log("training the re-encoding autoencoder")
-        h_re = train_reencode(reenc, ctx.data, cfg, dev, ctx.progress)
-        ctx.log("training a plain autoencoder of the same shape")
-        h_plain = fit(plain, ctx.data.train, {}, cfg.train_config(cfg.epochs), device=dev, progress=ctx.progress)
-        save_checkpoint(ctx.path / "reencode.pt", reenc)
-        save_checkpoint(ctx.path / "plain.pt", plain)
-        histories = {"reencode": h_re, "plain": h_plain}
-        ctx.save("histories.pt", histories)
+    # The same seed: both start from the same weights (ae-reencode builds cfg.model's layers).
+    reenc = ctx.train("reencode", ctx.run_config("ae-reencode", cfg.epochs, base=cfg.model))
+    plain = ctx.train("plain", ctx.run_config(cfg.model, cfg.epochs))
+    histories = {"reencode": reenc.metrics, "plain": plain.metrics}
+    reenc, plain = reenc.model, plain.model
     results = {"reencode": measure(reenc, ctx.data.test, dev), "plain": measure(plain, ctx.data.test, dev)}
     _figure({"re-encode": reenc, "plain": plain}, ctx.data.test, dev, ctx.figures / "reconstructions.png")
     _variance_figure(results, ctx.figures / "code_variance.png")
     return {"model": cfg.model, "epochs": cfg.epochs, **results, "history": histories,
-            "config": dataclasses.asdict(cfg)}
+            "config": dataclasses.asdict(cfg), "main": "reencode"}
+
+
+def rows(m: dict) -> list[dict]:
+    """metrics.jsonl: one row per model (per-epoch rows are in each model's run)."""
+    return [{"model": name, **{k: v for k, v in m[name].items() if k != "code_var_per_dim"}}
+            for name in ("reencode", "plain")]
 
 
 def headline(m: dict) -> dict:

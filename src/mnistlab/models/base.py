@@ -8,6 +8,15 @@
 - ``config``: the dataclass it was built from; with ``model_name`` it rebuilds the model.
 - ``stages(train_config)``: how it is trained; one stage unless the model needs more
   (the encoder classifier trains frozen, then fine-tuned).
+
+How a batch updates the weights is the model's too, with a default that fits nearly all:
+``optimizers(make)`` names the optimisers and what each moves (default: one, every
+trainable parameter) and ``train_step(x, y, optimizers, loss)`` spends one batch (default:
+backward the loss, step). A model trained by coupled optimisers (pythae's
+CoupledOptimizerTrainer, adversarial training) overrides both and still runs in the one
+loop, with its checkpoints, progress, metrics rows and resumption. ``prepare(train)`` reads
+the training data once before the first epoch (say, class priors), ``start_epoch(epoch)``
+is told each epoch's number (say, a warm-up).
 """
 from __future__ import annotations
 
@@ -45,6 +54,28 @@ class Model(nn.Module):
 
     def activations(self, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
         raise NotImplementedError(f"{type(self).__name__} does not expose its activations")
+
+    def optimizers(self, make: Callable[..., torch.optim.Optimizer]) -> dict[str, torch.optim.Optimizer]:
+        """Name -> optimiser; ``make(params, lr_scale=1.0)`` builds one as the train config says.
+        The first is the main one (its learning rate is logged)."""
+        return {"main": make([p for p in self.parameters() if p.requires_grad])}
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer],
+                   loss: Callable[[torch.Tensor, torch.Tensor], dict]) -> dict[str, torch.Tensor]:
+        """Spend one batch; return its loss dict. `loss` is ``self.loss``, maybe compiled and
+        under autocast: use it rather than calling ``self.loss``."""
+        out = loss(x, y)
+        opt = optimizers["main"]
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        return out
+
+    def prepare(self, train) -> None:
+        """Called once with the training Split before training (or resuming) starts."""
+
+    def start_epoch(self, epoch: int) -> None:
+        """Called with each epoch's number (from 1) before its first batch."""
 
     def stages(self, train) -> list[Stage]:
         return [Stage("train", train)]

@@ -22,6 +22,12 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 class Classifier(Model):
     task = "classify"
+    class_names: tuple[str, ...] | None = None  # None: the dataset's classes
+
+    def target(self, labels: torch.Tensor) -> torch.Tensor:
+        """The class each dataset label stands for in this model's outputs (the label itself,
+        unless the model reads something else off the digit, as loop-parity does)."""
+        return labels
 
     def loss(self, x, y):
         logits = self(x)
