@@ -63,21 +63,44 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             return parse_bool(value, key)
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
     if hint in (int, float):
-        # bools are ints to Python, never numbers to a user; floats are not ints either
-        accepted = (int,) if hint is int else (int, float)
-        if isinstance(value, accepted) and not isinstance(value, bool):
-            return hint(value)
-        if isinstance(value, str):
-            try:
-                return hint(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected {'an integer' if hint is int else 'a number'}, got {value!r}")
+        return _number(value, hint, key)
     if hint is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     return value
+
+
+INT_LIMIT = 2 ** 62  # every int setting fits 64 bits with room for seed + offset arithmetic
+
+
+def _number(value: Any, hint: type, key: str) -> int | float:
+    """An int or a finite float: never NaN, infinity, a bool, or an int too large for 64 bits."""
+    what = "an integer" if hint is int else "a number"
+    # bools are ints to Python, never numbers to a user; floats are not ints either
+    accepted = (int,) if hint is int else (int, float)
+    out = None
+    if isinstance(value, accepted) and not isinstance(value, bool):
+        out = value
+    elif isinstance(value, str) and len(value) <= 100:
+        try:
+            out = hint(value.strip())
+        except (ValueError, OverflowError):
+            pass
+    if out is None:
+        shown = value if not isinstance(value, str) or len(value) <= 100 else value[:40] + "..."
+        raise ConfigError(f"{key}: expected {what}, got {shown!r}")
+    if hint is int:
+        if not -INT_LIMIT < out < INT_LIMIT:
+            raise ConfigError(f"{key}: {what} within ±2^62 expected, got one of {len(str(abs(out)))} digits")
+        return int(out)
+    try:
+        out = float(out)
+    except OverflowError:
+        raise ConfigError(f"{key}: a finite number expected, got one of {len(str(abs(out)))} digits") from None
+    if out != out or out in (float("inf"), float("-inf")):
+        raise ConfigError(f"{key}: a finite number expected, got {out}")
+    return out
 
 
 def _hints(obj) -> dict[str, Any]:

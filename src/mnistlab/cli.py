@@ -218,7 +218,7 @@ def cmd_predict(args) -> int:
         top = int(probs.argmax())
         unsure = bool(probs[top] < LOW_CONFIDENCE)
         if args.json:
-            print(json.dumps({**record, "digit": top, "class": classes[top],
+            print(json.dumps({**record, "run": str(run.path), "digit": top, "class": classes[top],
                               "confidence": round(float(probs[top]), 6), "low_confidence": unsure,
                               "probabilities": [round(float(p), 6) for p in probs]}))
         else:

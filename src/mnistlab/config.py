@@ -17,6 +17,8 @@ from .errors import ConfigError
 from .models import get_spec  # importing the models fills the registry
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1_000_000
 SCHEDULES = ("none", "onecycle", "cosine")
 
 
@@ -43,9 +45,11 @@ class TrainConfig:
     track: tuple[str, ...] = ()  # mirror the run to tensorboard and/or mlflow (the 'track' extra)
 
     def validate(self) -> None:
-        check(self.epochs >= 1, "train.epochs", "must be >= 1", self.epochs)
-        check(self.batch_size >= 1, "train.batch_size", "must be >= 1", self.batch_size)
-        check(self.eval_batch_size >= 1, "train.eval_batch_size", "must be >= 1", self.eval_batch_size)
+        for key, most in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH), ("eval_batch_size", MAX_BATCH)):
+            check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1", getattr(self, key))
+            check(getattr(self, key) <= most, f"train.{key}", f"must be <= {most:,}", getattr(self, key))
+        check(0 <= self.seed < 2 ** 32, "train.seed", "must be in 0..2^32-1", self.seed)
+        check(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)", self.momentum)
         check(self.lr > 0, "train.lr", "must be > 0", self.lr)
         check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)
         check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}", self.optimizer)

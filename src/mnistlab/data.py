@@ -19,6 +19,7 @@ import struct
 import sys
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -173,48 +174,77 @@ class Dataset:
 
 # ---------------------------------------------------------------- formats
 
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as e:
-            raise DataError(f"{path}: corrupt or truncated gzip ({e})") from None
-    return raw
+MAX_ITEMS = 100_000_000  # images or labels in one file: far beyond any MNIST-like set
 
 
 def parse_idx(raw: bytes, path: Path | str, expect_magic: int) -> np.ndarray:
-    """Parse IDX bytes (big-endian header, uint8 payload), checking magic and length."""
+    """Parse IDX bytes (big-endian header, uint8 payload), checking magic, shape and length."""
     kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
-    if len(raw) < 8:
+    dims, header = _idx_header(raw, path, expect_magic)
+    expected = _idx_size(dims, path, kind)
+    if len(raw) - header != expected:
+        raise DataError(f"{path}: truncated or padded: header says {dims[0]:,} {kind} "
+                        f"({expected:,} bytes), file holds {len(raw) - header:,}")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _idx_header(raw: bytes, path, expect_magic: int) -> tuple[tuple[int, ...], int]:
+    kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
+    if len(raw) < 4:
         raise DataError(f"{path}: too short to be an IDX {kind} file ({len(raw)} bytes)")
     magic = struct.unpack(">I", raw[:4])[0]
-    if magic != expect_magic:
-        raise DataError(f"{path}: bad magic number {magic}, expected {expect_magic} for IDX {kind}")
+    if magic != expect_magic:  # two zero bytes, the type (unsigned bytes), the dimensions
+        raise DataError(f"{path}: bad magic number {magic}, expected {expect_magic} for IDX {kind} "
+                        f"(the header says {raw[3]} dimension{'s' if raw[3] != 1 else ''})")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = int(np.prod(dims))
-    if len(raw) - header != expected:
-        raise DataError(f"{path}: truncated or padded: header says {dims[0]} {kind} "
-                        f"({expected} bytes), file holds {len(raw) - header}")
-    arr = np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
-    if kind == "images" and arr.shape[1:] != (ROWS, COLS):
-        raise DataError(f"{path}: images are {arr.shape[1:]}, expected 28x28")
-    return arr
+    if kind == "images" and dims[1:] != (ROWS, COLS):
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
+    return dims, header
+
+
+def _idx_size(dims, path, kind: str) -> int:
+    if dims[0] > MAX_ITEMS:
+        raise DataError(f"{path}: the header says {dims[0]:,} {kind}; more than {MAX_ITEMS:,} is no dataset "
+                        "this reads")
+    return int(np.prod(dims, dtype=object))
 
 
 def read_idx(path: Path | str, expect_magic: int) -> np.ndarray:
+    """Read an IDX file, raw or gzip, streaming: the header is checked first and no more than
+    it announces is ever read or inflated (a gzip bomb costs nothing)."""
     path = Path(path)
-    return parse_idx(_read_bytes(path), path, expect_magic)
+    kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
+    try:
+        with open(path, "rb") as raw:
+            gz = raw.read(2) == b"\x1f\x8b"
+            raw.seek(0)
+            with (gzip.GzipFile(fileobj=raw) if gz else raw) as f:
+                head = f.read(4)
+                head += f.read(4 * head[3]) if len(head) == 4 else b""
+                dims, _ = _idx_header(head, path, expect_magic)
+                expected = _idx_size(dims, path, kind)
+                if not gz and os.fstat(raw.fileno()).st_size - len(head) != expected:
+                    raise DataError(f"{path}: truncated or padded: header says {dims[0]:,} {kind} "
+                                    f"({expected:,} bytes), file holds "
+                                    f"{os.fstat(raw.fileno()).st_size - len(head):,}")
+                body = f.read(expected + 1)
+    except DataError:
+        raise
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: corrupt or truncated gzip ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(body) > expected:
+        raise DataError(f"{path}: padded: more data than the header's {dims[0]:,} {kind}")
+    return parse_idx(head + body, path, expect_magic)
 
 
 def _check_labels(labels: np.ndarray, path, num_classes: int = 10) -> np.ndarray:
+    labels = _whole_numbers(np.asarray(labels).reshape(-1), path, "labels")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)][0]
         raise DataError(f"{path}: label {bad} out of range 0..{num_classes - 1}")
@@ -224,8 +254,23 @@ def _check_labels(labels: np.ndarray, path, num_classes: int = 10) -> np.ndarray
 def _pair(images: np.ndarray, labels: np.ndarray, img_path, lbl_path) -> Split:
     if len(images) != len(labels):
         raise DataError(f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels")
-    _check_labels(labels, lbl_path)
-    return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+    labels = _check_labels(labels, lbl_path)
+    return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels))
+
+
+def _whole_numbers(a: np.ndarray, where, what: str) -> np.ndarray:
+    """`a` as int64, refusing what is not a whole real number: strings, complex, NaN, 3.7."""
+    if a.dtype.kind not in "uif" or a.dtype.fields is not None:
+        raise DataError(f"{where}: {what} of dtype {a.dtype}; expected whole numbers")
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise DataError(f"{where}: {what} hold NaN or infinite values")
+        if (a != np.round(a)).any():
+            raise DataError(f"{where}: {what} hold a fraction ({a[a != np.round(a)].flat[0]:g}); "
+                            "expected whole numbers")
+        if a.size and (a.min() < -2 ** 62 or a.max() > 2 ** 62):
+            raise DataError(f"{where}: {what} out of range")
+    return a.astype(np.int64)
 
 
 def read_csv(paths: list[Path]) -> Split:
@@ -245,10 +290,11 @@ def read_csv(paths: list[Path]) -> Split:
                 raise DataError(f"{path}: row {lineno} has {len(cells)} values, expected 785 "
                                 "(label then 784 pixels)")
             try:
-                values = [int(float(c)) for c in cells]
+                values = np.array(cells, dtype=np.float64)
             except ValueError:
                 raise DataError(f"{path}: row {lineno} holds a value that is not a number") from None
-            if min(values[1:]) < 0 or max(values[1:]) > 255:
+            values = _whole_numbers(values, f"{path}: row {lineno}", "values")
+            if values[1:].min() < 0 or values[1:].max() > 255:
                 raise DataError(f"{path}: row {lineno} has a pixel outside 0..255")
             labels.append(values[0])
             images.append(values[1:])
@@ -261,18 +307,14 @@ def read_csv(paths: list[Path]) -> Split:
 
 def read_npz(path: Path) -> tuple[Split, Split]:
     """Keras' mnist.npz: x_train, y_train, x_test, y_test (uint8)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in z.files}
-    except (OSError, ValueError, zlib.error, EOFError) as e:
-        raise DataError(f"{path}: not a readable NPZ file ({e})") from None
+    arrays = _load_arrays(path)
     missing = {"x_train", "y_train", "x_test", "y_test"} - arrays.keys()
     if missing:
         raise DataError(f"{path}: missing arrays {sorted(missing)} (expected Keras mnist.npz layout)")
     splits = []
     for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
         img, lab = _check_images(arrays[x], f"{path}:{x}"), arrays[y]
-        splits.append(_pair(img, lab.astype(np.int64).reshape(-1), f"{path}:{x}", f"{path}:{y}"))
+        splits.append(_pair(img, lab, f"{path}:{x}", f"{path}:{y}"))
     return splits[0], splits[1]
 
 
@@ -348,15 +390,51 @@ UNLABELLED = -1  # the label of every image when no labels were given (autoencod
 TEST_FRACTION = 0.1  # held out by a seeded split when no test images are given
 
 
+MAX_ARRAY_BYTES = 8 << 30  # one array in an NPZ/NPY file
+
+
+def _read_npy(f, size: int, where: str) -> np.ndarray:
+    """One .npy stream of `size` bytes, its header checked before anything is allocated:
+    no objects (pickles), and a shape that the bytes really hold."""
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"NPY format version {version} is not read")
+        shape, fortran, dtype = read_header(f, max_header_size=10_000)
+    except (ValueError, EOFError, SyntaxError, TypeError) as e:
+        raise DataError(f"{where}: not a readable NPY array ({e})") from None
+    if dtype.hasobject:
+        raise DataError(f"{where}: holds Python objects, which are never loaded")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if nbytes > MAX_ARRAY_BYTES or nbytes > size - f.tell():
+        raise DataError(f"{where}: the header claims shape {shape} ({nbytes:,} bytes), the file holds "
+                        f"{max(0, size - f.tell()):,}")
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise DataError(f"{where}: truncated array")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     """An NPZ's arrays by name, or a lone NPY's array under its file stem."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return {path.stem: loaded}
-        with loaded as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zlib.error, EOFError) as e:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                f.seek(0)
+                return {path.stem: _read_npy(f, os.fstat(f.fileno()).st_size, str(path))}
+        arrays = {}
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                if info.filename.endswith(".npy"):
+                    with z.open(info) as member:
+                        arrays[info.filename[:-4]] = _read_npy(member, info.file_size, f"{path}:{info.filename}")
+        return arrays
+    except DataError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
+            NotImplementedError) as e:
         raise DataError(f"{path}: not a readable NPZ/NPY file ({e})") from None
 
 
@@ -381,13 +459,19 @@ def _read_images_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _check_images(a: np.ndarray, where) -> np.ndarray:
+    """(N, 28, 28) images as uint8: whole numbers 0..255, or floats within [0, 1] (scaled by 255)."""
     if a.ndim != 3 or a.shape[1:] != (ROWS, COLS):
         raise DataError(f"{where}: images have shape {a.shape}, expected (N, 28, 28)")
-    if a.dtype != np.uint8:
-        if not np.issubdtype(a.dtype, np.number) or a.min() < 0 or a.max() > 255:
-            raise DataError(f"{where}: image values must be numbers within 0..255")
-        a = a.astype(np.uint8)
-    return a
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype.kind == "c":
+        raise DataError(f"{where}: complex image values; expected real numbers within 0..255")
+    if a.dtype.kind == "f" and a.size and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1:
+        return np.rint(a * 255).astype(np.uint8)  # floats in [0, 1], as many pipelines keep them
+    a = _whole_numbers(a, where, "image values")
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise DataError(f"{where}: image values must be within 0..255 (or floats within [0, 1])")
+    return a.astype(np.uint8)
 
 
 def _read_labels_file(path: Path) -> np.ndarray:
@@ -397,7 +481,7 @@ def _read_labels_file(path: Path) -> np.ndarray:
         arrays = _load_arrays(path)
         if not arrays:
             raise DataError(f"{path}: holds no arrays")
-        return next(iter(arrays.values())).reshape(-1)
+        return next(iter(arrays.values()))
     return read_idx(path, LABEL_MAGIC)
 
 
@@ -411,7 +495,7 @@ def _split_from_files(images: str | None, labels: str | None, which: str) -> Spl
         lab = _read_labels_file(Path(labels))
     if lab is None:
         return Split(torch.from_numpy(img.copy()), torch.full((len(img),), UNLABELLED, dtype=torch.int64))
-    return _pair(img, np.asarray(lab).astype(np.int64).reshape(-1), images, labels or images)
+    return _pair(img, lab, images, labels or images)
 
 
 def load_files(train_images: str | None = None, train_labels: str | None = None, test_images: str | None = None,
@@ -512,8 +596,11 @@ def _from_cache(info: DatasetInfo) -> tuple[Split, Split, str] | None:
     d = cache_root() / info.name
     arrays = d / "arrays.npz"
     if arrays.exists():
-        tr, te = read_npz(arrays)
-        return tr, te, str(arrays)
+        try:
+            tr, te = read_npz(arrays)
+            return tr, te, str(arrays)
+        except DataError:
+            arrays.unlink(missing_ok=True)  # our own decoded copy, corrupt: rebuilt from the files
     if d.is_dir():
         files = _find_idx(d)
         if files:

@@ -19,3 +19,7 @@ class RunError(MnistlabError):
 
 class ImageError(MnistlabError):
     """A user image could not be read or holds no ink."""
+
+
+class DivergedError(MnistlabError):
+    """Training produced a non-finite loss or weights (a learning rate too high, say)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import ImageError
+from .errors import ImageError, RunError
 from .images import (
     Blob,
     Ink,
@@ -41,7 +41,6 @@ READER = "cnn-robust"
 def default_classifier(root=None):
     """The run `predict`, `read` and `serve` use when none is named: the newest finished
     cnn-robust run (trained for photos), else the newest finished classifier of any kind."""
-    from .errors import RunError
     from .runs import latest_run
 
     try:
@@ -90,6 +89,9 @@ def probabilities(model, images: np.ndarray) -> np.ndarray:
     from .infer import predict
 
     logits = predict(model, torch.from_numpy(np.ascontiguousarray(images)))
+    if not torch.isfinite(logits).all():
+        raise RunError("the model's outputs are not finite numbers (its training diverged): train it again "
+                       "with a lower learning rate")
     return torch.softmax(logits.float(), 1).numpy()
 
 

@@ -30,6 +30,7 @@ from .errors import RunError
 from .models import create_model, get_spec
 
 CHECKPOINT = "checkpoint.pt"
+CLAIM = ".mnistlab-run"  # made first, exclusively: this folder is taken
 RUNS_ROOT_ENV = "MNISTLAB_RUNS"
 
 
@@ -49,13 +50,24 @@ def new_run_dir(model_name: str, dataset: str, root: Path | None = None) -> Path
 
 
 def prepare_run_dir(path: Path) -> Path:
-    """Create an empty run folder; refuse to write over an existing run."""
+    """Claim a run folder: create it, or take an existing empty one; refuse one that holds a
+    run or is being claimed. The claim is exclusive (a marker file made with O_EXCL), so two
+    processes given the same folder at the same moment never both get it."""
     path = Path(path)
-    if path.exists() and any(path.iterdir()):
-        raise RunError(f"{path} already holds a run: pass --reuse to load it, or choose another --run-dir")
     if path.exists() and not path.is_dir():
         raise RunError(f"{path} is a file, not a run folder")
-    (path / "figures").mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        raise RunError(f"{path} already holds a run: pass --reuse to load it, or choose another --run-dir") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot create the run folder ({e.strerror or e})") from None
+    os.close(fd)
+    if any(p.name != CLAIM for p in path.iterdir()):
+        (path / CLAIM).unlink()  # not ours to take: leave the folder as it was
+        raise RunError(f"{path} already holds files: pass --reuse to load a run, or choose another --run-dir")
+    (path / "figures").mkdir(exist_ok=True)
     return path
 
 
@@ -141,7 +153,8 @@ def load_state(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types; all mean a bad file
-        raise RunError(f"{path}: not a readable mnistlab file ({str(e).splitlines()[0][:200]})") from None
+        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise RunError(f"{path}: not a readable mnistlab file ({why})") from None
 
 
 def model_from_checkpoint(state: dict, source: str = "checkpoint"):
@@ -216,7 +229,9 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
         raise RunError(f"{cfg_file}: not a run's config (no {e})") from None
     state = load_checkpoint(path / CHECKPOINT)
     model = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device).eval()
-    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
+    summary = _json_dict(path / "summary.json")
+    if summary is None:
+        raise RunError(f"{path / 'summary.json'}: corrupt (not a JSON object)")
     return Run(path, config, model, read_jsonl(path / "metrics.jsonl"), summary)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from ._io import append_jsonl, read_jsonl, write_json, write_jsonl
 from .batches import Batches, batch_indices  # noqa: F401  (batch_indices: train's API, as before)
 from .config import RunConfig, TrainConfig, config_from_dict
 from .data import Dataset, Split, dataset_for, is_labelled
-from .errors import DataError, RunError
+from .errors import DataError, DivergedError, RunError
 from .infer import evaluate, predict  # noqa: F401  (predict: part of train's API, as before)
 from .models import create_model, get_spec
 from .runs import (
@@ -186,6 +187,9 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
             if not bar.disable and (step % 10 == 0 or step == len(batches) - 1):
                 bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in sums.items()})
         row = {"epoch": epoch, **{f"train_{k}": (v / seen).item() for k, v in sums.items()}}
+        if not math.isfinite(row.get("train_loss", 0.0)):
+            raise DivergedError(f"training diverged: the loss is {row['train_loss']} in epoch {epoch} "
+                                f"(lr {cfg.lr:g}); lower the learning rate. The run stays unfinished")
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
         row["lr"] = state.optimizer.param_groups[0]["lr"]
         for name, split in evals.items():
@@ -247,6 +251,9 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
     finished) and the figures."""
     model, tc = run.model, run.config.train
     test = evaluate(model, ds.test, tc.eval_batch_size)
+    if not all(math.isfinite(v) for v in test.values()):
+        raise DivergedError(f"the trained model gives non-finite test figures ({test}); lower the learning "
+                            "rate. The run stays unfinished")
     summary = {
         **{f"test_{k}": v for k, v in test.items()},
         "train_time_s": round(train_time, 2),
@@ -356,6 +363,8 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
 def reuse_run(path: str | Path, *, notice=None) -> Run:
     """Load a finished run, evaluate it on its dataset's test split again, redraw its figures."""
     run = load_run(path)
+    if not run.summary:
+        raise RunError(f"{run.path}: this run never finished (no summary.json); go on with it with --resume")
     cfg = run.config
     ds = dataset_for(cfg.data, notice=notice)
     test = evaluate(run.model, ds.test, cfg.train.eval_batch_size)

@@ -21,6 +21,7 @@ class ExperimentConfig(DataConfig):
         DataConfig.validate(self)
         check(self.batch_size >= 1, "experiment.batch_size", "must be >= 1", self.batch_size)
         check(self.lr > 0, "experiment.lr", "must be > 0", self.lr)
+        check(0 <= self.seed < 2 ** 31, "experiment.seed", "must be in 0..2^31-1", self.seed)
 
     def data_config(self) -> DataConfig:
         return DataConfig(**{k: getattr(self, k) for k in DataConfig.__dataclass_fields__})
