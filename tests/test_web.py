@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -207,7 +208,7 @@ def _strokes(img: np.ndarray, scale: int = 10) -> list[list[tuple[float, float]]
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     images, labels = digits
     index = next(i for i in range(20) if labels[i] in (0, 2, 3, 6, 8))  # a digit with a clear shape
@@ -216,6 +217,8 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync"])
+        # The page runs under its own Content-Security-Policy: waits are locator assertions,
+        # never eval'd strings (which the policy forbids).
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
         page.goto(server + "/")
         page.wait_for_selector("#clf-run option[value='cnn-run']", state="attached")
@@ -227,8 +230,8 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
             page.mouse.down()
             page.mouse.move(box["x"] + x1, box["y"] + y1, steps=3)
             page.mouse.up()
-        page.wait_for_function("document.getElementById('status').textContent === 'ready'", timeout=30000)
-        page.wait_for_function("document.getElementById('recon').src.startsWith('data:image/png')", timeout=30000)
+        expect(page.locator("#status")).to_have_text("ready", timeout=30000)
+        expect(page.locator("#recon")).to_have_attribute("src", re.compile(r"^data:image/png"), timeout=30000)
         assert page.locator("#digit").text_content() == str(labels[index])
         assert page.locator("#layers img").count() >= 5
         page.screenshot(path=shot, full_page=True)
@@ -237,7 +240,7 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
 
         photos = write_set(tmp_path / "photos", make_set("numbers", 1, seed=11, sources=("strokes",)))
         page.set_input_files("#upload", str(photos / "0000.png"))
-        page.wait_for_function("document.getElementById('number').dataset.number !== undefined", timeout=30000)
+        expect(page.locator("#number")).to_have_attribute("data-number", re.compile(r".*"), timeout=30000)
         assert page.locator("#upload-card").is_visible()
         assert page.locator("#steps img").count() == 5
         assert page.locator("#boxes").get_attribute("src").startswith("data:image/png")

@@ -252,9 +252,9 @@ def _check_labels(labels: np.ndarray, path, num_classes: int = 10) -> np.ndarray
 
 
 def _pair(images: np.ndarray, labels: np.ndarray, img_path, lbl_path) -> Split:
+    labels = _check_labels(labels, lbl_path)
     if len(images) != len(labels):
         raise DataError(f"{img_path} holds {len(images)} images but {lbl_path} holds {len(labels)} labels")
-    labels = _check_labels(labels, lbl_path)
     return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels))
 
 
@@ -356,6 +356,13 @@ def load_directory(directory: str | os.PathLike) -> tuple[Split, Split]:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{directory}: not a directory")
+    try:
+        return _load_directory(directory)
+    except OSError as e:  # a folder or file we may not read
+        raise DataError(f"{directory}: cannot read ({e.strerror or e})") from None
+
+
+def _load_directory(directory: Path) -> tuple[Split, Split]:
     idx = _find_idx(directory)
     if idx:
         return _load_idx_files(idx)

@@ -72,10 +72,10 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
 
 
 def _reduced(img):
-    """A large image box-averaged by a whole factor to a long side of 2-4 working sizes, while
+    """A large image box-averaged by a whole factor to a long side of 1-2 working sizes, while
     still 8-bit: the float copies made later stay small (a 4096x4096 RGBA photo otherwise
     costs ~800 MB on its way to a 640-pixel working image)."""
-    factor = max(img.size) // (2 * WORK_MAX)
+    factor = max(img.size) // WORK_MAX
     if factor < 2:
         return img
     if img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):

@@ -295,3 +295,14 @@ def test_a_huge_rgba_png_is_read_in_bounded_memory(tmp_path):
     assert out.returncode == 0, out.stderr
     peak_mb = int(out.stdout.split("peak")[1]) / 1024
     assert peak_mb < 250, f"peak {peak_mb:.0f} MB"  # was ~800 MB
+
+
+def test_a_folder_whose_listing_is_refused(tmp_path, capsys, monkeypatch):
+    """As root no folder is unreadable: the refusal is simulated where the listing happens."""
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+
+    (tmp_path / "d").mkdir()
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    fails_cleanly(["train", "cnn", "--dataset", "mnist", "--data-dir", str(tmp_path / "d"),
+                   "--run-dir", str(tmp_path / "r")], capsys, "cannot read (Permission denied)")

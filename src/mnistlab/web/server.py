@@ -13,12 +13,22 @@ A Starlette app over one or more run folders. JSON API:
 
 POST bodies: an image file's bytes (PNG, JPEG, ...), or JSON ``{"pixels": 28x28 grey 0-255}``.
 Bad requests get a 4xx with ``{"error": ...}``.
+
+Hardening: image decoding and inference run in worker threads, image uploads at most
+``HEAVY_WORKERS`` at a time, so small requests are never queued behind large ones and the
+event loop never blocks; a request must send its head within ``HEAD_TIMEOUT`` seconds and
+its body within ``BODY_TIMEOUT``; past ``MAX_CONNECTIONS`` open connections the oldest idle
+one is dropped for a new one; only the served host names are answered (DNS rebinding);
+security headers on every answer; POSTs only as JSON or image bytes.
 """
 from __future__ import annotations
 
 import base64
 import io
 import json
+import math
+import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +47,20 @@ from ..runs import latest_run, load_run
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 2 * 1024 * 1024  # bytes of one request
 MAX_SIDE = 2048  # pixels, either side of an uploaded image
+HEAVY_WORKERS = max(1, (os.cpu_count() or 2) // 2)  # image uploads decoded at once
+HEAD_TIMEOUT = 10.0  # seconds for a connection to send a request's head
+BODY_TIMEOUT = 10.0  # seconds for a request's body
+MAX_CONNECTIONS = 512  # open connections before the oldest idle one is dropped for a new one
+BACKLOG = 128  # pending connections; asyncio accepts up to this many at once, before any is seen
+FIGURE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,120}\.png")
+POST_TYPES = ("application/json", "image/", "application/octet-stream")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
 
 
 class BadRequest(Exception):
@@ -60,7 +84,10 @@ class Model:
         self.runs: dict[str, Served] = {}
         for d in run_dirs:
             run = load_run(d)
-            name = Path(d).resolve().name
+            name, n = run.path.resolve().name, 1
+            while name in self.runs:  # two runs of one name: both served, the second as name-2
+                n += 1
+                name = f"{run.path.resolve().name}-{n}"
             self.runs[name] = Served(name, run, run.task)
         self.lock = threading.Lock()
 
@@ -104,15 +131,15 @@ def parse_upload(body: bytes, content_type: str) -> tuple[np.ndarray | None, np.
     if content_type.startswith("application/json"):
         try:
             data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BadRequest("body is not valid JSON") from None
+        except (ValueError, RecursionError):  # bad JSON, bad UTF-8, a 5000-digit number, deep nesting
+            raise BadRequest("body is not valid JSON (or nests too deep, or holds a number too long)") from None
         pixels = data.get("pixels") if isinstance(data, dict) else None
         if pixels is None:
             raise BadRequest("JSON body needs a \"pixels\" field (28 rows of 28 grey values 0-255)")
         try:
             arr = np.asarray(pixels, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise BadRequest("\"pixels\" must be 28 rows of 28 numbers") from None
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            raise BadRequest("\"pixels\" must be 28 rows of 28 numbers within 0..255") from None
         if arr.shape != (28, 28):
             raise BadRequest(f"\"pixels\" must be 28x28, got shape {list(arr.shape)}")
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
@@ -128,6 +155,8 @@ def parse_upload(body: bytes, content_type: str) -> tuple[np.ndarray | None, np.
                 raise BadRequest(f"image is {img.width}x{img.height}, max {MAX_SIDE}x{MAX_SIDE}", 413)
     except BadRequest:
         raise
+    except Image.DecompressionBombError:  # PIL refuses to even open one this large
+        raise BadRequest(f"image too large (max {MAX_SIDE}x{MAX_SIDE})", 413) from None
     except Exception:
         raise BadRequest("body is not a readable image (PNG, JPEG, ...)") from None
     try:
@@ -178,42 +207,95 @@ def _layer_picture(t: torch.Tensor) -> np.ndarray:
     return sq.reshape(side, side)
 
 
-def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None):
+@dataclass
+class Req:
+    """What a handler needs of a request, read on the event loop; handlers run in threads."""
+
+    query: dict
+    body: bytes
+    content_type: str
+
+
+def _finite(obj):
+    """JSON-safe: NaN and infinities (a diverged run's summary, say) become null."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None,
+               allowed_hosts: list[str] | None = None):
+    import anyio
     from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
     state = Model(run_dirs or default_runs(runs_root))
+    limiters: dict[str, anyio.CapacityLimiter] = {}
 
     async def body_of(request: Request) -> bytes:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BODY:
             raise BadRequest(f"request too large ({int(length):,} bytes, max {MAX_BODY:,})", 413)
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise BadRequest(f"request too large (max {MAX_BODY:,} bytes)", 413)
-        return body
+        chunks, size = [], 0
+        with anyio.move_on_after(BODY_TIMEOUT) as scope:
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise BadRequest(f"request too large (max {MAX_BODY:,} bytes)", 413)
+        if scope.cancelled_caught:
+            raise BadRequest(f"request body not received within {BODY_TIMEOUT:g} s", 408)
+        return b"".join(chunks)
 
-    async def read(request: Request) -> tuple[np.ndarray, str]:
-        body = await body_of(request)
-        return parse_image(body, request.headers.get("content-type", "")), request.query_params.get("run")
-
-    def handler(fn):
-        async def wrapped(request: Request):
+    def api(fn, post: bool = False):
+        """An endpoint: the body read here, `fn(Req)` run in a worker thread (image uploads in
+        a small pool of their own), its dict answered as JSON; errors as 4xx JSON."""
+        async def endpoint(request: Request):
             try:
-                return JSONResponse(await fn(request))
+                body, ctype = b"", request.headers.get("content-type", "").lower()
+                if post:
+                    if not ctype.startswith(POST_TYPES):
+                        raise BadRequest("send an image file (image/*) or JSON (application/json)", 415)
+                    body = await body_of(request)
+                heavy = post and not ctype.startswith("application/json")
+                if heavy and "heavy" not in limiters:
+                    limiters["heavy"] = anyio.CapacityLimiter(HEAVY_WORKERS)
+                req = Req(dict(request.query_params), body, ctype)
+                out = await anyio.to_thread.run_sync(fn, req, limiter=limiters["heavy"] if heavy else None)
+                return JSONResponse(_finite(out))
             except BadRequest as e:
                 return JSONResponse({"error": str(e)}, status_code=e.status)
             except MnistlabError as e:
                 return JSONResponse({"error": str(e)}, status_code=400)
-        return wrapped
+            except Exception as e:  # a bug, not the client's fault; still JSON, never a traceback page
+                import logging
 
-    @handler
-    async def runs(request):
+                logging.getLogger("mnistlab.web").exception("internal error")
+                return JSONResponse({"error": f"internal error ({type(e).__name__})"}, status_code=500)
+        return endpoint
+
+    def upload(req: Req) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return parse_upload(req.body, req.content_type)
+
+    def image_of(req: Req) -> np.ndarray:
+        return parse_image(req.body, req.content_type)
+
+    def bad_image(fn):
+        try:
+            return fn()
+        except MnistlabError as e:
+            raise BadRequest(str(e).removeprefix("image: ")) from None
+
+    def runs(req: Req) -> dict:
         out = []
         for s in state.runs.values():
             figs = sorted(p.name for p in s.run.figures.glob("*.png"))
@@ -224,83 +306,63 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
                         "code_shape": list(s.run.model.code_shape) if s.task == "reconstruct" else None})
         return {"runs": out}
 
-    def bad_image(fn):
-        try:
-            return fn()
-        except MnistlabError as e:
-            raise BadRequest(str(e).removeprefix("image: ")) from None
-
-    @handler
-    async def predict(request):
-        body = await body_of(request)
-        pixels, grey = parse_upload(body, request.headers.get("content-type", ""))
-        s = state.get(request.query_params.get("run"), "classify")
+    def predict(req: Req) -> dict:
+        pixels, grey = upload(req)
+        s = state.get(req.query.get("run"), "classify")
         extra = {}
-        with state.lock:
-            if pixels is not None:
-                img, probs = pixels, probabilities(s.run.model, pixels[None])[0]
-            else:
-                reading, prep = bad_image(lambda: read_digit(s.run.model, grey))
-                img, probs = reading.image, np.asarray(reading.probabilities)
-                extra["box"] = reading.box
-                if request.query_params.get("steps") in ("1", "true"):
-                    extra["steps"] = [{"name": n, "png": _png_data_url(a)} for n, a in stage_images(prep)]
+        if pixels is not None:
+            img, probs = pixels, probabilities(s.run.model, pixels[None])[0]
+        else:
+            reading, prep = bad_image(lambda: read_digit(s.run.model, grey))
+            img, probs = reading.image, np.asarray(reading.probabilities)
+            extra["box"] = reading.box
+            if req.query.get("steps") in ("1", "true"):
+                extra["steps"] = [{"name": n, "png": _png_data_url(a)} for n, a in stage_images(prep)]
         top = int(probs.argmax())
         return {"run": s.name, "digit": top, "probabilities": [round(float(p), 6) for p in probs],
                 "confidence": round(float(probs[top]), 6), "low_confidence": bool(probs[top] < LOW_CONFIDENCE),
                 "input": img.tolist(), **extra}
 
-    @handler
-    async def read_number_api(request):
-        body = await body_of(request)
-        pixels, grey = parse_upload(body, request.headers.get("content-type", ""))
+    def read_number_api(req: Req) -> dict:
+        pixels, grey = upload(req)
         if grey is None:
             raise BadRequest("/api/read needs an image file, not pixels")
-        s = state.get(request.query_params.get("run"), "classify")
-        with state.lock:
-            r = bad_image(lambda: read_number(s.run.model, grey))
+        s = state.get(req.query.get("run"), "classify")
+        r = bad_image(lambda: read_number(s.run.model, grey))
         pic = boxes_image(grey, [d.box for d in r.digits], [f"{d.digit} {d.confidence:.0%}" for d in r.digits],
                           [d.low_confidence for d in r.digits])
         return {"run": s.name, **r.to_dict(), "boxes_png": _png_data_url(pic)}
 
-    @handler
-    async def activations(request):
-        img, name = await read(request)
-        s = state.get(name, "classify")
-        with state.lock:
-            acts = layer_outputs(s.run.model, img)
-        layers = []
-        for lname, t in acts:
-            layers.append({"name": lname, "shape": list(t.shape[1:]),
-                           "png": _png_data_url(_layer_picture(t), "viridis")})
+    def activations(req: Req) -> dict:
+        img = image_of(req)
+        s = state.get(req.query.get("run"), "classify")
+        layers = [{"name": lname, "shape": list(t.shape[1:]), "png": _png_data_url(_layer_picture(t), "viridis")}
+                  for lname, t in layer_outputs(s.run.model, img)]
         return {"run": s.name, "layers": layers}
 
-    @handler
-    async def reconstruct(request):
-        img, name = await read(request)
-        s = state.get(name, "reconstruct")
-        with state.lock:
-            z, out = reconstruct_one(s.run.model, img)
-            out = out.numpy()
+    def reconstruct(req: Req) -> dict:
+        img = image_of(req)
+        s = state.get(req.query.get("run"), "reconstruct")
+        z, out = reconstruct_one(s.run.model, img)
+        out = out.numpy()
         return {"run": s.name, "input": img.tolist(), "output": np.rint(out * 255).astype(int).tolist(),
                 "output_png": _png_data_url(out * 255), "code": z[0].flatten().tolist()[:64],
                 "code_shape": list(z.shape[1:])}
 
-    @handler
-    async def codes(request):
-        s = state.get(request.query_params.get("run"), "reconstruct")
+    def codes(req: Req) -> dict:
+        s = state.get(req.query.get("run"), "reconstruct")
         shape = s.run.model.code_shape
         if shape not in ((2,), (3,)):
             raise BadRequest(f"run {s.name!r} has a {'x'.join(map(str, shape))} code; points need a 2-D or 3-D code")
-        if s.codes is None:
-            from ..viz import _encode
+        with state.lock:  # computed once per run
+            if s.codes is None:
+                from ..viz import _encode
 
-            ds = dataset_for(s.run.config.data, notice=lambda m: None)
-            n = min(2000, len(ds.test))
-            with state.lock:
+                ds = dataset_for(s.run.config.data, notice=lambda m: None)
+                n = min(2000, len(ds.test))
                 z = _encode(s.run.model, ds.test.images[:n])
-            s.codes = {"points": [[round(v, 4) for v in row] for row in z.tolist()],
-                       "labels": ds.test.labels[:n].tolist()}
+                s.codes = {"points": [[round(v, 4) for v in row] for row in z.tolist()],
+                           "labels": ds.test.labels[:n].tolist()}
         return {"run": s.name, **s.codes}
 
     async def figure(request):
@@ -309,38 +371,128 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         except BadRequest as e:
             return JSONResponse({"error": str(e)}, status_code=e.status)
         name = request.query_params.get("name", "")
-        folder = s.run.figures.resolve()
-        path = (folder / name).resolve()
-        bare = name and "/" not in name and "\\" not in name and not name.startswith(".")
-        if not bare or not name.endswith(".png") or path.parent != folder or not path.is_file():
-            return JSONResponse({"error": f"no figure {name!r} in run {s.name!r}"}, status_code=404)
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        path = s.run.figures / name if FIGURE_NAME.fullmatch(name) else None
+        if path is None or not path.is_file():
+            return JSONResponse({"error": f"no figure {shown!r} in run {s.name!r}"}, status_code=404)
         return FileResponse(path, media_type="image/png")
 
     async def index(request):
         return FileResponse(STATIC / "index.html")
 
+    async def security_headers(scope, receive, send, app):
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"],
+                                      *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())]
+            await send(message)
+        await app(scope, receive, send_with_headers)
+
+    class SecurityHeaders:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            return await security_headers(scope, receive, send, self.app)
+
+    hosts = allowed_hosts or ["localhost", "127.0.0.1", "[::1]", "::1", "testserver"]
     app = Starlette(routes=[
         Route("/", index),
-        Route("/api/runs", runs),
-        Route("/api/predict", predict, methods=["POST"]),
-        Route("/api/read", read_number_api, methods=["POST"]),
-        Route("/api/activations", activations, methods=["POST"]),
-        Route("/api/reconstruct", reconstruct, methods=["POST"]),
-        Route("/api/codes", codes),
+        Route("/api/runs", api(runs)),
+        Route("/api/predict", api(predict, post=True), methods=["POST"]),
+        Route("/api/read", api(read_number_api, post=True), methods=["POST"]),
+        Route("/api/activations", api(activations, post=True), methods=["POST"]),
+        Route("/api/reconstruct", api(reconstruct, post=True), methods=["POST"]),
+        Route("/api/codes", api(codes)),
         Route("/api/figure", figure),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ])
+    ], middleware=[Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
     app.state.served = state
     return app
+
+
+def _guarded_protocol(max_connections: int = MAX_CONNECTIONS):
+    """uvicorn's h11 protocol with the two limits it lacks: a request head must arrive within
+    HEAD_TIMEOUT of connecting (or of the previous answer), else the connection is closed; and
+    past MAX_CONNECTIONS open connections, the oldest idle one is closed for each new one. So
+    half-sent requests can neither pile up nor run the process out of file descriptors."""
+    import time
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        def _busy(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _arm(self) -> None:
+            self._idle_since = time.monotonic()
+            timer = getattr(self, "_head_timer", None)
+            if timer is not None:
+                timer.cancel()
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timeout)
+
+        def _head_timeout(self) -> None:
+            if not self._busy() and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+            if len(self.connections) > max_connections:
+                idle = [c for c in self.connections
+                        if c is not self and not c._busy() and not c.transport.is_closing()]
+                if idle:
+                    min(idle, key=lambda c: c._idle_since).transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._busy() and getattr(self, "_head_timer", None) is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def on_response_complete(self) -> None:
+            self._arm()
+            super().on_response_complete()
+
+        def connection_lost(self, exc) -> None:
+            if getattr(self, "_head_timer", None) is not None:
+                self._head_timer.cancel()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+def _connection_cap() -> int:
+    """Raise the soft limit on open files to the hard one, as servers do, and keep the open
+    connections far enough below it that a burst of BACKLOG accepts never runs out."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            soft = hard if hard != resource.RLIM_INFINITY else 65536
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (ImportError, ValueError, OSError):
+        return MAX_CONNECTIONS
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(16, min(MAX_CONNECTIONS, soft - BACKLOG - 128))
 
 
 def serve(run_dirs: list[Path] | None, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
-    app = create_app(run_dirs)
+    local = host in ("127.0.0.1", "localhost", "::1")
+    hosts = None if local else ["*"] if host in ("0.0.0.0", "::") else [host, "localhost", "127.0.0.1"]
+    app = create_app(run_dirs, allowed_hosts=hosts)
     names = ", ".join(app.state.served.runs)
+    cap = _connection_cap()
     print(f"mnistlab: serving {names} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=_guarded_protocol(cap), backlog=BACKLOG,
+                timeout_keep_alive=5)
 
 
 __all__ = ["create_app", "serve", "parse_image", "preprocess"]
