@@ -227,10 +227,10 @@ def read_idx(path: Path | str, expect_magic: int) -> np.ndarray:
                 head += f.read(4 * head[3]) if len(head) == 4 else b""
                 dims, _ = _idx_header(head, path, expect_magic)
                 expected = _idx_size(dims, path, kind)
-                if not gz and os.fstat(raw.fileno()).st_size - len(head) != expected:
+                held = os.fstat(raw.fileno()).st_size - len(head)
+                if not gz and held != expected:
                     raise DataError(f"{path}: truncated or padded: header says {dims[0]:,} {kind} "
-                                    f"({expected:,} bytes), file holds "
-                                    f"{os.fstat(raw.fileno()).st_size - len(head):,}")
+                                    f"({expected:,} bytes), file holds {held:,}")
                 body = f.read(expected + 1)
     except DataError:
         raise

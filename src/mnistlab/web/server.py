@@ -380,24 +380,21 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
     async def index(request):
         return FileResponse(STATIC / "index.html")
 
-    async def security_headers(scope, receive, send, app):
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
-                                      *((k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items())]
-            await send(message)
-        await app(scope, receive, send_with_headers)
-
     class SecurityHeaders:
+        """Adds SECURITY_HEADERS to every HTTP answer."""
+
         def __init__(self, app):
             self.app = app
 
         async def __call__(self, scope, receive, send):
-            if scope["type"] != "http":
-                return await self.app(scope, receive, send)
-            return await security_headers(scope, receive, send, self.app)
+            async def send_with_headers(message):
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), *extra]
+                await send(message)
 
+            await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+    extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
     hosts = allowed_hosts or ["localhost", "127.0.0.1", "[::1]", "::1", "testserver"]
     app = Starlette(routes=[
         Route("/", index),
