@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from ..checks import check
 from ..data import Split
+from ..errors import RunError
 from ..infer import batched, evaluate, predict
-from ..runs import load_run
 from ..train import finish_run, fit, record_epochs
 from .base import ExperimentConfig
 
@@ -215,7 +215,8 @@ def run(ctx) -> dict:
     ds = ctx.data
     judge = ctx.train("judge", ctx.run_config("cnn", cfg.judge_epochs, seed_offset=1000)).model
     if ctx.reuse:
-        load_run(ctx.path / "model")  # the model is part of the record: it must be there
+        if not (ctx.path / "model" / "summary.json").is_file():  # the model is part of the record
+            raise RunError(f"{ctx.path}: the 11-class model's run (model/) is missing or unfinished")
         state = ctx.load("images.pt")
         images, history = state["images"], state["history"]
     else:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -78,7 +79,8 @@ class Served:
 
 
 class Model:
-    """The runs being served, loaded once; models run under one lock (torch is threaded already)."""
+    """The runs being served, loaded once. Inference needs no lock (eval-mode forward passes
+    only read the weights); the lock guards the one-time cache of each run's test codes."""
 
     def __init__(self, run_dirs: list[Path]):
         self.runs: dict[str, Served] = {}
@@ -277,8 +279,6 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
             except MnistlabError as e:
                 return JSONResponse({"error": str(e)}, status_code=400)
             except Exception as e:  # a bug, not the client's fault; still JSON, never a traceback page
-                import logging
-
                 logging.getLogger("mnistlab.web").exception("internal error")
                 return JSONResponse({"error": f"internal error ({type(e).__name__})"}, status_code=500)
         return endpoint
