@@ -59,3 +59,18 @@ def synthetic_dataset(n_train=256, n_test=64, seed=0) -> Dataset:
 @pytest.fixture
 def toy():
     return synthetic_dataset()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL server on a loopback port for this test session (skips without one)."""
+    from postgres import Postgres
+
+    pg = Postgres()
+    why = pg.why_not()
+    if why:
+        pytest.skip(why)
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()

@@ -167,7 +167,9 @@ def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
     assert main(["runs", "--root", str(tmp_path), "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_name = {Path(r["path"]).name: r for r in rows}
-    assert set(by_name) == {"experiment-dream", "experiment-unbiased", "sweep-cnn", "lr-0.001", "lr-0.002", "broken",
+    # trial folders are named by trial number and values: tNNN-lr-0.001
+    lr1, lr2 = (next(p.name for p in (tmp_path / "sweep-cnn").glob(f"t*-lr-{v}")) for v in ("0.001", "0.002"))
+    assert set(by_name) == {"experiment-dream", "experiment-unbiased", "sweep-cnn", lr1, lr2, "broken",
                             "judge", "model", "lambda-0", "lambda-1"}
     # an experiment's parts are runs, listed under it with their model and test figures
     for part, model in (("judge", "cnn"), ("model", "cnn"), ("lambda-0", "loop-parity"), ("lambda-1", "loop-parity")):
@@ -182,12 +184,12 @@ def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
     assert unb_row["summary"]["lambda"] == 1.0 and "probe - floor" in unb_row["summary"]["headline"]
     sweep_row = by_name["sweep-cnn"]
     assert sweep_row["kind"] == "sweep" and sweep_row["summary"]["trials"] == 2 and sweep_row["complete"]
-    assert sweep_row["summary"]["best_trial"] in ("lr-0.001", "lr-0.002")
-    assert by_name["lr-0.001"]["kind"] == "trial" and by_name["lr-0.001"]["model"] == "cnn"
+    assert sweep_row["summary"]["best_trial"] in (lr1, lr2)
+    assert by_name[lr1]["kind"] == "trial" and by_name[lr1]["model"] == "cnn"
     assert by_name["broken"]["kind"] == "unreadable" and not by_name["broken"]["complete"]
     assert main(["runs", "--root", str(tmp_path)]) == 0
     table = capsys.readouterr().out
-    assert "judge" in table and "2/2 trials, best acc" in table and "  sweep-cnn/lr-0.002" in table
+    assert "judge" in table and "2/2 trials, best acc" in table and f"  sweep-cnn/{lr2}" in table
     assert "  experiment-dream/judge" in table and "  experiment-unbiased/lambda-1" in table
     # load_run takes every kind: an experiment gives its main part, a sweep its best trial
     from mnistlab.runs import load_run

@@ -87,15 +87,27 @@ def _print_summary(run) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import run_sweep
+    from .sweep import run_sweep, show_sweep
 
+    if args.show:
+        out, table = show_sweep(args.storage, args.study, args.out)
+        print(table.strip())
+        print(f"\ntable.md, table.csv and pictures in {out}")
+        return 0
+    if not args.model:
+        raise MnistlabError("sweep needs a MODEL (or --show to print a stored study's table)")
     flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device}
-    out, rows = run_sweep(args.model, args.grid, flags=flags, sets=args.set, out_dir=args.out,
+    out, rows = run_sweep(args.model, args.grid, search=args.search, trials=args.trials, sampler=args.sampler,
+                          prune=args.prune, timeout=args.timeout, storage=args.storage, study=args.study,
+                          workers=args.workers, flags=flags, sets=args.set, out_dir=args.out, heartbeat=args.heartbeat,
                           progress=False if args.no_progress else None, notice=_notice)
     print((out / "table.md").read_text().strip())
-    failed = sum(r["status"] != "ok" for r in rows)
-    print(f"\n{len(rows) - failed} of {len(rows)} combinations trained; table.md, table.csv, comparison.png in {out}")
-    return 1 if failed == len(rows) else 0
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "pruned", "failed", "cut off", "running")}
+    said = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "ok")
+    figs = ", ".join(p.name for p in sorted(out.glob("*.png")))
+    print(f"\n{counts['ok']} of {len(rows)} trials trained{f' ({said})' if said else ''}; "
+          f"table.md, table.csv, sweep.json{', ' + figs if figs else ''} in {out}")
+    return 1 if rows and counts["ok"] == 0 and counts["pruned"] == 0 else 0
 
 
 def cmd_experiment(args) -> int:
@@ -413,14 +425,35 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dry-run", action="store_true", help="one epoch of two batches: a quick smoke run")
     t.set_defaults(func=cmd_train)
 
-    sw = sub.add_parser("sweep", help="train every combination of a grid and compare them in a table")
-    sw.add_argument("model", help="a registered model")
+    sw = sub.add_parser("sweep", help="an Optuna study: a grid or a search, on one or several processes or machines",
+                        description="Train each trial of an Optuna study into its own run folder and compare them. "
+                                    "The same command with the same --storage and --study on several machines joins "
+                                    "one study; re-running a stopped sweep goes on with it.")
+    sw.add_argument("model", nargs="?", help="a registered model")
     sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                    help="values to try for one key (split on '|' when given, for list values)")
+                    help="values to try for one key, every combination once (split on '|' when given, for list "
+                         "values)")
+    sw.add_argument("--search", action="append", default=[], metavar="KEY=LOW:HIGH[:log]|KEY=A|B",
+                    help="a range (int when both bounds are) or choices for the sampler to search; needs --trials")
+    sw.add_argument("--trials", type=int, help="trials the study should hold (a grid: its size)")
+    sw.add_argument("--sampler", choices=["tpe", "random", "grid"],
+                    help="default: grid for --grid only, else tpe")
+    sw.add_argument("--timeout", type=float, metavar="SECONDS", help="start no new trial after this long")
+    sw.add_argument("--prune", nargs="?", const="median", choices=["median", "hyperband"],
+                    help="stop poor trials early from their per-epoch validation metric (default pruner: median)")
+    sw.add_argument("--storage", metavar="URL",
+                    help="SQLAlchemy URL of the study, e.g. postgresql+psycopg://user:pw@host/db "
+                         "(default: sqlite study.db in the sweep folder)")
+    sw.add_argument("--study", metavar="NAME", help="study name (default: MODEL-HASH of the sweep's settings)")
+    sw.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes on this machine (default 1)")
+    sw.add_argument("--heartbeat", type=int, default=10, metavar="S",
+                    help="seconds between a worker's heartbeats; a trial that misses three is marked failed and its "
+                         "point redone (default 10)")
+    sw.add_argument("--show", action="store_true", help="print a stored study's table (--storage/--study or --out)")
     data_args(sw, default=None)
     sw.add_argument("--epochs", type=int, help="epochs for every run (default: the model's preset)")
     training_args(sw, "a fixed override for every run")
-    sw.add_argument("--out", help="sweep folder (default: runs/sweep-MODEL-TIME)")
+    sw.add_argument("--out", help="sweep folder (default: runs/sweep-STUDY)")
     sw.set_defaults(func=cmd_sweep)
 
     from .experiments import EXPERIMENTS

@@ -269,18 +269,23 @@ def _parts(d: Path, kind: str) -> list[dict]:
 
 
 def _sweep(d: Path) -> list[dict]:
-    """A sweep folder (sweep.json) and the trials in it."""
+    """A sweep folder (sweep.json) and the trials in it. The best trial is the one its study
+    chose (on the validation metric), when sweep.json names one in this folder."""
     info = _json_dict(d / "sweep.json") or {}
     trials = _parts(d, "trial")
     done = [t for t in trials if t["complete"]]
     metric = "test_acc" if any("test_acc" in t["summary"] for t in done) else "test_mse"
-    best = (max if metric == "test_acc" else min)(done, key=lambda t: t["summary"].get(metric, float("nan")),
-                                                  default=None)
+    named = info.get("best_trial")
+    best = next((t for t in done if t["path"].name == named), None) if isinstance(named, str) else None
+    if best is None:
+        best = (max if metric == "test_acc" else min)(done, key=lambda t: t["summary"].get(metric, float("nan")),
+                                                      default=None)
     summary = {**info, "trials": len(trials), "finished": len(done)}
     if best is not None:
         summary.update(best_trial=best["path"].name, **{f"best_{metric}": best["summary"].get(metric)})
+    complete = info["complete"] if isinstance(info.get("complete"), bool) else len(done) == len(trials)
     head = {"path": d, "kind": "sweep", "model": info.get("model"), "dataset": info.get("dataset"),
-            "summary": summary, "complete": bool(info) and len(done) == len(trials)}
+            "summary": summary, "complete": bool(info) and complete}
     return [head, *trials]
 
 

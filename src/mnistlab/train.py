@@ -277,8 +277,10 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
 
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dataset | None = None,
               progress: bool | None = None, notice: Callable[[str], None] | None = None,
-              figures: bool = True) -> Run:
-    """Train the model `cfg` describes and record everything in a run folder."""
+              figures: bool = True, after_epoch: Callable[[dict], None] | None = None) -> Run:
+    """Train the model `cfg` describes and record everything in a run folder. `after_epoch(row)`
+    is called once each epoch is recorded and checkpointed (a sweep reports to its pruner
+    there; an exception it raises stops the run, which stays unfinished)."""
     tc = cfg.train
     runtime.set_threads(tc.threads)
     device = runtime.resolve_device(tc.device)
@@ -292,7 +294,7 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
         from .viz import run_figures
 
         run_figures(run, ds, "before")
-    return _train(run, ds, device, progress=progress, figures=figures)
+    return _train(run, ds, device, progress=progress, figures=figures, after_epoch=after_epoch)
 
 
 def resume_run(path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None) -> Run:
@@ -324,7 +326,8 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
     return _train(run, ds, device, progress=progress, resume=resume)
 
 
-def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None, figures: bool = True) -> Run:
+def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None, figures: bool = True,
+           after_epoch: Callable[[dict], None] | None = None) -> Run:
     """Train a run's model stage by stage (from `resume` on, if given), checkpointing every epoch
     with what resuming needs; then evaluate, write summary.json and the figures."""
     model, tc = run.model, run.config.train
@@ -349,6 +352,8 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
                 run, offset=len(run.metrics) - (resume["epoch"] if resuming else 0),
                 tag={"stage": stage.name} if len(stages) > 1 else None, on_row=trackers.epoch,
                 resume_extra=lambda k=k: {"stage": k, "elapsed": elapsed + time.perf_counter() - t0})
+            if after_epoch is not None:
+                on_epoch = _then(on_epoch, after_epoch)
             st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
             fit(model, train_split, evals, st, device=device, on_epoch=on_epoch, progress=progress, resume=resuming)
     except BaseException:
@@ -358,6 +363,15 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
                figures=figures)
     trackers.finish(run.summary, run.figures)
     return run
+
+
+def _then(on_epoch, after):
+    def both(row, state):
+        stop = on_epoch(row, state)
+        after(row)
+        return stop
+
+    return both
 
 
 def reuse_run(path: str | Path, *, notice=None) -> Run:
