@@ -194,7 +194,7 @@ def _assert_complete(out: Path, points: int) -> list[dict]:
     return rows
 
 
-SLOWER = ["--dataset", "mnist-sample", "--epochs", "4", "--set", "limit_batches=20", "--no-progress",
+SLOWER = ["--dataset", "mnist-sample", "--epochs", "3", "--set", "limit_batches=12", "--no-progress",
           "--heartbeat", "1"]
 
 

@@ -36,11 +36,14 @@ class Batches:
     `generator`: shuffle with it (a new order every pass; a lone last sample is dropped), else
     in order, every sample once. `images`: the first tensor holds uint8 images, yielded as
     float (B, 1, 28, 28), in `memory_format`, augmented by `augment` (with `aug_generator`).
-    `limit`: at most this many batches a pass (smoke runs)."""
+    `limit`: at most this many batches a pass (smoke runs). `shard=(rank, world)`: yield only
+    this rank's share of each shuffled batch (every rank draws the same order; a batch too
+    small to share is skipped by all), for distributed training."""
 
     def __init__(self, *tensors: torch.Tensor, batch_size: int, device="cpu", generator: torch.Generator | None = None,
                  limit: int = 0, images: bool = True, augment: str = "none",
-                 aug_generator: torch.Generator | None = None, memory_format=torch.contiguous_format):
+                 aug_generator: torch.Generator | None = None, memory_format=torch.contiguous_format,
+                 shard: tuple[int, int] | None = None):
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("Batches needs one or more tensors of the same length")
         self.device = torch.device(device)
@@ -48,6 +51,7 @@ class Batches:
         self.batch_size, self.generator, self.limit = batch_size, generator, limit
         self.images, self.augment, self.aug_generator = images, augment, aug_generator
         self.memory_format = memory_format
+        self.shard = shard if shard and shard[1] > 1 else None
 
     @property
     def n(self) -> int:
@@ -58,6 +62,8 @@ class Batches:
         steps = math.ceil(n / self.batch_size)
         if self.generator is not None and steps > 1 and n % self.batch_size == 1:
             steps -= 1
+        elif self.generator is not None and self.shard and 0 < n % self.batch_size < 2 * self.shard[1]:
+            steps -= 1  # too small to share out: skipped
         return min(steps, self.limit) if self.limit else steps
 
     def _batch(self, idx) -> tuple[torch.Tensor, ...]:
@@ -75,4 +81,9 @@ class Batches:
                 yield self._batch(slice(i * self.batch_size, (i + 1) * self.batch_size))
             return
         for idx in batch_indices(self.n, self.batch_size, self.generator, self.device)[:steps]:
+            if self.shard:
+                rank, world = self.shard
+                if len(idx) < 2 * world:  # BatchNorm needs two per rank
+                    continue
+                idx = idx.tensor_split(world)[rank]
             yield self._batch(idx)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,11 +39,43 @@ def _notice(msg: str) -> None:
 
 # ---------------------------------------------------------------- train
 
+def _without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _train_flags(args) -> dict:
+    flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device,
+             "track": ",".join(args.track) if args.track else None}
+    if args.dry_run:
+        flags.update(epochs=1, limit_batches=2)
+    if args.encoder:
+        flags["model.encoder"] = args.encoder
+    return flags
+
+
 def cmd_train(args) -> int:
+    from . import distributed
     from .config import build_config
     from .runs import latest_run
     from .train import resume_run, reuse_run, train_run
 
+    if args.nproc is not None:
+        if not 1 <= args.nproc <= 1024:
+            raise MnistlabError(f"--nproc {args.nproc}: must be in 1..1024")
+        if args.reuse or args.interactive:
+            raise MnistlabError("--nproc trains; it does not go with --reuse or --interactive")
+        if args.nproc > 1 and not distributed.launched():
+            if not args.resume:  # a bad config fails here, once, not in every process
+                build_config(args.model, file=args.config, flags=_train_flags(args), sets=args.set)
+            return distributed.launch(args.nproc, _without_nproc(args.argv))
     if args.resume:
         run = resume_run(args.resume, model=args.model, progress=False if args.no_progress else None,
                          notice=_notice)
@@ -53,19 +86,15 @@ def cmd_train(args) -> int:
             raise MnistlabError(f"{path} holds a {run.config.model_name!r} run, not {args.model!r}")
         print(f"reused {run.path}")
     else:
-        flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device,
-                 "track": ",".join(args.track) if args.track else None}
-        if args.dry_run:
-            flags.update(epochs=1, limit_batches=2)
-        if args.encoder:
-            flags["model.encoder"] = args.encoder
-        cfg = build_config(args.model, file=args.config, flags=flags, sets=args.set, validate=not args.interactive)
+        cfg = build_config(args.model, file=args.config, flags=_train_flags(args), sets=args.set,
+                           validate=not args.interactive)
         if args.interactive:
             from .interactive import ask_config
 
             cfg = ask_config(cfg, sys.stdin, sys.stdout, sys.stdin.isatty())
         run = train_run(cfg, args.run_dir, progress=False if args.no_progress else None, notice=_notice)
-    _print_summary(run)
+    if distributed.current().main:
+        _print_summary(run)
     return 0
 
 
@@ -423,6 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--interactive", action="store_true",
                    help="ask for each hyperparameter (answers may come from a file on stdin)")
     t.add_argument("--dry-run", action="store_true", help="one epoch of two batches: a quick smoke run")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="train on N processes of this machine with DistributedDataParallel (gloo on the CPU, one GPU "
+                        "each with NCCL), started through torchrun's launcher; for several machines run "
+                        "`torchrun ... -m mnistlab train ...` on each")
     t.set_defaults(func=cmd_train)
 
     sw = sub.add_parser("sweep", help="an Optuna study: a grid or a search, on one or several processes or machines",
@@ -541,14 +574,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    from . import distributed
+
     try:
         return args.func(args)
     except MnistlabError as e:
-        _err(str(e))
+        if distributed.launched():  # one rank of a distributed job
+            rank = os.environ.get("RANK", "?")
+            if not distributed.report_failure(str(e)):
+                _err(f"rank {rank}: {e}")
+        else:
+            _err(str(e))
         return 1
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except Exception as e:
+        if distributed.peer_lost(e):  # another rank went away; its own error (or the launcher) says why
+            return 1
+        raise
+    finally:
+        distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -30,16 +30,28 @@ def predict(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor
 
 
 @torch.inference_mode()
-def evaluate(model, split: Split, batch_size: int = 1000) -> dict[str, float]:
-    """Size-weighted means of the model's loss dict over a whole split."""
+def evaluate(model, split: Split, batch_size: int = 1000, shard: tuple[int, int] | None = None) -> dict[str, float]:
+    """Size-weighted means of the model's loss dict over a whole split. `shard=(rank, world)`:
+    each rank of a distributed job takes a slice and the sums are added up over the ranks."""
     was_training = model.training
     model.eval()
+    images, labels, n = split.images, split.labels, len(split)
+    sharded = shard is not None and shard[1] > 1 and n >= shard[1]
+    if sharded:
+        rank, world = shard
+        images, labels = images[rank * n // world:(rank + 1) * n // world], labels[rank * n // world:
+                                                                                   (rank + 1) * n // world]
     sums: dict[str, torch.Tensor] = {}
-    for x, y in Batches(split.images, split.labels, batch_size=batch_size, device=_device(model)):
+    for x, y in Batches(images, labels, batch_size=batch_size, device=_device(model)):
         for k, v in model.loss(x, y).items():
             sums[k] = sums.get(k, 0) + v.detach().float() * len(x)
     model.train(was_training)
-    return {k: (v / len(split)).item() for k, v in sums.items()}
+    if sharded:
+        from .distributed import sum_tensors
+
+        keys = sorted(sums)  # the same model on every rank: the same keys
+        sums = dict(zip(keys, sum_tensors([sums[k] for k in keys])))
+    return {k: (v / n).item() for k, v in sums.items()}
 
 
 def _device(model) -> torch.device:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import runtime
+from . import distributed, runtime
 from ._io import append_jsonl, read_jsonl, write_json, write_jsonl
 from .batches import Batches, batch_indices  # noqa: F401  (batch_indices: train's API, as before)
 from .config import RunConfig, TrainConfig, config_from_dict
@@ -153,21 +153,29 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device, memory_format=fmt)
     model.prepare(train)
-    gen, aug_gen = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)
+    # Under torchrun every rank draws the same order and takes its share of each batch.
+    ctx = distributed.current()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    aug_gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * ctx.rank)
     batches = Batches(train.images, train.labels, batch_size=cfg.batch_size, device=device, generator=gen,
-                      limit=cfg.limit_batches, augment=cfg.augment, aug_generator=aug_gen, memory_format=fmt)
+                      limit=cfg.limit_batches, augment=cfg.augment, aug_generator=aug_gen, memory_format=fmt,
+                      shard=(ctx.rank, ctx.world) if ctx.active else None)
     evals = {name: split.to(device) for name, split in evals.items()}  # once, not every epoch
     opts = model.optimizers(lambda params, lr_scale=1.0: make_optimizer(params, cfg, lr_scale))
     scheds = {k: s for k, o in opts.items() if (s := make_scheduler(o, cfg, len(batches))) is not None}
     compiled = _compiled(model.loss) if cfg.compile else model.loss
+    step_opts, step_loss = distributed.wrap(model, opts, compiled, ctx, device) if ctx.active else (opts, compiled)
 
     def loss_fn(x, y):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            return compiled(x, y)
+            return step_loss(x, y)
 
     state = TrainState(opts, scheds, {"data": gen, "augment": aug_gen}, 0)
     if resume is not None:
         state.load_state_dict(resume)
+    if ctx.rank:  # dropout masks of their own on the other ranks
+        torch.manual_seed(cfg.seed + 7919 * ctx.rank + state.epoch)
+    shard = (ctx.rank, ctx.world) if ctx.active else None
     history = []
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         model.train()
@@ -175,9 +183,9 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         t0 = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
         seen = 0
-        bar = progress_bar(len(batches), f"{desc} {epoch}/{cfg.epochs}", progress)
+        bar = progress_bar(len(batches), f"{desc} {epoch}/{cfg.epochs}", progress if ctx.main else False)
         for step, (x, y) in enumerate(batches):
-            out = model.train_step(x, y, opts, loss_fn)
+            out = model.train_step(x, y, step_opts, loss_fn)
             for sched in scheds.values():
                 sched.step()
             for k, v in out.items():
@@ -186,6 +194,11 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
             bar.update(1)
             if not bar.disable and (step % 10 == 0 or step == len(batches) - 1):
                 bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in sums.items()})
+        if ctx.active:  # the epoch's sums over every rank's share
+            keys = sorted(sums)
+            *totals, seen_t = distributed.sum_tensors([*(sums[k] for k in keys),
+                                                       torch.tensor(float(seen), device=device)])
+            sums, seen = dict(zip(keys, totals)), seen_t.item()
         row = {"epoch": epoch, **{f"train_{k}": (v / seen).item() for k, v in sums.items()}}
         if not math.isfinite(row.get("train_loss", 0.0)):
             raise DivergedError(f"training diverged: the loss is {row['train_loss']} in epoch {epoch} "
@@ -193,14 +206,17 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
         row["lr"] = state.optimizer.param_groups[0]["lr"]
         for name, split in evals.items():
-            row.update({f"{name}_{k}": v for k, v in evaluate(model, split, cfg.eval_batch_size).items()})
+            row.update({f"{name}_{k}": v for k, v in evaluate(model, split, cfg.eval_batch_size, shard).items()})
         if not bar.disable:
             bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()
                              if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)})
         bar.close()
         history.append(row)
         state.epoch = epoch
-        if on_epoch is not None and on_epoch(row, state):
+        stop = bool(on_epoch(row, state)) if on_epoch is not None else False
+        if ctx.active:
+            stop = distributed.agree(stop, device)  # rank 0 keeps the record and decides
+        if stop:
             break  # the callback asked to stop (e.g. a target accuracy was reached)
     # Back to the default layout, so the trained model computes exactly as one rebuilt from
     # its checkpoint does.
@@ -223,7 +239,9 @@ def start_run(cfg: RunConfig, path: Path, ds: Dataset, device) -> Run:
     """A new run folder for `cfg` (config.json, env.json) and its model, built from the seed."""
     path = prepare_run_dir(path)
     write_json(path / "config.json", cfg.to_dict())
-    write_json(path / "env.json", {**environment(device, cfg.train.seed), "data_source": ds.source})
+    ctx = distributed.current()
+    write_json(path / "env.json", {**environment(device, cfg.train.seed), "data_source": ds.source,
+                                   **({"distributed": ctx.record()} if ctx.active else {})})
     runtime.seed_everything(cfg.train.seed)
     model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
     return Run(path, cfg, model, [], {})
@@ -266,6 +284,8 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
     }
     if "test_mse" in summary:
         summary["test_mse_sum_per_image"] = summary["test_mse"] * 28 * 28
+    if (ctx := distributed.current()).active:
+        summary["processes"] = ctx.world
     write_json(run.path / "summary.json", summary)
     run.model, run.summary = model.eval(), summary
     if figures:
@@ -282,13 +302,16 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     is called once each epoch is recorded and checkpointed (a sweep reports to its pruner
     there; an exception it raises stops the run, which stays unfinished)."""
     tc = cfg.train
-    runtime.set_threads(tc.threads)
-    device = runtime.resolve_device(tc.device)
-    ds = dataset or dataset_for(cfg.data, notice=notice)
+    ctx, device = distributed.setup(tc.device, tc.threads)  # under torchrun: this rank's device
+    ds = dataset or dataset_for(cfg.data, notice=notice if ctx.main else None)
     cfg.data.dataset = ds.name  # record what was used, not 'auto'
     if get_spec(cfg.model_name).task == "classify" and not (is_labelled(ds.train) and is_labelled(ds.test)):
         raise DataError(f"{cfg.model_name} is a classifier and needs labels: give --train-labels and "
                         "--test-labels (or CSV/NPZ files that hold them)")
+    if not ctx.main:  # another rank of a distributed run: the same model, nothing written
+        runtime.seed_everything(tc.seed)
+        model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
+        return _train(Run(Path(run_dir) if run_dir else None, cfg, model, [], {}), ds, device, progress=False)
     run = start_run(cfg, Path(run_dir) if run_dir else new_run_dir(cfg.model_name, ds.name), ds, device)
     if figures:
         from .viz import run_figures
@@ -315,13 +338,13 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
     if resume.get("part_of"):
         raise RunError(f"{path}: part of a {resume['part_of']} experiment, trained round by round; "
                        "run the experiment again")
-    runtime.set_threads(cfg.train.threads)
-    device = runtime.resolve_device(cfg.train.device)
-    ds = dataset_for(cfg.data, notice=notice)
+    ctx, device = distributed.setup(cfg.train.device, cfg.train.threads)
+    ds = dataset_for(cfg.data, notice=notice if ctx.main else None)
     net = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device)
     # Epochs logged after the checkpoint (killed between the two writes) are done again.
     history = read_jsonl(path / "metrics.jsonl")[:state["epoch"]]
-    write_jsonl(path / "metrics.jsonl", history)
+    if ctx.main:
+        write_jsonl(path / "metrics.jsonl", history)
     run = Run(path, cfg, net, history, {})
     return _train(run, ds, device, progress=progress, resume=resume)
 
@@ -329,7 +352,8 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
 def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None, figures: bool = True,
            after_epoch: Callable[[dict], None] | None = None) -> Run:
     """Train a run's model stage by stage (from `resume` on, if given), checkpointing every epoch
-    with what resuming needs; then evaluate, write summary.json and the figures."""
+    with what resuming needs; then evaluate, write summary.json and the figures. In a
+    distributed job every rank trains and only rank 0 records."""
     model, tc = run.model, run.config.train
     train_split, evals = ds.train, {}
     if tc.val_fraction > 0:
@@ -339,7 +363,8 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
     if tc.printed > 0:
         train_split = with_printed_digits(train_split, tc.printed, tc.seed)
 
-    trackers = Trackers(tc.track, run.path, run.config.to_dict())
+    main = distributed.current().main
+    trackers = Trackers(tc.track if main else (), run.path, run.config.to_dict())
     elapsed = float(resume.get("elapsed", 0.0)) if resume else 0.0
     first = int(resume.get("stage", 0)) if resume else 0
     t0 = time.perf_counter()
@@ -351,14 +376,16 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
             on_epoch = record_epochs(
                 run, offset=len(run.metrics) - (resume["epoch"] if resuming else 0),
                 tag={"stage": stage.name} if len(stages) > 1 else None, on_row=trackers.epoch,
-                resume_extra=lambda k=k: {"stage": k, "elapsed": elapsed + time.perf_counter() - t0})
-            if after_epoch is not None:
+                resume_extra=lambda k=k: {"stage": k, "elapsed": elapsed + time.perf_counter() - t0}) if main else None
+            if after_epoch is not None and on_epoch is not None:
                 on_epoch = _then(on_epoch, after_epoch)
             st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
             fit(model, train_split, evals, st, device=device, on_epoch=on_epoch, progress=progress, resume=resuming)
     except BaseException:
         trackers.abort()
         raise
+    if not main:
+        return run
     finish_run(run, ds, device, train_time=elapsed + time.perf_counter() - t0, n_train=len(train_split),
                figures=figures)
     trackers.finish(run.summary, run.figures)
