@@ -153,3 +153,12 @@ def test_every_registered_model_trains_under_ddp(tmp_path):
         assert (tmp_path / model / "summary.json").is_file()
     stages = [json.loads(line).get("stage") for line in (tmp_path / "encoder-classifier" / "metrics.jsonl").open()]
     assert stages == ["frozen", "finetune"]
+
+
+@pytest.mark.parametrize("command", [["experiment", "reencode"], ["sweep", "cnn", "--grid", "lr=0.1,0.2"]])
+def test_experiments_and_sweeps_refuse_to_run_under_torchrun(monkeypatch, capsys, command):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main([*command, "--dataset", "mnist-sample"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mnistlab: error: rank 1:") and "only `train` runs distributed" in err, err

@@ -125,6 +125,7 @@ def cmd_sweep(args) -> int:
         return 0
     if not args.model:
         raise MnistlabError("sweep needs a MODEL (or --show to print a stored study's table)")
+    _single_process("sweeps (use --workers K, or the same command on other machines)")
     flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device}
     out, rows = run_sweep(args.model, args.grid, search=args.search, trials=args.trials, sampler=args.sampler,
                           prune=args.prune, timeout=args.timeout, storage=args.storage, study=args.study,
@@ -136,11 +137,25 @@ def cmd_sweep(args) -> int:
     figs = ", ".join(p.name for p in sorted(out.glob("*.png")))
     print(f"\n{counts['ok']} of {len(rows)} trials trained{f' ({said})' if said else ''}; "
           f"table.md, table.csv, sweep.json{', ' + figs if figs else ''} in {out}")
+    info = json.loads((out / "sweep.json").read_text())
+    if info.get("best_run"):
+        values = " ".join(f"{k}={v}" for k, v in info["best_params"].items())
+        print(f"best: trial {info['best_trial_number']} ({values}), {info['metric']} {info['best_value']:.4g}: "
+              f"{info['best_run']}")
     return 1 if rows and counts["ok"] == 0 and counts["pruned"] == 0 else 0
+
+
+def _single_process(what: str) -> None:
+    from . import distributed
+
+    if distributed.launched():
+        raise MnistlabError(f"{what} run in one process; start it without torchrun (only `train` runs distributed)")
 
 
 def cmd_experiment(args) -> int:
     from .experiments import build_experiment_config, run_experiment
+
+    _single_process("experiments")
 
     flags = {**_data_flags(args), "seed": args.seed, "device": args.device}
     cfg = build_experiment_config(args.name, file=args.config, sets=args.set, flags=flags)
