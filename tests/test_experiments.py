@@ -136,10 +136,16 @@ def test_reencode_end_to_end_and_reuse_via_cli(tmp_path, capsys, monkeypatch):
     run = tmp_path / "r"
     assert main(["experiment", "reencode", "--set", "epochs=1", "--run-dir", str(run), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "reencode: reconstruction MSE" in out and "plain   : reconstruction MSE" in out
+    assert "reencode: reconstruction MSE" in out and "plain   : reconstruction MSE" in out and "spread  :" in out
     m = json.loads((run / "results.json").read_text())
-    assert m["reencode"]["code_dims"] == m["plain"]["code_dims"] == 32
+    assert m["reencode"]["code_dims"] == m["spread"]["code_dims"] == m["plain"]["code_dims"] == 32
     assert m["plain"]["test_mse"] < 0.1 and m["plain"]["code_var_mean"] > m["reencode"]["code_var_mean"]
+    # the literal objective collapses the code; the spread variant keeps every dimension alive
+    # and its code readable (a linear probe far above chance), even after one epoch
+    assert m["reencode"]["dead_code_dims"] > 10 and m["spread"]["dead_code_dims"] == 0
+    assert m["spread"]["linear_probe_acc"] > 0.5 > m["reencode"]["linear_probe_acc"]
+    assert m["spread"]["reencode_error_relative"] < m["plain"]["reencode_error_relative"]
+    assert (run / "spread" / "summary.json").is_file() and m["main"] == "spread"
     for f in ("reconstructions.png", "code_variance.png"):
         assert (run / "figures" / f).read_bytes()[:8] == PNG
     _no_training(monkeypatch)
@@ -258,3 +264,16 @@ def test_coupled_models_resume_as_if_never_stopped(tmp_path, monkeypatch, name, 
         if key.startswith("test_"):
             assert abs(resumed.summary[key] - value) <= 1e-6, key
     assert len({k for k in whole.metrics[-1] if k.startswith("train_")}) >= 2  # each optimiser's figures
+
+
+def test_spread_terms_punish_collapsed_and_copied_codes():
+    from mnistlab.models.coupled import spread_terms
+
+    g = torch.Generator().manual_seed(0)
+    healthy = torch.randn(512, 8, generator=g) * 2
+    var_ok, cov_ok = spread_terms(healthy)
+    var_const, _ = spread_terms(torch.ones(512, 8))
+    copied = healthy[:, :1].repeat(1, 8)
+    _, cov_copied = spread_terms(copied)
+    assert var_ok.item() == 0 and var_const.item() > 0.95  # every dimension's spread below 1 costs
+    assert cov_copied.item() > 10 * cov_ok.item()  # copies of one dimension cost

@@ -27,6 +27,10 @@ from .base import ExperimentConfig
 class Config(ExperimentConfig):
     model: str = "ae-dense"  # any registered autoencoder gives both models their shape
     epochs: int = 10
+    # the working variant's weights (see ReencodeConfig): consistency, variance, covariance
+    consistency_weight: float = 5.0
+    variance_weight: float = 25.0
+    covariance_weight: float = 1.0
 
     def validate(self) -> None:
         super().validate()
@@ -35,23 +39,56 @@ class Config(ExperimentConfig):
               "must be an autoencoder", self.model)
 
 
-@torch.inference_mode()
-def measure(model, split, device) -> dict:
+def linear_probe(z_train, y_train, z_test, y_test, seed: int = 0, steps: int = 300) -> float:
+    """Held-out digit accuracy of a linear classifier (softmax regression, full-batch Adam) on
+    standardised codes: how much of the digit the code keeps, linearly."""
+    z_train, z_test = z_train.float().clone(), z_test.float().clone()  # plain tensors (not inference ones)
+    mean, std = z_train.mean(0), z_train.std(0) + 1e-6
+    a, b = (z_train - mean) / std, (z_test - mean) / std
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(a.shape[1], 10).to(a.device)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.05)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = F.cross_entropy(lin(a), y_train)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.inference_mode():
+        return (lin(b).argmax(1) == y_test).float().mean().item()
+
+
+def _codes(model, images, device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = images_to_float(images.to(device))
+    return x, model.encode(x).flatten(1)
+
+
+def measure(model, ds, device, seed: int = 0) -> dict:
+    """Reconstruction MSE, re-encoding error (absolute, and relative to the code's total
+    variance, so a code cannot look consistent by being small), code variance per dimension,
+    dead dimensions (variance < 1e-6 over the test digits) and a linear probe's digit accuracy."""
     model.to(device).eval()
-    x = images_to_float(split.images.to(device))
-    z = model.encode(x)
-    recon = model.decode(z)
-    z2 = model.encode(recon)
-    var = z.flatten(1).var(0)
-    return {
+    with torch.inference_mode():
+        x, z = _codes(model, ds.test.images, device)
+        recon = model.decode(z.view(len(z), *model.code_shape))
+        z2 = model.encode(recon).flatten(1)
+        var = z.var(0)
+    out = {
         "test_mse": F.mse_loss(recon, x).item(),
         "reencode_error": F.mse_loss(z2, z).item(),
+        "reencode_error_relative": ((z2 - z).pow(2).sum(1).mean() / var.sum().clamp_min(1e-12)).item(),
         "code_var_mean": var.mean().item(),
         "code_var_max": var.max().item(),
         "dead_code_dims": int((var < 1e-6).sum()),
         "code_dims": var.numel(),
         "code_var_per_dim": [round(v, 6) for v in var.tolist()],
     }
+    labelled = ds.train.labels is not None and ds.test.labels is not None
+    if labelled:
+        with torch.inference_mode():
+            _, z_train = _codes(model, ds.train.images, device)
+        out["linear_probe_acc"] = linear_probe(z_train, ds.train.labels.to(device), z, ds.test.labels.to(device), seed)
+    return out
 
 
 def _figure(models: dict, split, device, path) -> None:
@@ -89,36 +126,55 @@ def run(ctx) -> dict:
     cfg: Config = ctx.config
     dev = ctx.device
     # The same seed: both start from the same weights (ae-reencode builds cfg.model's layers).
-    reenc = ctx.train("reencode", ctx.run_config("ae-reencode", cfg.epochs, base=cfg.model))
-    plain = ctx.train("plain", ctx.run_config(cfg.model, cfg.epochs))
-    histories = {"reencode": reenc.metrics, "plain": plain.metrics}
-    reenc, plain = reenc.model, plain.model
-    results = {"reencode": measure(reenc, ctx.data.test, dev), "plain": measure(plain, ctx.data.test, dev)}
-    _figure({"re-encode": reenc, "plain": plain}, ctx.data.test, dev, ctx.figures / "reconstructions.png")
-    _variance_figure(results, ctx.figures / "code_variance.png")
-    return {"model": cfg.model, "epochs": cfg.epochs, **results, "history": histories,
-            "config": dataclasses.asdict(cfg), "main": "reencode"}
+    runs = {"reencode": ctx.train("reencode", ctx.run_config("ae-reencode", cfg.epochs, base=cfg.model)),
+            "spread": ctx.train("spread", ctx.run_config(
+                "ae-reencode", cfg.epochs, base=cfg.model, variant="spread", consistency_weight=cfg.consistency_weight,
+                variance_weight=cfg.variance_weight, covariance_weight=cfg.covariance_weight)),
+            "plain": ctx.train("plain", ctx.run_config(cfg.model, cfg.epochs))}
+    results = {name: measure(r.model, ctx.data, dev, cfg.seed) for name, r in runs.items()}
+    _figure({"literal": runs["reencode"].model, "spread": runs["spread"].model, "plain": runs["plain"].model},
+            ctx.data.test, dev, ctx.figures / "reconstructions.png")
+    _variance_figure({NAMES[k]: v for k, v in results.items()}, ctx.figures / "code_variance.png")
+    return {"model": cfg.model, "epochs": cfg.epochs, **results,
+            "history": {name: r.metrics for name, r in runs.items()},
+            "config": dataclasses.asdict(cfg), "main": "spread"}
+
+
+NAMES = {"reencode": "literal", "spread": "spread", "plain": "plain"}
+
+
+def _parts(m: dict) -> list[str]:
+    return [k for k in NAMES if k in m]  # results of older runs have no 'spread'
 
 
 def rows(m: dict) -> list[dict]:
     """metrics.jsonl: one row per model (per-epoch rows are in each model's run)."""
-    return [{"model": name, **{k: v for k, v in m[name].items() if k != "code_var_per_dim"}}
-            for name in ("reencode", "plain")]
+    return [{"model": name, **{k: v for k, v in m[name].items() if k != "code_var_per_dim"}} for name in _parts(m)]
 
 
 def headline(m: dict) -> dict:
-    """The figures `mnistlab runs` shows: both models' reconstruction MSE and dead code dims."""
+    """The figures `mnistlab runs` shows: reconstruction MSE and dead code dims of each model."""
     r, p = m["reencode"], m["plain"]
-    return {"headline": f"mse {r['test_mse']:.4f} (plain {p['test_mse']:.4f}), "
-                        f"{r['dead_code_dims']}/{r['code_dims']} dims dead",
-            "test_mse": r["test_mse"], "plain_test_mse": p["test_mse"], "dead_code_dims": r["dead_code_dims"]}
+    s = m.get("spread")
+    text = f"literal mse {r['test_mse']:.4f}, {r['dead_code_dims']}/{r['code_dims']} dims dead"
+    if s:
+        text += f"; spread mse {s['test_mse']:.4f}, {s['dead_code_dims']} dead"
+    out = {"headline": text + f" (plain mse {p['test_mse']:.4f})",
+           "test_mse": r["test_mse"], "plain_test_mse": p["test_mse"], "dead_code_dims": r["dead_code_dims"]}
+    if s:
+        out.update(spread_test_mse=s["test_mse"], spread_dead_code_dims=s["dead_code_dims"])
+    return out
 
 
 def summary_lines(m: dict) -> list[str]:
     out = [f"{m['model']} shape, {m['epochs']} epochs, held-out digits:"]
-    for name in ("reencode", "plain"):
+    for name in _parts(m):
         r = m[name]
-        out.append(f"  {name:8s}: reconstruction MSE {r['test_mse']:.4f}, re-encoding error {r['reencode_error']:.2e}, "
-                   f"code variance mean {r['code_var_mean']:.2e} (max {r['code_var_max']:.2e}), "
-                   f"{r['dead_code_dims']}/{r['code_dims']} dims constant")
+        rel = r.get("reencode_error_relative")
+        probe = r.get("linear_probe_acc")
+        out.append(f"  {name:8s}: reconstruction MSE {r['test_mse']:.4f}, re-encoding error {r['reencode_error']:.2e}"
+                   + (f" ({rel:.3f} of the code's variance)" if rel is not None else "")
+                   + f", code variance mean {r['code_var_mean']:.2e} (max {r['code_var_max']:.2e}), "
+                   f"{r['dead_code_dims']}/{r['code_dims']} dims constant"
+                   + (f", linear probe {probe:.1%}" if probe is not None else ""))
     return out

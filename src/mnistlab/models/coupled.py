@@ -214,10 +214,33 @@ class ReencodeConfig:
     base: str = "ae-dense"  # the registered autoencoder that gives the shape
     loss: str = "mse"  # how the decoder learns (the encoder learns consistency only)
     noise: float = 0.0
+    # 'literal': the encoder minimises ||enc(dec(z)) - z||^2 alone, which a constant code
+    # meets (the collapse the experiment shows). 'spread': the same objective, plus the two
+    # terms VICReg uses to keep a code from collapsing: each code dimension's spread over the
+    # batch held at >= 1 standard deviation (a hinge) and the dimensions decorrelated, so a
+    # constant, a dead dimension or a copied one all cost.
+    variant: str = "literal"
+    consistency_weight: float = 5.0  # spread only: weights of consistency, the variance hinge, covariance
+    variance_weight: float = 25.0
+    covariance_weight: float = 1.0
 
     def validate(self) -> None:
         check(get_spec(self.base).task == "reconstruct" and self.base != "ae-reencode", "model.base",
               "must be a registered autoencoder", self.base)
+        check(self.variant in ("literal", "spread"), "model.variant", "must be literal or spread", self.variant)
+        for key in ("consistency_weight", "variance_weight", "covariance_weight"):
+            check(getattr(self, key) >= 0, f"model.{key}", "must be >= 0", getattr(self, key))
+
+
+def spread_terms(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's variance and covariance terms of a batch of codes (B, ...): the mean hinge
+    max(0, 1 - std) over dimensions, and the squared off-diagonal covariances over D."""
+    z = z.flatten(1).float()
+    std = torch.sqrt(z.var(0) + 1e-4)
+    zc = z - z.mean(0)
+    cov = zc.T @ zc / max(len(z) - 1, 1)
+    off = cov - torch.diag(torch.diag(cov))
+    return F.relu(1 - std).mean(), off.pow(2).sum() / z.shape[1]
 
 
 class ReencodeAE(Autoencoder):
@@ -243,10 +266,17 @@ class ReencodeAE(Autoencoder):
         # encoder step: enc(dec(enc(x))) should equal enc(x); only the encoder moves
         z = self.encode(x)
         cons = F.mse_loss(self.encode(self.decode(z)), z)
+        enc_loss = cons
+        out = {"loss": rec_loss.detach(), "mse": rec_loss.detach(), "reencode_error": cons.detach()}
+        if self.config.variant == "spread":
+            var_term, cov_term = spread_terms(z)
+            c = self.config
+            enc_loss = c.consistency_weight * cons + c.variance_weight * var_term + c.covariance_weight * cov_term
+            out.update(variance_hinge=var_term.detach(), covariance=cov_term.detach())
         enc_opt.zero_grad(set_to_none=True)
-        cons.backward()
+        enc_loss.backward()
         enc_opt.step()
-        return {"loss": rec_loss.detach(), "mse": rec_loss.detach(), "reencode_error": cons.detach()}
+        return out
 
 
 register_model("loop-parity", LoopParityNet, LoopParityConfig(), task="classify",
