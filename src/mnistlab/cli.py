@@ -182,6 +182,20 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import parse_seeds, run_report
+
+    _single_process("the report")
+    report = run_report(parse_seeds(args.seeds), args.only, args.out,
+                        progress=False if args.no_progress else None, notice=_notice)
+    out = Path(args.out)
+    print((out / "report.md").read_text().strip())
+    missed = [k for k, f in report["figures"].items() if f["met"] is False]
+    print(f"\nreport.md, report.json and a picture per job in {out}"
+          + (f"; bars not met: {', '.join(missed)}" if missed else ""))
+    return 0
+
+
 def cmd_serve(args) -> int:
     try:
         from .web.server import serve
@@ -524,6 +538,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="bench", help="folder for bench.md and bench.json (default: bench/)")
     b.add_argument("--quiet", action="store_true", help="no progress notes")
     b.set_defaults(func=cmd_bench)
+
+    rp = sub.add_parser("report", help="every headline figure over seeds (mean, sd, worst, bar), resumable")
+    rp.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,1,2 (default 0-4)")
+    rp.add_argument("--only", nargs="+", metavar="JOB",
+                    help="only these jobs: cnn, cnn-fast, ae-*, encoder-classifier, reencode, dream, unbiased")
+    rp.add_argument("--out", default="report", help="folder for report.md, report.json, pictures (default report/)")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    rp.set_defaults(func=cmd_report)
 
     sv = sub.add_parser("serve", help="a local web page: draw a digit and watch the networks respond")
     sv.add_argument("--run", action="append", default=[], metavar="R",

@@ -1,0 +1,74 @@
+"""`mnistlab report`: every figure over seeds, resumable; the CI smoke path is one job, one seed."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mnistlab.cli import main
+from mnistlab.report import Bar, parse_seeds
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_job_one_seed_then_resumes_without_redoing(tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main(["report", "--only", "cnn", "--seeds", "0", "--out", str(out), "--no-progress"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    f = rep["figures"]["cnn.test_acc"]
+    assert set(f) >= {"mean", "sd", "min", "max", "seeds", "bar", "met", "values"}
+    assert f["seeds"] == [0] and f["min"] == f["max"] == f["mean"] > 0.9 and f["sd"] == 0
+    assert f["bar"] == ">= 0.96" and f["met"] == (f["min"] >= 0.96)
+    assert "| cnn.test_acc |" in (out / "report.md").read_text()
+    assert (out / "cnn.png").read_bytes()[:8] == PNG
+    result = out / "results" / "cnn" / "seed-0.json"
+    before = result.stat().st_mtime
+    capsys.readouterr()
+    assert main(["report", "--only", "cnn", "--seeds", "0", "--out", str(out), "--no-progress"]) == 0
+    assert "1 of 1 (job, seed) pairs already done" in capsys.readouterr().err
+    assert result.stat().st_mtime == before  # not redone
+
+
+def test_an_interrupted_training_goes_on_from_its_checkpoint(tmp_path, monkeypatch):
+    """A model job killed mid-training resumes from its checkpoint on the next report."""
+    from mnistlab import report
+
+    work = tmp_path / "rep"
+    folder = work / "runs" / "ae-dense-seed0"
+    from mnistlab.config import build_config
+    from mnistlab.train import train_run
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(row):
+        raise Stop
+
+    cfg = build_config("ae-dense", flags={"dataset": "mnist-sample", "seed": 0, "epochs": 3})
+    with pytest.raises(Stop):
+        train_run(cfg, folder, progress=False, figures=False, after_epoch=stop_after_one)
+    monkeypatch.setattr(report, "jobs", lambda: {"ae-dense": report._model_job("ae-dense")})
+    # the preset asks for 20 epochs; the checkpoint's config (3) is what resumes
+    report.run_report([0], ["ae-dense"], work, progress=False)
+    rows = (folder / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 3 and (folder / "summary.json").is_file()
+
+
+def test_bars_hold_the_worst_seed_or_the_mean():
+    assert Bar(">=", 0.9).met([0.95, 0.91]) and not Bar(">=", 0.9).met([0.95, 0.89])
+    assert Bar("<=", 0.03, "mean").met([0.04, 0.01]) and not Bar("<=", 0.03).met([0.04, 0.01])
+
+
+@pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("3", [3]), ("0,2,5", [0, 2, 5]),
+                                         ("1-2,7", [1, 2, 7])])
+def test_seed_lists(text, seeds):
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize("args, message", [(["--seeds", "4-1"], "--seeds"), (["--seeds", "a"], "--seeds"),
+                                           (["--seeds", "1,1"], "each seed once"),
+                                           (["--only", "nosuch"], "no such figure job")])
+def test_report_errors_are_one_line(tmp_path, capsys, args, message):
+    assert main(["report", *args, "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mnistlab: error:") and message in err and len(err.splitlines()) == 1
