@@ -108,6 +108,11 @@ def test_dream_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
         assert 0 <= r["recognised_of_10"] <= 10 and 0 <= r["mean_confidence"] <= 1
         assert len(r["judged_as"]) == 10 and r["model_test_acc_real"] > 0.8
     assert m["judge_test_acc"] > 0.85
+    # a second judge of another family (an MLP) reads every round too; copies of a digit differ
+    assert m["mlp_judge_test_acc"] > 0.85 and (path / "judge-mlp" / "summary.json").is_file()
+    for r in m["rounds"]:
+        assert 0 <= r["mlp_recognised_of_10"] <= 10 and 0 <= r["mlp_mean_confidence"] <= 1
+        assert 0 < r["within_digit_distance"] < 1
     assert json.loads((path / "results.json").read_text())["final_recognised_of_10"] == m["final_recognised_of_10"]
     _no_training(monkeypatch)
     _, again = run_experiment("dream", cfg, run_dir=path, reuse=True, dataset=sample, progress=False)
@@ -127,6 +132,8 @@ def test_unbiased_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
     assert all(r["loop_only_floor"] == pytest.approx(floor) for r in rows)
     assert 0.75 < floor < 0.85  # looped digits are mostly even
     assert rows[0]["loop_acc"] > 0.9 and rows[0]["probe_parity_acc"] > floor
+    assert all(0.5 <= r["probe2_parity_acc"] <= 1 for r in rows)  # the second, 2-hidden-layer probe
+    assert "2-layer probe" in (path / "table.md").read_text()
     _no_training(monkeypatch)
     _, again = run_experiment("unbiased", cfg, run_dir=path, reuse=True, dataset=sample, progress=False)
     assert [r["loop_acc"] for r in again["rows"]] == [r["loop_acc"] for r in rows]
@@ -176,9 +183,10 @@ def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
     # trial folders are named by trial number and values: tNNN-lr-0.001
     lr1, lr2 = (next(p.name for p in (tmp_path / "sweep-cnn").glob(f"t*-lr-{v}")) for v in ("0.001", "0.002"))
     assert set(by_name) == {"experiment-dream", "experiment-unbiased", "sweep-cnn", lr1, lr2, "broken",
-                            "judge", "model", "lambda-0", "lambda-1"}
+                            "judge", "judge-mlp", "model", "lambda-0", "lambda-1"}
     # an experiment's parts are runs, listed under it with their model and test figures
-    for part, model in (("judge", "cnn"), ("model", "cnn"), ("lambda-0", "loop-parity"), ("lambda-1", "loop-parity")):
+    for part, model in (("judge", "cnn"), ("judge-mlp", "mlp"), ("model", "cnn"), ("lambda-0", "loop-parity"),
+                        ("lambda-1", "loop-parity")):
         row = by_name[part]
         assert row["kind"] == "part" and row["model"] == model and row["complete"], row
         assert 0 <= row["summary"]["test_acc"] <= 1 and row["dataset"] == "mnist-sample"
@@ -264,6 +272,12 @@ def test_coupled_models_resume_as_if_never_stopped(tmp_path, monkeypatch, name, 
         if key.startswith("test_"):
             assert abs(resumed.summary[key] - value) <= 1e-6, key
     assert len({k for k in whole.metrics[-1] if k.startswith("train_")}) >= 2  # each optimiser's figures
+
+
+def test_dream_distance_between_runs():
+    a = torch.zeros(10, 28, 28, dtype=torch.uint8)
+    b = torch.full((10, 28, 28), 255, dtype=torch.uint8)
+    assert dream.pairwise_distance([a, a]) == 0 and dream.pairwise_distance([a, b]) == pytest.approx(1.0)
 
 
 def test_spread_terms_punish_collapsed_and_copied_codes():

@@ -51,6 +51,7 @@ class Job:
     bars: dict[str, Bar] = field(default_factory=dict)
     needs: tuple[str, ...] = ()  # jobs whose run folders this one reads
     about: str = ""
+    across: Callable[[Path, list[int]], dict[str, float]] | None = None  # figures over all seeds at once
 
 
 def _train(model: str, seed: int, folder: Path, sets: list[str] = ()) -> dict:
@@ -135,10 +136,29 @@ def _unbiased(seed: int, work: Path) -> dict:
 def _dream(seed: int, work: Path) -> dict:
     m = _experiment("dream", seed, work)
     out = {"dream.judge_test_acc": m["judge_test_acc"]}
+    if "mlp_judge_test_acc" in m:
+        out["dream.mlp_judge_test_acc"] = m["mlp_judge_test_acc"]
     for r in m["rounds"]:
-        out[f"dream.round{r['round']}.judge_recognised_of_10"] = r["recognised_of_10"]
-        out[f"dream.round{r['round']}.judge_mean_confidence"] = r["mean_confidence"]
+        for key in ("recognised_of_10", "mean_confidence", "mlp_recognised_of_10", "mlp_mean_confidence",
+                    "within_digit_distance"):
+            if key in r:
+                label = key if key.startswith(("mlp", "within")) else f"judge_{key}"
+                out[f"dream.round{r['round']}.{label}"] = r[key]
     return out
+
+
+def _dream_across_seeds(work: Path, seeds: list[int]) -> dict[str, float]:
+    """Per round: how far apart the same digit's optimised images are from seed to seed (mean
+    pairwise RMS pixel distance of each digit's first copy), one value over all seeds."""
+    from .experiments.dream import pairwise_distance
+    from .runs import load_state
+
+    runs = [load_state(f)["images"] for s in seeds
+            if (f := work / "runs" / f"dream-seed{s}" / "images.pt").is_file()]
+    if len(runs) < 2:
+        return {}
+    return {f"dream.round{r + 1}.across_seed_distance": pairwise_distance([im[r, :, 0] for im in runs])
+            for r in range(min(len(im) for im in runs))}
 
 
 def jobs() -> dict[str, Job]:
@@ -159,7 +179,8 @@ def jobs() -> dict[str, Job]:
             "reencode.spread_mse_over_plain": Bar("<=", 1.3, "mean"),
             "reencode.spread_minus_plain_relative_error": Bar("<=", 0.0, "mean")},
             about="literal, spread and plain autoencoders (ae-dense shape, 10 epochs)"),
-        Job("dream", _dream, about="class images by input optimisation, judged per round"),
+        Job("dream", _dream, about="class images by input optimisation, judged per round by a CNN and an MLP",
+            across=_dream_across_seeds),
         Job("unbiased", _unbiased, {"unbiased.default.loop_acc": Bar(">=", 0.95, "mean"),
                                     "unbiased.default.probe_minus_floor": Bar("<=", 0.03, "mean")},
             about="loop kept, parity shed, per λ; 'default' is the strongest λ"),
@@ -229,6 +250,10 @@ def write_report(out: Path, chosen: list[Job], seeds: list[int]) -> dict:
     for job in chosen:
         values, done, wall = _collect(out, job, seeds)
         walls[job.name] = wall
+        if job.across is not None:
+            for k, v in job.across(out, done).items():
+                figures[k] = {"job": job.name, "mean": v, "sd": 0.0, "min": v, "max": v, "seeds": done, "values": [v],
+                              "bar": None, "met": None, "over_seeds": True}
         for k, vs in values.items():
             bar = job.bars.get(k)
             sd = statistics.stdev(vs) if len(vs) > 1 else 0.0

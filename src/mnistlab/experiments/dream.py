@@ -169,6 +169,10 @@ def _curve(rows: list[dict], path) -> None:
     rounds = [r["round"] for r in rows]
     ax.plot(rounds, [r["recognised_of_10"] / 10 for r in rows], marker="o", label="judge: recognised (of 10)")
     ax.plot(rounds, [r["mean_confidence"] for r in rows], marker="s", label="judge: mean confidence")
+    if all("mlp_recognised_of_10" in r for r in rows):
+        ax.plot(rounds, [r["mlp_recognised_of_10"] / 10 for r in rows], marker="o", ls="--",
+                label="MLP judge: recognised (of 10)")
+        ax.plot(rounds, [r["mlp_mean_confidence"] for r in rows], marker="s", ls="--", label="MLP judge: confidence")
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("round")
     ax.grid(alpha=0.3)
@@ -214,6 +218,11 @@ def run(ctx) -> dict:
     cfg: Config = ctx.config
     ds = ctx.data
     judge = ctx.train("judge", ctx.run_config("cnn", cfg.judge_epochs, seed_offset=1000)).model
+    # a second judge of another family (dense layers, no convolution), so "the images come to
+    # look like digits" is not a claim about one CNN's quirks
+    judge2 = None
+    if not ctx.reuse or (ctx.path / "judge-mlp" / "summary.json").is_file():
+        judge2 = ctx.train("judge-mlp", ctx.run_config("mlp", cfg.judge_epochs * 2, seed_offset=2000)).model
     if ctx.reuse:
         if not (ctx.path / "model" / "summary.json").is_file():  # the model is part of the record
             raise RunError(f"{ctx.path}: the 11-class model's run (model/) is missing or unfinished")
@@ -224,12 +233,37 @@ def run(ctx) -> dict:
         ctx.save("images.pt", {"images": images, "history": history})
     verdicts = judge_rounds(judge, images)
     rows = [{**h, **v} for h, v in zip(history, verdicts)]
+    if judge2 is not None:
+        for row, v in zip(rows, judge_rounds(judge2, images)):
+            row.update({f"mlp_{k}": v[k] for k in ("recognised_of_10", "recognised_fraction", "mean_confidence")})
+    for row, batch in zip(rows, images):  # how alike one digit's copies are (RMS pixel distance, 0-1)
+        row["within_digit_distance"] = _spread(batch)
     _figure(images, verdicts, ctx.figures / "rounds.png")
     _curve(rows, ctx.figures / "judge.png")
     last = rows[-1]
-    return {"rounds": rows, "final_recognised_of_10": last["recognised_of_10"],
-            "final_mean_confidence": last["mean_confidence"],
-            "judge_test_acc": evaluate(judge, ds.test)["acc"], "main": "model"}
+    out = {"rounds": rows, "final_recognised_of_10": last["recognised_of_10"],
+           "final_mean_confidence": last["mean_confidence"],
+           "judge_test_acc": evaluate(judge, ds.test)["acc"], "main": "model"}
+    if judge2 is not None:
+        out["mlp_judge_test_acc"] = evaluate(judge2, ds.test)["acc"]
+    return out
+
+
+def _spread(batch: torch.Tensor) -> float:
+    """Mean pairwise RMS distance (pixels in 0-1) between the copies of each digit, averaged
+    over digits; 0 when there is one copy."""
+    x = batch.float().flatten(2) / 255  # (10, copies, 784)
+    if x.shape[1] < 2:
+        return 0.0
+    d = torch.cdist(x, x) / 28  # RMS over 784 pixels
+    n = x.shape[1]
+    return float(d.sum() / (10 * n * (n - 1)))
+
+
+def pairwise_distance(images: list[torch.Tensor]) -> float:
+    """Mean pairwise RMS pixel distance between the same digit's images from different runs
+    (seeds): images is a list of (10, 28, 28) uint8, one per run."""
+    return _spread(torch.stack(images, 1))  # (10, runs, 28, 28)
 
 
 def rows(m: dict) -> list[dict]:
@@ -251,4 +285,10 @@ def summary_lines(m: dict) -> list[str]:
         out.append(f"  round {r['round']}: recognised {r['recognised_of_10']}/10 as intended, "
                    f"mean confidence {r['mean_confidence']:.2f}; model's p(optimised) before retraining "
                    f"{r['model_p_optimised_class_before']:.2f}, its real-digit accuracy {r['model_test_acc_real']:.2%}")
+    if "mlp_judge_test_acc" in m:
+        out.append(f"second judge (MLP, no convolution, held-out accuracy {m['mlp_judge_test_acc']:.2%}):")
+        for r in m["rounds"]:
+            out.append(f"  round {r['round']}: recognised {r['mlp_recognised_of_10']}/10, mean confidence "
+                       f"{r['mlp_mean_confidence']:.2f}; copies of one digit {r['within_digit_distance']:.3f} apart "
+                       "(RMS pixel distance)")
     return out

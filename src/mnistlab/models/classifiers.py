@@ -106,6 +106,49 @@ register_model("cnn-fast", CNN, CNNConfig(channels=(16, 32), dropout=0.1, batchn
 
 
 @dataclass
+class MLPConfig:
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = 0.2
+    num_classes: int = 10
+
+    def validate(self) -> None:
+        check(len(self.hidden) >= 1 and min(self.hidden) >= 1, "model.hidden", "must be one or more widths >= 1",
+              self.hidden)
+        check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
+        check(self.num_classes >= 2, "model.num_classes", "must be >= 2", self.num_classes)
+
+
+class MLP(Classifier):
+    """Dense layers on the flattened pixels: no convolution, another family of reader (the
+    dream experiment's second judge)."""
+
+    def __init__(self, config: MLPConfig):
+        super().__init__(config)
+        layers, n = [nn.Flatten()], 28 * 28
+        for w in config.hidden:
+            layers += [nn.Linear(n, w), nn.ReLU(), nn.Dropout(config.dropout)]
+            n = w
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(n, config.num_classes)
+
+    def forward(self, x):
+        return self.fc(self.layers((x - MNIST_MEAN) / MNIST_STD))
+
+    def activations(self, x):
+        out, h = [("input", x)], (x - MNIST_MEAN) / MNIST_STD
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if isinstance(layer, nn.ReLU):
+                out.append((f"dense{i // 3 + 1}", h))
+        out.append(("output", self.fc(h)))
+        return out
+
+
+register_model("mlp", MLP, MLPConfig(), task="classify", train={"epochs": 10},
+               description="dense 784 -> 256 -> 128 -> 10 with dropout (no convolution)")
+
+
+@dataclass
 class ConvNetConfig:
     channels: tuple[int, ...] = (32, 64, 128)  # one conv-BN-ReLU + MaxPool 2 per entry
     hidden: int = 128
