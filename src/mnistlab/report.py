@@ -49,7 +49,6 @@ class Job:
     name: str
     run: Callable[[int, Path], dict[str, float]]  # (seed, work folder) -> figures
     bars: dict[str, Bar] = field(default_factory=dict)
-    needs: tuple[str, ...] = ()  # jobs whose run folders this one reads
     about: str = ""
     across: Callable[[Path, list[int]], dict[str, float]] | None = None  # figures over all seeds at once
 

@@ -159,11 +159,6 @@ def parse_space(grid: list[str] | None = None, search: list[str] | None = None) 
     return space
 
 
-def combinations(grid: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
-    keys = [k for k, _ in grid]
-    return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
-
-
 def _slug(combo: dict[str, str]) -> str:
     def short(v: str) -> str:
         try:
