@@ -80,7 +80,9 @@ def _model_job(model: str, bar: Bar | None = None) -> Job:
         key = "test_acc" if "test_acc" in s else "test_mse"
         return {f"{model}.{key}": s[key], f"{model}.train_time_s": s["train_time_s"]}
 
-    metric = "test_acc" if model.startswith(("cnn", "encoder")) else "test_mse"
+    from .models import get_spec
+
+    metric = "test_acc" if get_spec(model).task == "classify" else "test_mse"
     return Job(model, run, {f"{model}.{metric}": bar} if bar else {}, about=f"{model} preset on the sample")
 
 

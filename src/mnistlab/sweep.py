@@ -190,6 +190,7 @@ class Sweep:
     prune: str | None = None
     timeout: float | None = None
     seed: int = 0
+    epochs: int = 1  # per trial (the pruner's resource)
 
     def identity(self) -> dict:
         """What makes two workers' sweeps the same study (checked when one joins)."""
@@ -240,17 +241,15 @@ def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] |
     task = _task(model)
     split = "val" if base.train.val_fraction > 0 else "test"
     metric, direction = (f"{split}_acc", "maximize") if task == "classify" else (f"{split}_mse", "minimize")
-    ident = {"model": model, "space": space.spec(), "flags": {k: v for k, v in flags.items() if v is not None},
-             "sets": sets}
-    digest = hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:8]
-    study = study or f"{model}-{digest}"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", study):
-        raise ConfigError(f"--study {study!r}: use letters, digits, '.', '_' and '-' (at most 100)")
-    out = Path(out_dir) if out_dir else runs_root() / f"sweep-{study}"
-    if storage is None:
-        storage = f"sqlite:///{(out / 'study.db').resolve()}"
-    return Sweep(model, space, sampler, trials, metric, direction, study, storage, out, flags, sets, prune, timeout,
-                 seed=base.train.seed)
+    sweep = Sweep(model, space, sampler, trials, metric, direction, "", "", Path(), flags, sets, prune, timeout,
+                  seed=base.train.seed, epochs=base.train.epochs)
+    digest = hashlib.sha1(json.dumps(sweep.identity(), sort_keys=True).encode()).hexdigest()[:8]
+    sweep.study = study or f"{model}-{digest}"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", sweep.study):
+        raise ConfigError(f"--study {sweep.study!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+    sweep.out = Path(out_dir) if out_dir else runs_root() / f"sweep-{sweep.study}"
+    sweep.storage = storage or f"sqlite:///{(sweep.out / 'study.db').resolve()}"
+    return sweep
 
 
 # ---------------------------------------------------------------- the study
@@ -300,21 +299,21 @@ def _sampler(sweep: Sweep):
     return optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, sweep.trials // 4)))
 
 
-def _pruner(sweep: Sweep, epochs: int):
+def _pruner(sweep: Sweep):
     optuna = _optuna()
     if sweep.prune == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=min(5, max(2, sweep.trials // 4)))
     if sweep.prune == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 1), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(sweep.epochs, 1), reduction_factor=3)
     return optuna.pruners.NopPruner()
 
 
-def open_study(sweep: Sweep, storage, epochs: int = 1):
+def open_study(sweep: Sweep, storage):
     """Create the study, or join it if it exists and is the same sweep (else one clear error)."""
     optuna = _optuna()
     try:
         study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
-                                    sampler=_sampler(sweep), pruner=_pruner(sweep, epochs), load_if_exists=True)
+                                    sampler=_sampler(sweep), pruner=_pruner(sweep), load_if_exists=True)
     except ValueError as e:  # e.g. the stored study optimises the other way
         raise RunError(f"study {sweep.study!r}: {e}") from None
     ident = sweep.identity()
@@ -457,10 +456,11 @@ def _fmt(metric: str, v) -> str:
 
 
 def work(sweep: Sweep, *, progress=None, notice=None, heartbeat: int = HEARTBEAT_S, threads: int = 0,
-         prefix: str = "", poll: float | None = None) -> int:
+         prefix: str = "", poll: float | None = None, study=None) -> int:
     """One worker: start trials until the study holds what the sweep asks for, waiting on
     trials other workers run (one of them may have been killed: its trial is then redone).
-    Returns how many trials this worker ran."""
+    `study`: the study already opened in this process (else it is opened here). Returns how
+    many trials this worker ran."""
     from .data import dataset_for
 
     optuna = _optuna()
@@ -469,10 +469,8 @@ def work(sweep: Sweep, *, progress=None, notice=None, heartbeat: int = HEARTBEAT
         import torch
 
         torch.set_num_threads(threads)
-    storage = open_storage(sweep.storage, heartbeat)
-    base = build_config(sweep.model, flags=sweep.flags, sets=sweep.sets)
-    study = open_study(sweep, storage, base.train.epochs)
-    ds = dataset_for(base.data, notice=notice)
+    study = study or open_study(sweep, open_storage(sweep.storage, heartbeat))
+    ds = dataset_for(build_config(sweep.model, flags=sweep.flags, sets=sweep.sets).data, notice=notice)
     objective = _objective(sweep, ds, progress=progress, say=say, threads=threads)
     started, ran, waiting_said = time.monotonic(), 0, False
     poll = poll or min(5.0, heartbeat / 2)
@@ -530,14 +528,13 @@ def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | 
     sweep = plan_sweep(model, grid=grid, search=search, trials=trials, sampler=sampler, prune=prune,
                        timeout=timeout, storage=storage, study=study, flags=flags, sets=sets, out_dir=out_dir)
     sweep.out.mkdir(parents=True, exist_ok=True)
-    base = build_config(model, flags=sweep.flags, sets=sweep.sets)
-    opened = open_study(sweep, open_storage(sweep.storage, heartbeat), base.train.epochs)  # created once, here
+    opened = open_study(sweep, open_storage(sweep.storage, heartbeat))  # created once, here
     if notice:
         done = sum(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
         notice(f"study {sweep.study!r} in {_safe_url(sweep.storage)}: {sweep.sampler} sampler, "
                f"{sweep.trials} trials{f', {done} already finished' if done else ''}")
     if workers == 1:
-        work(sweep, progress=progress, notice=notice, heartbeat=heartbeat)
+        work(sweep, progress=progress, notice=notice, heartbeat=heartbeat, study=opened)
     else:
         import multiprocessing as mp
 
@@ -557,8 +554,7 @@ def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | 
         bad = [i + 1 for i, p in enumerate(procs) if p.exitcode not in (0, None)]
         if bad and notice:
             notice(f"worker(s) {', '.join(map(str, bad))} stopped early; the study keeps what they finished")
-    study_obj = load_study(sweep.storage, sweep.study)
-    rows = write_results(study_obj, sweep.out, sweep=sweep)
+    rows = write_results(opened, sweep.out, sweep=sweep)  # it reads the storage afresh
     return sweep.out, rows
 
 
