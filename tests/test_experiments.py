@@ -245,6 +245,9 @@ def test_an_experiment_is_recorded_as_runs(tmp_path, sample):
 
 
 @pytest.mark.parametrize("name,flags", [("loop-parity", {"lam": 1.0, "warmup_epochs": 1, "code_dim": 32}),
+                                        # an ensemble whose adversary 0 is renewed as epoch 3 starts
+                                        ("loop-parity", {"lam": 1.0, "code_dim": 32, "adversaries": 2,
+                                                         "adversary_reset_epochs": 2}),
                                         ("ae-reencode", {"batch_size": 64})])
 def test_coupled_models_resume_as_if_never_stopped(tmp_path, monkeypatch, name, flags):
     """Two optimisers, one loop: killed after epoch 2 of 3 and resumed, the same test figures."""
@@ -291,3 +294,31 @@ def test_spread_terms_punish_collapsed_and_copied_codes():
     _, cov_copied = spread_terms(copied)
     assert var_ok.item() == 0 and var_const.item() > 0.95  # every dimension's spread below 1 costs
     assert cov_copied.item() > 10 * cov_ok.item()  # copies of one dimension cost
+
+
+def test_adversary_ensemble_renews_one_head_at_a_time():
+    from mnistlab.config import build_config
+    from mnistlab.models import create_model
+    from mnistlab.train import make_optimizer
+
+    cfg = build_config("loop-parity", flags={"lam": 1.0, "code_dim": 16, "adversaries": 3, "adversary_reset_epochs": 2})
+    net = create_model("loop-parity", cfg.model)
+    assert [len(h) for h in net.heads()] == [3, 5, 3]  # one hidden layer, two, one
+    opts = net.optimizers(lambda params, lr_scale=1.0: make_optimizer(params, cfg.train, lr_scale))
+    x, y = torch.rand(32, 1, 28, 28), torch.arange(32) % 10
+    for epoch, renewed in ((1, None), (2, None), (3, 0), (4, None), (5, 1)):
+        before = [[p.detach().clone() for p in h.parameters()] for h in net.heads()]
+        net.start_epoch(epoch)
+        if renewed is not None:
+            net._renew(renewed, opts["adversary"])  # what the epoch's first step does first
+            fresh = [p.detach().clone() for p in net.heads()[renewed].parameters()]
+            net._renew(renewed, opts["adversary"])
+            assert all(torch.equal(a, b) for a, b in zip(fresh, net.heads()[renewed].parameters()))  # seeded
+            assert not any(torch.equal(a, b) for a, b in zip(before[renewed], fresh))
+            assert all(p not in opts["adversary"].state for p in net.heads()[renewed].parameters())
+            net._reset_pending = renewed
+        assert net._reset_pending == renewed
+        net.train_step(x, y, opts, net.loss)
+        assert net._reset_pending is None
+    with pytest.raises(ConfigError, match="adversaries"):
+        build_config("loop-parity", sets=["model.adversaries=2", "model.method=reversal"])
