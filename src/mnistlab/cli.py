@@ -92,7 +92,8 @@ def cmd_train(args) -> int:
             from .interactive import ask_config
 
             cfg = ask_config(cfg, sys.stdin, sys.stdout, sys.stdin.isatty())
-        run = train_run(cfg, args.run_dir, progress=False if args.no_progress else None, notice=_notice)
+        run = train_run(cfg, args.run_dir, progress=False if args.no_progress else None, notice=_notice,
+                        figures=args.figures != "none")
     if distributed.current().main:
         _print_summary(run)
     return 0
@@ -130,7 +131,8 @@ def cmd_sweep(args) -> int:
     out, rows = run_sweep(args.model, args.grid, search=args.search, trials=args.trials, sampler=args.sampler,
                           prune=args.prune, timeout=args.timeout, storage=args.storage, study=args.study,
                           workers=args.workers, flags=flags, sets=args.set, out_dir=args.out, heartbeat=args.heartbeat,
-                          progress=False if args.no_progress else None, notice=_notice)
+                          progress=False if args.no_progress else None, notice=_notice,
+                          figures=args.figures != "none")
     print((out / "table.md").read_text().strip())
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "pruned", "failed", "cut off", "running")}
     said = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "ok")
@@ -435,9 +437,9 @@ def _table(header, rows) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .data import AUTO, DATASETS
+    from .names import AUTO, DATASET_NAMES, EXPERIMENT_NAMES
 
-    datasets = [*DATASETS, AUTO]
+    datasets = [*DATASET_NAMES, AUTO]
     p = argparse.ArgumentParser(prog="mnistlab", description="Learn what neural networks do with handwritten digits.")
     p.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -481,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--interactive", action="store_true",
                    help="ask for each hyperparameter (answers may come from a file on stdin)")
     t.add_argument("--dry-run", action="store_true", help="one epoch of two batches: a quick smoke run")
+    t.add_argument("--figures", choices=["end", "none"], default="end",
+                   help="end: draw the run's figures once summary.json is written (default); none: no figures")
     t.add_argument("--nproc", type=int, metavar="N",
                    help="train on N processes of this machine with DistributedDataParallel (gloo on the CPU, one GPU "
                         "each with NCCL), started through torchrun's launcher; for several machines run "
@@ -511,6 +515,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--heartbeat", type=int, default=10, metavar="S",
                     help="seconds between a worker's heartbeats; a trial that misses three is marked failed and its "
                          "point redone (default 10)")
+    sw.add_argument("--figures", choices=["end", "none"], default="end",
+                    help="each trial's figures: end (default) or none")
     sw.add_argument("--show", action="store_true", help="print a stored study's table (--storage/--study or --out)")
     data_args(sw, default=None)
     sw.add_argument("--epochs", type=int, help="epochs for every run (default: the model's preset)")
@@ -518,10 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", help="sweep folder (default: runs/sweep-STUDY)")
     sw.set_defaults(func=cmd_sweep)
 
-    from .experiments import EXPERIMENTS
 
-    ex = sub.add_parser("experiment", help="run an experiment: " + ", ".join(EXPERIMENTS))
-    ex.add_argument("name", choices=list(EXPERIMENTS))
+    ex = sub.add_parser("experiment", help="run an experiment: " + ", ".join(EXPERIMENT_NAMES))
+    ex.add_argument("name", choices=list(EXPERIMENT_NAMES))
     data_args(ex, default=None)
     training_args(ex, "override one setting")
     ex.add_argument("--config", help="TOML or YAML file (keys at the top level or under [experiment])")
@@ -612,11 +617,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    from . import distributed
-
     try:
         return args.func(args)
     except MnistlabError as e:
+        from . import distributed
+
         if distributed.launched():  # one rank of a distributed job
             rank = os.environ.get("RANK", "?")
             if not distributed.report_failure(str(e)):
@@ -628,11 +633,14 @@ def main(argv: list[str] | None = None) -> int:
         _err("interrupted")
         return 130
     except Exception as e:
+        from . import distributed
+
         if distributed.peer_lost(e):  # another rank went away; its own error (or the launcher) says why
             return 1
         raise
     finally:
-        distributed.teardown()
+        if (dist := sys.modules.get(f"{__package__}.distributed")) is not None:  # a command that used torch
+            dist.teardown()
 
 
 if __name__ == "__main__":

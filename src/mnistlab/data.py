@@ -30,6 +30,7 @@ import torch
 
 from ._io import atomic_open
 from .errors import DataError
+from .names import AUTO  # noqa: F401  (data's API; the parser's copy, torch-free)
 
 ROWS = COLS = 28
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
@@ -131,7 +132,6 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
     ]
 }
-AUTO = "auto"
 
 
 @dataclass

@@ -4,37 +4,82 @@ training, figures, experiments, the CLI and the web page; it imports no trainer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
 from .batches import Batches
 from .data import Split, images_to_float
 
+# Batches of 256 in channels-last layout: on a 2-core CPU, evaluating fashion-mnist's 10,000
+# test images took cnn-fast 0.17 s this way, 0.80 s in batches of 1,000 in the default
+# layout (cnn: 0.27 s against 1.6 s); batches of 1,000 spill the caches.
+EVAL_BATCH = 256
+MANY = 32  # from this many images on, a pass is worth switching the layout for
+
+
+@contextmanager
+def _inference(model, n: int):
+    """Eval mode, and for a pass over `n` >= MANY images the channels-last layout (what fit
+    trains in); the model's mode and layout are as they were afterwards."""
+    was_training = model.training
+    model.eval()
+    convs = [p for p in model.parameters() if p.dim() == 4]
+    switch = n >= MANY and any(not p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    if switch:
+        _layout(model, torch.channels_last)
+    try:
+        yield
+    finally:
+        if switch:
+            _layout(model, torch.contiguous_format)
+        model.train(was_training)
+
+
+def _layout(model, fmt) -> None:
+    # outside inference mode: weights re-laid there would be inference tensors, unusable for training
+    with torch.inference_mode(False):
+        model.to(memory_format=fmt)
+
 
 @torch.inference_mode()
-def batched(model, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int = 1000,
+def batched(model, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int = EVAL_BATCH,
             as_images: bool = True) -> torch.Tensor:
     """fn over `inputs` in batches on the model's device, the model in eval mode (restored after);
     results concatenated on the CPU as float. `as_images`: inputs are (N, 28, 28) uint8 images."""
-    was_training = model.training
-    model.eval()
-    batches = Batches(inputs, batch_size=batch_size, device=_device(model), images=as_images)
-    outs = [fn(x).float().cpu() for (x,) in batches]
-    model.train(was_training)
+    with _inference(model, len(inputs)):
+        batches = Batches(inputs, batch_size=batch_size, device=_device(model), images=as_images)
+        outs = [fn(x).float().cpu() for (x,) in batches]
     return torch.cat(outs)
 
 
-def predict(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def predict(model, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
     """Model outputs for (N, 28, 28) uint8 images, batched, in eval mode, returned on the CPU."""
     return batched(model, model, images, batch_size)
 
 
 @torch.inference_mode()
-def evaluate(model, split: Split, batch_size: int = 1000, shard: tuple[int, int] | None = None) -> dict[str, float]:
+def evaluate(model, split: Split, batch_size: int = EVAL_BATCH,
+             shard: tuple[int, int] | None = None) -> dict[str, float]:
     """Size-weighted means of the model's loss dict over a whole split. `shard=(rank, world)`:
     each rank of a distributed job takes a slice and the sums are added up over the ranks."""
-    was_training = model.training
-    model.eval()
+    return _evaluate(model, split, batch_size, shard)[0]
+
+
+@torch.inference_mode()
+def evaluate_and_predict(model, split: Split,
+                         batch_size: int = EVAL_BATCH) -> tuple[dict[str, float], torch.Tensor | None]:
+    """``evaluate``, and a classifier's predicted class per image (CPU), from the same pass;
+    None for a model that does not classify."""
+    return _evaluate(model, split, batch_size, None, keep=hasattr(model, "scored"))
+
+
+def _evaluate(model, split, batch_size, shard, keep: bool = False):
+    with _inference(model, len(split)):
+        return _evaluate_pass(model, split, batch_size, shard, keep)
+
+
+def _evaluate_pass(model, split, batch_size, shard, keep):
     images, labels, n = split.images, split.labels, len(split)
     sharded = shard is not None and shard[1] > 1 and n >= shard[1]
     if sharded:
@@ -42,16 +87,21 @@ def evaluate(model, split: Split, batch_size: int = 1000, shard: tuple[int, int]
         images, labels = images[rank * n // world:(rank + 1) * n // world], labels[rank * n // world:
                                                                                    (rank + 1) * n // world]
     sums: dict[str, torch.Tensor] = {}
+    preds = []
     for x, y in Batches(images, labels, batch_size=batch_size, device=_device(model)):
-        for k, v in model.loss(x, y).items():
+        if keep:
+            out, logits = model.scored(x, y)
+            preds.append(logits.detach().argmax(1).cpu())
+        else:
+            out = model.loss(x, y)
+        for k, v in out.items():
             sums[k] = sums.get(k, 0) + v.detach().float() * len(x)
-    model.train(was_training)
     if sharded:
         from .distributed import sum_tensors
 
         keys = sorted(sums)  # the same model on every rank: the same keys
         sums = dict(zip(keys, sum_tensors([sums[k] for k in keys])))
-    return {k: (v / n).item() for k, v in sums.items()}
+    return {k: (v / n).item() for k, v in sums.items()}, (torch.cat(preds) if keep and preds else None)
 
 
 def _device(model) -> torch.device:

@@ -191,6 +191,7 @@ class Sweep:
     timeout: float | None = None
     seed: int = 0
     epochs: int = 1  # per trial (the pruner's resource)
+    figures: bool = True  # each trial's run draws its figures (after its summary.json)
 
     def identity(self) -> dict:
         """What makes two workers' sweeps the same study (checked when one joins)."""
@@ -207,7 +208,8 @@ def _task(model: str) -> str:
 def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] | None = None,
                trials: int | None = None, sampler: str | None = None, prune: str | None = None,
                timeout: float | None = None, storage: str | None = None, study: str | None = None,
-               flags: dict | None = None, sets: list[str] | None = None, out_dir: str | Path | None = None) -> Sweep:
+               flags: dict | None = None, sets: list[str] | None = None, out_dir: str | Path | None = None,
+               figures: bool = True) -> Sweep:
     """Check the arguments (one clear error each) and settle names, folders and storage."""
     space = parse_space(grid, search)
     sampler = sampler or ("grid" if not search else "tpe")
@@ -242,7 +244,7 @@ def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] |
     split = "val" if base.train.val_fraction > 0 else "test"
     metric, direction = (f"{split}_acc", "maximize") if task == "classify" else (f"{split}_mse", "minimize")
     sweep = Sweep(model, space, sampler, trials, metric, direction, "", "", Path(), flags, sets, prune, timeout,
-                  seed=base.train.seed, epochs=base.train.epochs)
+                  seed=base.train.seed, epochs=base.train.epochs, figures=figures)
     digest = hashlib.sha1(json.dumps(sweep.identity(), sort_keys=True).encode()).hexdigest()[:8]
     sweep.study = study or f"{model}-{digest}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", sweep.study):
@@ -427,7 +429,7 @@ def _objective(sweep: Sweep, ds, *, progress, say, threads: int = 0):
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
 
-            run = train_run(cfg, folder, dataset=ds, progress=progress, after_epoch=report)
+            run = train_run(cfg, folder, dataset=ds, progress=progress, after_epoch=report, figures=sweep.figures)
         except optuna.TrialPruned as e:
             say(f"trial {trial.number} {what}: {e}")
             raise
@@ -518,7 +520,7 @@ def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | 
               timeout: float | None = None, storage: str | None = None, study: str | None = None,
               workers: int = 1, flags: dict | None = None, sets: list[str] | None = None,
               out_dir: str | Path | None = None, progress=None, notice=None,
-              heartbeat: int = HEARTBEAT_S) -> tuple[Path, list[dict]]:
+              heartbeat: int = HEARTBEAT_S, figures: bool = True) -> tuple[Path, list[dict]]:
     """Run (or resume, or join) a sweep; returns its folder and table rows once the study holds
     every trial it asks for (or the timeout passed)."""
     if not 1 <= workers <= 256:
@@ -526,7 +528,8 @@ def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | 
     if not 1 <= heartbeat <= 3600:
         raise ConfigError(f"--heartbeat {heartbeat}: must be in 1..3600 seconds")
     sweep = plan_sweep(model, grid=grid, search=search, trials=trials, sampler=sampler, prune=prune,
-                       timeout=timeout, storage=storage, study=study, flags=flags, sets=sets, out_dir=out_dir)
+                       timeout=timeout, storage=storage, study=study, flags=flags, sets=sets, out_dir=out_dir,
+                       figures=figures)
     sweep.out.mkdir(parents=True, exist_ok=True)
     opened = open_study(sweep, open_storage(sweep.storage, heartbeat))  # created once, here
     if notice:

@@ -11,6 +11,7 @@ keeps running sums on the device, so nothing forces a host sync inside the step 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -28,7 +29,7 @@ from .batches import Batches, batch_indices  # noqa: F401  (batch_indices: train
 from .config import RunConfig, TrainConfig, config_from_dict
 from .data import Dataset, Split, dataset_for, is_labelled
 from .errors import DataError, DivergedError, RunError
-from .infer import evaluate, predict  # noqa: F401  (predict: part of train's API, as before)
+from .infer import evaluate, evaluate_and_predict, predict  # noqa: F401  (predict: part of train's API, as before)
 from .models import create_model, get_spec
 from .runs import (
     CHECKPOINT,
@@ -45,12 +46,16 @@ from .track import Trackers
 
 
 def make_optimizer(params, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    """The configured torch optimiser; until something compiles it does not import
+    torch._dynamo (2 s of a short run's start-up), with the same updates (runtime.plain_optimizer)."""
     lr = cfg.lr * lr_scale
+    runtime.defer_dynamo()
+    adam, adamw, sgd = (runtime.plain_optimizer(c) for c in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD))
     factories = {
-        "adam": lambda: torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay),
-        "adamw": lambda: torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay),
-        "sgd": lambda: torch.optim.SGD(params, lr=lr, momentum=cfg.momentum,
-                                       weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
+        "adam": lambda: adam(params, lr=lr, weight_decay=cfg.weight_decay),
+        "adamw": lambda: adamw(params, lr=lr, weight_decay=cfg.weight_decay),
+        "sgd": lambda: sgd(params, lr=lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
     }
     return factories[cfg.optimizer]()
 
@@ -146,6 +151,7 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     """
     device = torch.device(device)
     on_gpu = device.type == "cuda"
+    runtime.keep_freed_memory()  # page faults were a third of a CPU step (runtime.py)
     use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
     # Channels-last is faster for these convnets on CPU as on CUDA (measured: 1.4-2x per
     # CPU training step, mostly in max-pooling and convolution backward), so auto = on.
@@ -264,11 +270,13 @@ def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
     return on_epoch
 
 
-def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int, figures: bool = True) -> Run:
+def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int, figures: bool = True,
+               before=None) -> Run:
     """Evaluate the trained model on the test split, write summary.json (which marks the run
-    finished) and the figures."""
+    finished), then the figures: after training, and before it from `before` (a copy of the
+    model as it started), so none of them delays the result."""
     model, tc = run.model, run.config.train
-    test = evaluate(model, ds.test, tc.eval_batch_size)
+    test, predictions = evaluate_and_predict(model, ds.test, tc.eval_batch_size)
     if not all(math.isfinite(v) for v in test.values()):
         raise DivergedError(f"the trained model gives non-finite test figures ({test}); lower the learning "
                             "rate. The run stays unfinished")
@@ -288,10 +296,16 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
         summary["processes"] = ctx.world
     write_json(run.path / "summary.json", summary)
     run.model, run.summary = model.eval(), summary
+    if predictions is not None and is_labelled(ds.test):
+        from .viz import write_confusion
+
+        write_confusion(run, ds, predictions)  # data, not a picture: written with --figures none too
     if figures:
         from .viz import run_figures
 
-        run_figures(run, ds, "after")
+        run_figures(run, ds, "after", predictions)
+        if before is not None:
+            run_figures(dataclasses.replace(run, model=before.eval()), ds, "before")
     return run
 
 
@@ -313,11 +327,8 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
         model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
         return _train(Run(Path(run_dir) if run_dir else None, cfg, model, [], {}), ds, device, progress=False)
     run = start_run(cfg, Path(run_dir) if run_dir else new_run_dir(cfg.model_name, ds.name), ds, device)
-    if figures:
-        from .viz import run_figures
-
-        run_figures(run, ds, "before")
-    return _train(run, ds, device, progress=progress, figures=figures, after_epoch=after_epoch)
+    before = copy.deepcopy(run.model) if figures else None  # drawn at the end, with the rest
+    return _train(run, ds, device, progress=progress, figures=figures, after_epoch=after_epoch, before=before)
 
 
 def resume_run(path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None) -> Run:
@@ -350,7 +361,7 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
 
 
 def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None, figures: bool = True,
-           after_epoch: Callable[[dict], None] | None = None) -> Run:
+           after_epoch: Callable[[dict], None] | None = None, before=None) -> Run:
     """Train a run's model stage by stage (from `resume` on, if given), checkpointing every epoch
     with what resuming needs; then evaluate, write summary.json and the figures. In a
     distributed job every rank trains and only rank 0 records."""
@@ -387,7 +398,7 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
     if not main:
         return run
     finish_run(run, ds, device, train_time=elapsed + time.perf_counter() - t0, n_train=len(train_split),
-               figures=figures)
+               figures=figures, before=before)
     trackers.finish(run.summary, run.figures)
     return run
 
@@ -408,9 +419,11 @@ def reuse_run(path: str | Path, *, notice=None) -> Run:
         raise RunError(f"{run.path}: this run never finished (no summary.json); go on with it with --resume")
     cfg = run.config
     ds = dataset_for(cfg.data, notice=notice)
-    test = evaluate(run.model, ds.test, cfg.train.eval_batch_size)
+    test, predictions = evaluate_and_predict(run.model, ds.test, cfg.train.eval_batch_size)
     run.summary.update({f"test_{k}": v for k, v in test.items()})
-    from .viz import run_figures
+    from .viz import run_figures, write_confusion
 
-    run_figures(run, ds, "after")
+    if predictions is not None and is_labelled(ds.test):
+        write_confusion(run, ds, predictions)
+    run_figures(run, ds, "after", predictions)
     return run

@@ -108,6 +108,17 @@ def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, k: int) -> np.ndarr
     return torch.bincount(true * k + pred, minlength=k * k).reshape(k, k).numpy()
 
 
+def write_confusion(run, ds, predictions: torch.Tensor) -> tuple[np.ndarray, tuple]:
+    """A classifier run's test confusion matrix (rows: true class) as confusion.csv; returns it."""
+    classes = run.model.class_names or ds.classes
+    cm = confusion_matrix(predictions, run.model.target(ds.test.labels.cpu()), len(classes))
+    with atomic_open(run.path / "confusion.csv", "w") as f:
+        f.write("true\\pred," + ",".join(map(str, classes)) + "\n")
+        for c, row in zip(classes, cm):
+            f.write(f"{c}," + ",".join(map(str, row)) + "\n")
+    return cm, classes
+
+
 def confusion_figure(cm: np.ndarray, classes, title: str = ""):
     plt = _plt()
     k = len(cm)
@@ -184,20 +195,17 @@ def layers_figure(acts: list[tuple[str, torch.Tensor]], classes, title: str = ""
     return fig
 
 
-def _classify_figures(run, ds, phase: str) -> None:
-    from .infer import predict
-
+def _classify_figures(run, ds, phase: str, predictions: torch.Tensor | None = None) -> None:
     if phase == "before":
         return
     fig = run.figures
     save_figure(curves_figure(run.metrics), fig / "curves.png")
-    logits = predict(run.model, ds.test.images, run.config.train.eval_batch_size)
+    if predictions is None:
+        from .infer import predict
+
+        predictions = predict(run.model, ds.test.images, run.config.train.eval_batch_size).argmax(1)
     classes = run.model.class_names or ds.classes
-    cm = confusion_matrix(logits.argmax(1), run.model.target(ds.test.labels.cpu()), len(classes))
-    with atomic_open(run.path / "confusion.csv", "w") as f:
-        f.write("true\\pred," + ",".join(map(str, classes)) + "\n")
-        for c, row in zip(classes, cm):
-            f.write(f"{c}," + ",".join(map(str, row)) + "\n")
+    cm = confusion_matrix(predictions, run.model.target(ds.test.labels.cpu()), len(classes))
     save_figure(confusion_figure(cm, classes, f"{ds.name} test: {cm.trace() / cm.sum():.2%} correct"),
                 fig / "confusion.png")
 
@@ -212,7 +220,7 @@ def one_per_class(split, k: int = 10) -> torch.Tensor:
     return torch.stack([(labels == c).nonzero()[0, 0] for c in range(k) if (labels == c).any()])
 
 
-def _encode(model, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+def _encode(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     from .infer import batched
 
     return batched(model, model.encode, images, batch_size)
@@ -303,7 +311,7 @@ def interpolation_figure(model, a: torch.Tensor, b: torch.Tensor, steps: int = 1
     return image_rows_figure([("interpolated", imgs)], title)
 
 
-def _reconstruct_figures(run, ds, phase: str) -> None:
+def _reconstruct_figures(run, ds, phase: str, predictions=None) -> None:
     """Inputs over reconstructions; code-space pictures for small codes; an interpolation strip."""
     out, model = run.figures, run.model
     test = ds.test
@@ -340,9 +348,11 @@ def _reconstruct_figures(run, ds, phase: str) -> None:
 RUN_FIGURES = {"classify": _classify_figures, "reconstruct": _reconstruct_figures}
 
 
-def run_figures(run, ds, phase: str = "after") -> None:
+def run_figures(run, ds, phase: str = "after", predictions: torch.Tensor | None = None) -> None:
+    """A run's figures for `phase` ('before' or 'after' training). `predictions`: a classifier's
+    predicted class per test image, when the caller has them (no second pass over the test set)."""
     run.figures.mkdir(parents=True, exist_ok=True)
-    RUN_FIGURES[run.task](run, ds, phase)
+    RUN_FIGURES[run.task](run, ds, phase, predictions)
 
 
 # ---------------------------------------------------------------- users' images

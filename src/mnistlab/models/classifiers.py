@@ -29,10 +29,13 @@ class Classifier(Model):
         unless the model reads something else off the digit, as loop-parity does)."""
         return labels
 
-    def loss(self, x, y):
+    def scored(self, x, y) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The loss dict and the logits it came from (an evaluation keeps the predictions)."""
         logits = self(x)
-        return {"loss": F.cross_entropy(logits, y),
-                "acc": (logits.argmax(1) == y).float().mean()}
+        return {"loss": F.cross_entropy(logits, y), "acc": (logits.argmax(1) == y).float().mean()}, logits
+
+    def loss(self, x, y):
+        return self.scored(x, y)[0]
 
 
 @dataclass
@@ -197,6 +200,11 @@ register_model("cnn-robust", ConvNet, ConvNetConfig(), task="classify",
                       "schedule": "onecycle", "augment": "robust", "printed": 0.05},
                description="reads photos: conv32-64-128 (BN, pool each), dense 128; robust augmentation, "
                            "5% printed digits")
+
+register_model("convnet-fast", ConvNet, ConvNetConfig(channels=(16, 32), hidden=128, dropout=0.3), task="classify",
+               train={"epochs": 8, "batch_size": 256, "lr": 0.01, "schedule": "onecycle"},
+               description="Fashion-MNIST 92% in under a minute on 2 CPU cores: conv16-32 ('same', BN, pool each), "
+                           "dense 128, one-cycle, batch 256, 8 epochs")
 
 
 @dataclass
