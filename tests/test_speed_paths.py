@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from mnistlab.augment import random_affine, random_shift
@@ -99,4 +100,19 @@ def test_bench_quick_smoke(tmp_path, capsys):
     assert {t["model"] for t in res["time_to_accuracy"]} == {"cnn", "cnn-fast"}
     assert res["inference"]["single_p95_ms"] >= res["inference"]["single_p50_ms"] > 0
     assert res["memory"]["peak_rss_mb"] > 50
-    assert "## 1. Pipeline" in (tmp_path / "bench.md").read_text()
+    whole = res["whole_process"]
+    assert [r["what"] for r in whole["rows"]] == ["cnn-fast, 1 epoch", "92% preset", "conventional script, 1 epoch"]
+    for row in whole["rows"]:  # each a real process that trained and was tested
+        assert row["error"] is None and row["wall_s"] > 0.5 and 0 <= row["test_acc"] <= 1, row
+        assert row["peak_rss_mb"] > 50
+    assert whole["ratio"] == pytest.approx(whole["rows"][2]["wall_s"] / whole["rows"][0]["wall_s"])
+    md = (tmp_path / "bench.md").read_text()
+    assert "## 1. Pipeline" in md and "## 7. Whole process" in md and "python -m mnistlab.tutorial" in md
+
+
+def test_conventional_script_trains_and_reports(capsys):
+    from mnistlab import tutorial
+
+    assert tutorial.main(["--dataset", "mnist-sample", "--limit-batches", "30", "--quiet"]) == 0
+    words = capsys.readouterr().out.split()
+    assert words[0] == "test_acc" and float(words[1]) > 0.5  # 30 batches of 64 already learn digits
