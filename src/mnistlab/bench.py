@@ -23,7 +23,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -207,19 +206,16 @@ def data_loading(names) -> list[dict]:
 
 
 def peak_memory(dataset: str, epochs: int, limit_batches: int = 0) -> dict:
-    """Peak RSS of `mnistlab train cnn` in a child process (ru_maxrss of the children)."""
+    """Peak RSS of `mnistlab train cnn` in a child process (timed_process)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "mnistlab", "train", "cnn", "--dataset", dataset, "--epochs", str(epochs),
                "--run-dir", str(Path(tmp) / "r"), "--no-progress"]
         if limit_batches:
             cmd += ["--set", f"limit_batches={limit_batches}"]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        p = subprocess.run(cmd, capture_output=True, text=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if p.returncode != 0:
-        return {"dataset": dataset, "error": p.stderr.strip().splitlines()[-1] if p.stderr else "failed"}
-    kb = after if after > before else before  # ru_maxrss is the largest child so far
-    return {"dataset": dataset, "epochs": epochs, "peak_rss_mb": kb / 1024}
+        r = timed_process(cmd)
+    if r["rc"] != 0:
+        return {"dataset": dataset, "error": r["stderr"].strip().splitlines()[-1] if r["stderr"] else "failed"}
+    return {"dataset": dataset, "epochs": epochs, "peak_rss_mb": r["peak_rss_mb"]}
 
 
 # ---------------------------------------------------------------- 7. whole processes
@@ -228,24 +224,40 @@ def peak_memory(dataset: str, epochs: int, limit_batches: int = 0) -> dict:
 PRESET_92 = ["train", "convnet-fast"]
 
 
+# Started from a small Python of its own: on Linux a child's peak-memory figure starts at
+# the RSS of the process it was forked from (exec keeps the forking process's high-water
+# mark), so a child of the bench itself (datasets and models loaded) would read ~630 MB
+# before doing anything. The launcher times the command and reports its own child's rusage.
+_LAUNCHER = """
+import json, os, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(p.pid, 0)
+scale = 1024 * 1024 if sys.platform == "darwin" else 1024
+with open(sys.argv[1], "w") as f:
+    json.dump({"wall_s": time.perf_counter() - t0, "rc": os.waitstatus_to_exitcode(status),
+               "peak_rss_mb": usage.ru_maxrss / scale}, f)
+"""
+
+
 def timed_process(cmd: list[str], cwd: str | None = None) -> dict:
     """Wall seconds, exit status, output and peak resident memory of one child process
-    (its own rusage from os.wait4, not the largest child so far)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, cwd=cwd)
+    (its own rusage, taken by a small launcher; see _LAUNCHER)."""
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as out, \
+            tempfile.TemporaryFile("w+") as err:
         if hasattr(os, "wait4"):
-            _, status, usage = os.wait4(proc.pid, 0)
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            rss_mb = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+            facts = Path(tmp) / "facts.json"
+            proc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(facts), *cmd], stdout=out, stderr=err,
+                                  text=True, cwd=cwd)
+            r = json.loads(facts.read_text()) if facts.is_file() else {"wall_s": 0.0, "rc": proc.returncode,
+                                                                        "peak_rss_mb": None}
         else:  # no per-child rusage here
-            proc.wait()
-            rss_mb = None
-        wall = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, stdout=out, stderr=err, text=True, cwd=cwd)
+            r = {"wall_s": time.perf_counter() - t0, "rc": proc.returncode, "peak_rss_mb": None}
         out.seek(0)
         err.seek(0)
-        return {"wall_s": wall, "rc": proc.returncode, "peak_rss_mb": rss_mb, "stdout": out.read(),
-                "stderr": err.read()}
+        return {**r, "stdout": out.read(), "stderr": err.read()}
 
 
 def whole_process(dataset: str, quick: bool = False) -> dict:
@@ -362,7 +374,8 @@ def to_markdown(r: dict) -> str:
     mem = r["memory"]
     lines += ["", "## 6. Memory", "",
               f"Peak resident memory of `mnistlab train cnn --dataset {mem['dataset']}`: "
-              + (f"{mem['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in mem else mem.get("error", "?")), ""]
+              + (f"{mem['peak_rss_mb']:.0f} MB" if mem.get("peak_rss_mb") is not None else mem.get("error", "?")),
+              ""]
     if "whole_process" in r:
         w = r["whole_process"]
         lines += ["## 7. Whole process: start-up, data, training, test, figures", "",
