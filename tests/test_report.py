@@ -72,3 +72,18 @@ def test_report_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["report", *args, "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("mnistlab: error:") and message in err and len(err.splitlines()) == 1
+
+
+def test_the_photo_reader_job_reads_generated_photos(tmp_path, monkeypatch):
+    """cnn-robust's job: held-out accuracy and each photo set's accuracy, on a short training."""
+    from mnistlab import report
+
+    real_train = report._train
+    monkeypatch.setattr(report, "_train", lambda model, seed, folder, sets=(): real_train(
+        model, seed, folder, ["epochs=1", "limit_batches=3", "printed=0"]))
+    monkeypatch.setattr(report, "PHOTOS_PER_SET", 4)
+    figures = report._cnn_robust(0, tmp_path)
+    keys = {f"cnn-robust.photos.{c}_acc" for c in report.PHOTO_SETS}
+    assert keys | {"cnn-robust.test_acc", "cnn-robust.train_time_s"} == set(figures)
+    assert all(0 <= figures[k] <= 1 and figures[k] * 4 == round(figures[k] * 4) for k in keys)  # of 4 photos
+    assert set(report.jobs()["cnn-robust"].bars) == keys

@@ -86,6 +86,25 @@ def _model_job(model: str, bar: Bar | None = None) -> Job:
     return Job(model, run, {f"{model}.{metric}": bar} if bar else {}, about=f"{model} preset on the sample")
 
 
+# Generated photos (mnistlab.photos): the same sets for every training seed, so the spread
+# is the training's. The three sets with bars in the README's "Photos and numbers".
+PHOTO_SETS, PHOTO_SEED, PHOTOS_PER_SET = ("noisy-paper", "mixed", "numbers"), 1000, 200
+
+
+def _cnn_robust(seed: int, work: Path) -> dict:
+    from .photos import make_set
+    from .reading import score
+    from .runs import load_run
+
+    folder = work / "runs" / f"cnn-robust-seed{seed}"
+    s = _train("cnn-robust", seed, folder)
+    model = load_run(folder).model
+    out = {"cnn-robust.test_acc": s["test_acc"], "cnn-robust.train_time_s": s["train_time_s"]}
+    for c in PHOTO_SETS:
+        out[f"cnn-robust.photos.{c}_acc"] = score(model, c, make_set(c, PHOTOS_PER_SET, seed=PHOTO_SEED))["accuracy"]
+    return out
+
+
 def _encoder_classifier(seed: int, work: Path) -> dict:
     enc = work / "runs" / f"ae-convbn-seed{seed}"
     _train("ae-convbn", seed, enc)
@@ -167,6 +186,11 @@ def jobs() -> dict[str, Job]:
     js = [
         _model_job("cnn", Bar(">=", 0.96)),
         _model_job("cnn-fast", Bar(">=", 0.96)),
+        Job("cnn-robust", _cnn_robust, {"cnn-robust.photos.noisy-paper_acc": Bar(">=", 0.95),
+                                        "cnn-robust.photos.mixed_acc": Bar(">=", 0.85),
+                                        "cnn-robust.photos.numbers_acc": Bar(">=", 0.85)},
+            about=f"the photo reader: held-out digits and generated photos ({PHOTOS_PER_SET} per set, "
+                  f"set seed {PHOTO_SEED})"),
         _model_job("ae-dense", Bar("<=", 0.020)),
         _model_job("ae-convtranspose", Bar("<=", 0.015)),
         _model_job("ae-upsample", Bar("<=", 0.015)),
