@@ -157,3 +157,10 @@ def plain_optimizer(cls: type) -> type:
     _PLAIN[cls] = type(cls.__name__, (cls,), {"step": step, "__module__": __name__,
                                               "__doc__": cls.__doc__})
     return _PLAIN[cls]
+
+
+def optimizer(cls: type, params, **kwargs) -> torch.optim.Optimizer:
+    """`cls(params, **kwargs)` (a torch.optim class) that imports no torch._dynamo until
+    something compiles: ``defer_dynamo`` and ``plain_optimizer`` together."""
+    defer_dynamo()
+    return plain_optimizer(cls)(params, **kwargs)

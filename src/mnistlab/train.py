@@ -49,13 +49,12 @@ def make_optimizer(params, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.opt
     """The configured torch optimiser; until something compiles it does not import
     torch._dynamo (2 s of a short run's start-up), with the same updates (runtime.plain_optimizer)."""
     lr = cfg.lr * lr_scale
-    runtime.defer_dynamo()
-    adam, adamw, sgd = (runtime.plain_optimizer(c) for c in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD))
+    make = runtime.optimizer
     factories = {
-        "adam": lambda: adam(params, lr=lr, weight_decay=cfg.weight_decay),
-        "adamw": lambda: adamw(params, lr=lr, weight_decay=cfg.weight_decay),
-        "sgd": lambda: sgd(params, lr=lr, momentum=cfg.momentum,
-                           weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
+        "adam": lambda: make(torch.optim.Adam, params, lr=lr, weight_decay=cfg.weight_decay),
+        "adamw": lambda: make(torch.optim.AdamW, params, lr=lr, weight_decay=cfg.weight_decay),
+        "sgd": lambda: make(torch.optim.SGD, params, lr=lr, momentum=cfg.momentum,
+                            weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
     }
     return factories[cfg.optimizer]()
 
@@ -396,10 +395,14 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
         trackers.abort()
         raise
     if not main:
+        # wait while rank 0 tests, records and draws: a rank that left first would tear the
+        # process group down under it (gloo aborted such a rank now and then)
+        distributed.barrier()
         return run
     finish_run(run, ds, device, train_time=elapsed + time.perf_counter() - t0, n_train=len(train_split),
                figures=figures, before=before)
     trackers.finish(run.summary, run.figures)
+    distributed.barrier()
     return run
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import runtime
 from ..checks import check
 from ..data import Split
 from ..errors import RunError
@@ -83,7 +84,7 @@ def optimise_inputs(model, targets: torch.Tensor, cfg: Config, generator: torch.
     noise = (0.02 + 0.1 * torch.rand(len(targets), 1, 28, 28, generator=generator)).to(device)
     param = torch.logit(noise) if cfg.constraint == "sigmoid" else noise.clone()
     param.requires_grad_(True)
-    opt = torch.optim.Adam([param], lr=cfg.step_lr)
+    opt = runtime.optimizer(torch.optim.Adam, [param], lr=cfg.step_lr)
     image = torch.sigmoid if cfg.constraint == "sigmoid" else (lambda t: t)
     targets = targets.to(device)
     for step in range(cfg.steps):

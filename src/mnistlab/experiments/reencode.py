@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import runtime
 from ..checks import check
 from ..data import images_to_float
 from ..models import get_spec
@@ -47,7 +48,7 @@ def linear_probe(z_train, y_train, z_test, y_test, seed: int = 0, steps: int = 3
     a, b = (z_train - mean) / std, (z_test - mean) / std
     torch.manual_seed(seed)
     lin = torch.nn.Linear(a.shape[1], 10).to(a.device)
-    opt = torch.optim.Adam(lin.parameters(), lr=0.05)
+    opt = runtime.optimizer(torch.optim.Adam, lin.parameters(), lr=0.05)
     with torch.enable_grad():
         for _ in range(steps):
             loss = F.cross_entropy(lin(a), y_train)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .. import runtime
 from ..batches import Batches
 from ..checks import check
 from ..infer import batched
@@ -90,7 +91,7 @@ def fresh_probe(cfg: Config, z_train, y_train, z_test, y_test, widths: tuple[int
     mean, std = z_train.mean(0), z_train.std(0) + 1e-6  # standardise: fair to any code scale
     a, b = (z_train - mean) / std, (z_test - mean) / std
     probe = (_deep_mlp(a.shape[1], widths) if widths else _mlp(a.shape[1], cfg.probe_hidden)).to(a.device)
-    opt = torch.optim.Adam(probe.parameters(), lr=3e-3)
+    opt = runtime.optimizer(torch.optim.Adam, probe.parameters(), lr=3e-3)
     batches = Batches(a, y_train, batch_size=256, device=a.device, images=False,
                       generator=torch.Generator().manual_seed(cfg.seed + 7))
     with torch.enable_grad():
