@@ -272,19 +272,19 @@ def whole_process(dataset: str, quick: bool = False) -> dict:
             r = timed_process([sys.executable, "-m", *shown, "--no-progress", "--run-dir", str(run)])
             summary = run / "summary.json"
             acc = json.loads(summary.read_text())["test_acc"] if r["rc"] == 0 and summary.is_file() else None
-            rows.append({"what": what, "command": " ".join(shown), **_figures(r, acc)})
+            rows.append({"what": what, "command": " ".join(shown), **_outcome(r, acc)})
         tut = ["--dataset", dataset, "--epochs", "1", "--quiet", *(["--limit-batches", "5"] if quick else [])]
         r = timed_process([sys.executable, "-m", "mnistlab.tutorial", *tut])
         acc = None
         if r["rc"] == 0 and r["stdout"].startswith("test_acc"):
             acc = float(r["stdout"].split()[1])
         rows.append({"what": "conventional script, 1 epoch", "command": "python -m mnistlab.tutorial " + " ".join(tut),
-                     **_figures(r, acc)})
+                     **_outcome(r, acc)})
     ok = rows[0]["wall_s"] and rows[2]["wall_s"]
     return {"dataset": dataset, "rows": rows, "ratio": rows[2]["wall_s"] / rows[0]["wall_s"] if ok else None}
 
 
-def _figures(r: dict, acc) -> dict:
+def _outcome(r: dict, acc) -> dict:
     failed = r["rc"] != 0
     return {"wall_s": None if failed else r["wall_s"], "test_acc": acc, "peak_rss_mb": r["peak_rss_mb"],
             "error": (r["stderr"].strip().splitlines() or ["failed"])[-1] if failed else None}

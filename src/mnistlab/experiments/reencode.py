@@ -17,11 +17,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import runtime
 from ..checks import check
 from ..data import images_to_float
 from ..models import get_spec
-from .base import ExperimentConfig
+from .base import ExperimentConfig, probe_accuracy, standardised
 
 
 @dataclass
@@ -44,19 +43,10 @@ def linear_probe(z_train, y_train, z_test, y_test, seed: int = 0, steps: int = 3
     """Held-out digit accuracy of a linear classifier (softmax regression, full-batch Adam) on
     standardised codes: how much of the digit the code keeps, linearly."""
     z_train, z_test = z_train.float().clone(), z_test.float().clone()  # plain tensors (not inference ones)
-    mean, std = z_train.mean(0), z_train.std(0) + 1e-6
-    a, b = (z_train - mean) / std, (z_test - mean) / std
+    a, b = standardised(z_train, z_test)
     torch.manual_seed(seed)
     lin = torch.nn.Linear(a.shape[1], 10).to(a.device)
-    opt = runtime.optimizer(torch.optim.Adam, lin.parameters(), lr=0.05)
-    with torch.enable_grad():
-        for _ in range(steps):
-            loss = F.cross_entropy(lin(a), y_train)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    with torch.inference_mode():
-        return (lin(b).argmax(1) == y_test).float().mean().item()
+    return probe_accuracy(lin, a, y_train, b, y_test, lr=0.05, epochs=steps)
 
 
 def _codes(model, images, device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,10 +23,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from .. import runtime
-from ..batches import Batches
 from ..checks import check
 from ..infer import batched
 from ..models.coupled import (  # noqa: F401  (conditional_mmd, LoopParityNet: this experiment's API)
@@ -38,7 +35,7 @@ from ..models.coupled import (  # noqa: F401  (conditional_mmd, LoopParityNet: t
     loop_of,
     parity_of,
 )
-from .base import ExperimentConfig
+from .base import ExperimentConfig, probe_accuracy, standardised
 
 
 def loop_only_floor(loop: torch.Tensor, parity: torch.Tensor) -> float:
@@ -88,21 +85,10 @@ def fresh_probe(cfg: Config, z_train, y_train, z_test, y_test, widths: tuple[int
     """Train a new MLP (one hidden layer of `probe_hidden`, or layers of `widths`) to read
     parity from frozen encodings; its held-out accuracy."""
     torch.manual_seed(cfg.seed + 7)
-    mean, std = z_train.mean(0), z_train.std(0) + 1e-6  # standardise: fair to any code scale
-    a, b = (z_train - mean) / std, (z_test - mean) / std
+    a, b = standardised(z_train, z_test)
     probe = (_deep_mlp(a.shape[1], widths) if widths else _mlp(a.shape[1], cfg.probe_hidden)).to(a.device)
-    opt = runtime.optimizer(torch.optim.Adam, probe.parameters(), lr=3e-3)
-    batches = Batches(a, y_train, batch_size=256, device=a.device, images=False,
-                      generator=torch.Generator().manual_seed(cfg.seed + 7))
-    with torch.enable_grad():
-        for _ in range(cfg.probe_epochs):
-            for za, ya in batches:
-                loss = F.cross_entropy(probe(za), ya)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-    with torch.inference_mode():
-        return (probe(b).argmax(1) == y_test).float().mean().item()
+    return probe_accuracy(probe, a, y_train, b, y_test, lr=3e-3, epochs=cfg.probe_epochs, batch_size=256,
+                          generator=torch.Generator().manual_seed(cfg.seed + 7))
 
 
 def evaluate_encoder(cfg, net, ds, device) -> dict:
