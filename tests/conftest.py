@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 
 import numpy as np
@@ -9,6 +10,10 @@ import pytest
 import torch
 
 from mnistlab.data import Dataset, Split
+
+# cuBLAS is deterministic only with a fixed workspace, set before its first use (GPU tests
+# compare a captured step with an eager one, and a resumed run with a whole one).
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 @pytest.fixture(autouse=True)
@@ -54,6 +59,24 @@ def synthetic_dataset(n_train=256, n_test=64, seed=0) -> Dataset:
         return Split(images.to(torch.uint8), labels)
 
     return Dataset("synthetic", make(n_train), make(n_test), tuple(str(d) for d in range(10)), "synthetic")
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device mnistlab trains on by default here: CUDA on a GPU machine, else the CPU.
+    Tests that mean the CPU ask for it (``--device cpu``); the rest compare on one device."""
+    from mnistlab.runtime import resolve_device
+
+    return resolve_device("auto")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

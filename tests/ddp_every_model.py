@@ -10,7 +10,7 @@ from mnistlab.models import list_models
 from mnistlab.train import train_run
 
 out = Path(sys.argv[1])
-flags = {"dataset": "mnist-sample", "epochs": 1, "limit_batches": 4}
+flags = {"dataset": "mnist-sample", "epochs": 1, "limit_batches": 4, "device": "cpu"}  # gloo, even beside a GPU
 models = [m for m in list_models("*") if m != "encoder-classifier"] + ["encoder-classifier"]
 for model in models:
     sets = [f"model.encoder={out / 'ae-convbn'}", "finetune_epochs=1"] if model == "encoder-classifier" else []

@@ -127,8 +127,8 @@ def test_two_stage_training_freezes_then_finetunes(toy, tmp_path):
                                                    "batch_size=32"])
     model = create_model("encoder-classifier", cfg.model, load_run=load_run)  # the factory reads the run
     # the encoder's weights came from the autoencoder run
-    ae_state = ae.model.encoder.state_dict()
-    assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in ae_state.items())
+    ae_state = ae.model.encoder.state_dict()  # on the device it trained on: compare on the CPU
+    assert all(torch.equal(v.cpu(), model.encoder.state_dict()[k]) for k, v in ae_state.items())
     frozen, tuned = model.stages(cfg.train)
     assert tuned.train.lr == pytest.approx(cfg.train.lr * 0.1)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}

@@ -17,7 +17,8 @@ from mnistlab.batches import Batches
 from mnistlab.cli import main
 from mnistlab.models import list_models
 
-DRY = ["--dataset", "mnist-sample", "--epochs", "1", "--set", "limit_batches=6", "--no-progress"]
+# Two gloo processes on the CPU, asked for: on a one-GPU machine 'auto' would mean NCCL and refuse two.
+DRY = ["--dataset", "mnist-sample", "--epochs", "1", "--set", "limit_batches=6", "--no-progress", "--device", "cpu"]
 
 
 def mnistlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -105,7 +106,7 @@ def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(
     run = tmp_path / "k"
     proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", "cnn", "--dataset", "mnist-sample",
                              "--epochs", "12", "--set", "limit_batches=8", "--nproc", "2", "--run-dir", str(run),
-                             "--no-progress"],
+                             "--device", "cpu", "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     deadline = time.monotonic() + 300
     while not ((run / "metrics.jsonl").is_file() and (run / "metrics.jsonl").stat().st_size):
@@ -129,7 +130,8 @@ def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(
 def test_two_processes_reach_the_single_process_accuracy(tmp_path):
     """The bar: 2 gloo processes train cnn to within 0.5 points of one process, same global
     batch and seed."""
-    args = ["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--seed", "1", "--no-progress"]
+    args = ["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--seed", "1", "--no-progress",
+            "--device", "cpu"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert mnistlab(*args, "--run-dir", str(one)).returncode == 0
     p = mnistlab(*args, "--nproc", "2", "--run-dir", str(two))

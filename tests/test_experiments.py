@@ -165,6 +165,7 @@ def test_reencode_end_to_end_and_reuse_via_cli(tmp_path, capsys, monkeypatch):
 def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
     """Experiments, a sweep and its trials show in `mnistlab runs` (and --json) beside trainings;
     a broken folder or a dangling link is listed or skipped, never a crash."""
+    pytest.importorskip("optuna", reason="the sweep extra (mnistlab[sweep]) is not installed")
     dream_cfg = build_experiment_config("dream", sets=["rounds=1", "steps=5", "epochs=1", "judge_epochs=1",
                                                        "epochs_per_round=1", "per_digit=1"])
     run_experiment("dream", dream_cfg, run_dir=tmp_path / "experiment-dream", dataset=sample, progress=False)
@@ -255,7 +256,9 @@ def test_coupled_models_resume_as_if_never_stopped(tmp_path, monkeypatch, name, 
     from mnistlab.config import build_config
 
     ds = synthetic_dataset()
-    cfg = lambda: build_config(name, flags={"epochs": 3, **flags})  # noqa: E731
+    # Exact resumption is a CPU claim (cuDNN's atomics differ run to run); the GPU's own test
+    # (test_gpu.py) resumes under deterministic algorithms.
+    cfg = lambda: build_config(name, flags={"epochs": 3, "device": "cpu", **flags})  # noqa: E731
     whole = train.train_run(cfg(), tmp_path / "whole", dataset=ds, progress=False, figures=False)
     real = train.append_jsonl
 

@@ -45,7 +45,7 @@ def test_schedules_and_optimizers_train(toy, schedule, optimizer):
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
 
 
-def test_run_folder_records_everything(toy, tmp_path):
+def test_run_folder_records_everything(toy, tmp_path, device):
     run = train_run(_cfg(), tmp_path / "r", dataset=toy, progress=False)
     files = {p.name for p in (tmp_path / "r").iterdir()}
     assert {"config.json", "metrics.jsonl", "summary.json", "env.json", "checkpoint.pt", "figures",
@@ -53,7 +53,7 @@ def test_run_folder_records_everything(toy, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and "test_acc" in rows[0]
     env = json.loads((tmp_path / "r" / "env.json").read_text())
-    assert env["device"] == "cpu" and env["seed"] == 0 and env["torch"] == torch.__version__
+    assert env["device"] == str(device) and env["seed"] == 0 and env["torch"] == torch.__version__
     for fig in ("curves.png", "confusion.png"):
         assert (tmp_path / "r" / "figures" / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
@@ -65,7 +65,7 @@ def test_load_run_rebuilds_the_same_model(toy, tmp_path):
     run = train_run(_cfg(epochs=1), tmp_path / "r", dataset=toy, progress=False)
     again = load_run(tmp_path / "r")
     x = torch.rand(5, 1, 28, 28)
-    assert torch.equal(run.model.eval()(x), again.model(x))
+    assert torch.equal(run.model.eval().cpu()(x), again.model(x))  # train_run hands back its model on its device
     assert again.summary["test_acc"] == run.summary["test_acc"] and len(again.metrics) == 1
 
 

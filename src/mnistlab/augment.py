@@ -14,6 +14,14 @@ import torch
 import torch.nn.functional as F
 
 
+def _draw(fn, shape, generator: torch.Generator | None, device, **kw) -> torch.Tensor:
+    """`fn` (torch.rand or torch.randint) drawn on the generator's own device, then moved to
+    `device`: a CUDA generator keeps the draws, and so a captured step, free of host work;
+    a CPU generator (or none) draws on the CPU as before."""
+    where = generator.device if generator is not None else torch.device("cpu")
+    return fn(*kw.pop("args", ()), shape, generator=generator, device=where, **kw).to(device)
+
+
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """x: (B, C, H, W). Each image moved by its own (dy, dx) in [-max_shift, max_shift]."""
     if max_shift <= 0:
@@ -21,7 +29,7 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     b, c, h, w = x.shape
     s = max_shift
     padded = F.pad(x, (s, s, s, s))  # (B, C, H+2s, W+2s)
-    shifts = torch.randint(0, 2 * s + 1, (2, b), generator=generator).to(x.device)
+    shifts = _draw(torch.randint, (2, b), generator, x.device, args=(0, 2 * s + 1))
     rows = (torch.arange(h, device=x.device)[None, :] + shifts[0][:, None])  # (B, H)
     cols = (torch.arange(w, device=x.device)[None, :] + shifts[1][:, None])  # (B, W)
     out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * s))
@@ -32,7 +40,7 @@ def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: float = 0.1, sh
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Rotation in [-degrees, degrees], scale in [1-scale, 1+scale], shift up to `shift` pixels."""
     b, _, h, w = x.shape
-    r = torch.rand(4, b, generator=generator).to(x.device, x.dtype) * 2 - 1  # (4, B) in [-1, 1]
+    r = _draw(torch.rand, (4, b), generator, x.device).to(x.dtype) * 2 - 1  # (4, B) in [-1, 1]
     angle = r[0] * math.radians(degrees)
     s = 1 + r[1] * scale
     cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
@@ -43,7 +51,7 @@ def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: float = 0.1, sh
 
 
 def _rand(b: int, generator, device, lo: float, hi: float) -> torch.Tensor:
-    return (torch.rand(b, generator=generator) * (hi - lo) + lo).to(device)
+    return _draw(torch.rand, (b,), generator, device) * (hi - lo) + lo
 
 
 def random_robust(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -62,16 +70,16 @@ def random_robust(x: torch.Tensor, generator: torch.Generator | None = None) -> 
     theta = torch.stack([torch.stack([a11, a12, tx], 1), torch.stack([a21, a22, ty], 1)], 1)  # (B, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
     # Elastic: a smooth random displacement of up to ~1.5 px, from a 4x4 field upsampled.
-    coarse = (torch.rand(b, 2, 4, 4, generator=generator).to(dev, dt) * 2 - 1) * (3.0 / w)
+    coarse = (_draw(torch.rand, (b, 2, 4, 4), generator, dev).to(dt) * 2 - 1) * (3.0 / w)
     grid = grid + F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     # Stroke thickness: 15% eroded, a third dilated, the rest as they are.
-    pick = torch.rand(b, generator=generator).to(dev)[:, None, None, None]
+    pick = _draw(torch.rand, (b,), generator, dev)[:, None, None, None]
     thick = F.max_pool2d(x, 3, 1, 1)
     thin = -F.max_pool2d(-x, 3, 1, 1)
     x = torch.where(pick < 0.15, thin, torch.where(pick > 0.67, thick, x))
     # Blur: a third of the images mixed with a 3x3 box blur, by a random amount.
-    mix = (torch.rand(b, generator=generator).to(dev) < 0.33).to(dt) * u(0.3, 1.0)
+    mix = (_draw(torch.rand, (b,), generator, dev) < 0.33).to(dt) * u(0.3, 1.0)
     x = torch.lerp(x, F.avg_pool2d(x, 3, 1, 1), mix[:, None, None, None])
     # Contrast: gamma and peak level.
     x = x.clamp(0, 1).pow(u(0.7, 1.4)[:, None, None, None]) * u(0.85, 1.0)[:, None, None, None]

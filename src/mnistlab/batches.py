@@ -66,7 +66,10 @@ class Batches:
             steps -= 1  # too small to share out: skipped
         return min(steps, self.limit) if self.limit else steps
 
-    def _batch(self, idx) -> tuple[torch.Tensor, ...]:
+    def gather(self, idx) -> tuple[torch.Tensor, ...]:
+        """The batch at `idx` (an index tensor or a slice): images as float (B, 1, 28, 28) in
+        the memory format asked for, augmented when asked. No host sync: a captured step
+        (steps.py) calls it with a fixed index tensor."""
         first, *rest = (t[idx] for t in self.tensors)
         if self.images:
             first = images_to_float(first).contiguous(memory_format=self.memory_format)
@@ -74,11 +77,13 @@ class Batches:
                 first = augment_batch(first, self.augment, self.aug_generator)
         return (first, *rest)
 
-    def __iter__(self):
+    def indices(self):
+        """One pass as index batches (slices in order, index tensors when shuffled), this
+        rank's share only; what ``__iter__`` gathers."""
         steps = len(self)
         if self.generator is None:  # in order: slices are views, no gather
             for i in range(steps):
-                yield self._batch(slice(i * self.batch_size, (i + 1) * self.batch_size))
+                yield slice(i * self.batch_size, (i + 1) * self.batch_size)
             return
         for idx in batch_indices(self.n, self.batch_size, self.generator, self.device)[:steps]:
             if self.shard:
@@ -86,4 +91,8 @@ class Batches:
                 if len(idx) < 2 * world:  # BatchNorm needs two per rank
                     continue
                 idx = idx.tensor_split(world)[rank]
-            yield self._batch(idx)
+            yield idx
+
+    def __iter__(self):
+        for idx in self.indices():
+            yield self.gather(idx)

@@ -14,6 +14,9 @@
 7. Whole process: wall time, test accuracy and peak memory of whole commands, start-up
    included: ``train cnn-fast --epochs 1``, the named 92% preset, and the conventional
    script (``python -m mnistlab.tutorial``) doing the same epochs; the ratio of the two.
+8. Step (CUDA only): seconds per epoch of each classifier's training step run eagerly and
+   replayed as a captured CUDA graph (``train.graph``), the second epoch of each (the first
+   holds the warm-up and the capture), with the precision ``amp=auto`` chose.
 
 Absolute times depend on the machine: quote ratios on CPUs, absolute times on GPUs.
 """
@@ -284,6 +287,31 @@ def whole_process(dataset: str, quick: bool = False) -> dict:
     return {"dataset": dataset, "rows": rows, "ratio": rows[2]["wall_s"] / rows[0]["wall_s"] if ok else None}
 
 
+# ---------------------------------------------------------------- 8. eager vs captured step
+
+STEP_MODELS = ("cnn", "cnn-fast", "convnet-fast", "cnn-robust")
+
+
+def step_modes(ds, device, models=STEP_MODELS, limit_batches: int = 0) -> list[dict]:
+    """Per model: the second epoch's training seconds with ``graph=off`` and ``graph=on`` (CUDA)."""
+    from . import steps
+
+    rows = []
+    for name in models:
+        row = {"model": name, "images": len(ds.train)}
+        for graph in ("off", "on"):
+            cfg = build_config(name, sets=["epochs=2", f"graph={graph}", f"limit_batches={limit_batches}"])
+            runtime.seed_everything(0)
+            model = create_model(name, cfg.model)
+            how = steps.plan(model, cfg.train, device)
+            hist = fit(model, ds.train, {}, cfg.train, device=device, progress=False)
+            row[f"{graph}_s"] = hist[-1]["train_time_s"]
+            row[f"{graph}_step"], row[f"{graph}_amp"] = how.graph, how.amp
+        row["speedup"] = row["off_s"] / row["on_s"] if row["on_s"] else None
+        rows.append(row)
+    return rows
+
+
 def _outcome(r: dict, acc) -> dict:
     failed = r["rc"] != 0
     return {"wall_s": None if failed else r["wall_s"], "test_acc": acc, "peak_rss_mb": r["peak_rss_mb"],
@@ -327,6 +355,10 @@ def run_bench(quick: bool = False, device: str = "auto", seeds: int = 3, out: Pa
     res["memory"] = peak_memory(mem_ds, 1, limit_batches=5 if quick else 0)
     log("7/7 whole processes")
     res["whole_process"] = whole_process(mem_ds, quick)
+    if dev.type == "cuda":
+        log("8 eager vs captured step")
+        step_ds = load_dataset(mem_ds)
+        res["step"] = {"dataset": mem_ds, "rows": step_modes(step_ds, dev, limit_batches=20 if quick else 0)}
     if out:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "bench.json", res)
@@ -388,6 +420,14 @@ def to_markdown(r: dict) -> str:
         if w["ratio"]:
             lines += ["", f"The conventional script takes **{w['ratio']:.1f}x** the wall time of `mnistlab train "
                           f"cnn-fast --epochs 1` on {w['dataset']}, one after the other in this run.", ""]
+    if "step" in r:
+        lines += ["## 8. Training step: eager vs captured CUDA graph (second epoch, seconds)", "",
+                  "| model | eager | captured | speed-up | precision (eager / captured) |", "|---|---|---|---|---|"]
+        for row in r["step"]["rows"]:
+            up = f"{row['speedup']:.1f}x" if row["speedup"] else "-"
+            lines.append(f"| {row['model']} | {row['off_s']:.3f} | {row['on_s']:.3f} ({row['on_step']}) | {up} | "
+                         f"{row['off_amp']} / {row['on_amp']} |")
+        lines += ["", f"{r['step']['rows'][0]['images']:,} training images of {r['step']['dataset']} an epoch.", ""]
     return "\n".join(lines)
 
 

@@ -38,7 +38,8 @@ class TrainConfig:
     eval_batch_size: int = 256  # cache-sized: faster than 1,000 on a CPU (infer.EVAL_BATCH)
     limit_batches: int = 0  # >0: stop each epoch after this many batches (smoke runs)
     augment: str = "none"  # none, shift (2 px), affine (rotate/scale/shift), robust (see augment.py); on the device
-    amp: str = "auto"  # bf16 autocast: auto (on CUDA only), bf16, off
+    amp: str = "auto"  # bf16 autocast: auto (bf16 on CUDA where measured faster, steps.py), bf16, off
+    graph: str = "auto"  # capture the training step as a CUDA graph: auto (on CUDA when it can be), on, off
     channels_last: str = "auto"  # auto (= on, every device), on, off
     compile: bool = False  # torch.compile the loss step; falls back to eager if it fails
     printed: float = 0.0  # > 0: add this fraction of printed digits (matplotlib's fonts) to the training set
@@ -63,6 +64,7 @@ class TrainConfig:
         check(self.augment in ("none", "shift", "affine", "robust"), "train.augment",
                "must be none, shift, affine or robust", self.augment)
         check(self.amp in ("auto", "bf16", "off"), "train.amp", "must be auto, bf16 or off", self.amp)
+        check(self.graph in ("auto", "on", "off"), "train.graph", "must be auto, on or off", self.graph)
         check(self.channels_last in ("auto", "on", "off"), "train.channels_last", "must be auto, on or off",
                self.channels_last)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, runtime
+from . import distributed, runtime, steps
 from ._io import append_jsonl, read_jsonl, write_json, write_jsonl
 from .batches import Batches, batch_indices  # noqa: F401  (batch_indices: train's API, as before)
 from .config import RunConfig, TrainConfig, config_from_dict
@@ -64,7 +64,7 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     factories = {
         "none": lambda: None,
         "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total),
+            opt, max_lr=[float(g["lr"]) for g in opt.param_groups], total_steps=total),
         "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
     }
     return factories[cfg.schedule]()
@@ -115,7 +115,8 @@ class TrainState:
         return next(iter(self.optimizers.values()))
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+        return {"epoch": self.epoch,
+                "optimizers": {k: steps.float_hypers(o.state_dict()) for k, o in self.optimizers.items()},
                 "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
                 "generators": {k: g.get_state() for k, g in self.generators.items()},
                 "rng": torch.get_rng_state(),  # dropout masks draw from the global generator
@@ -149,9 +150,7 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     such a state dict, goes on from the epoch after it, with the weights already in `model`.
     """
     device = torch.device(device)
-    on_gpu = device.type == "cuda"
     runtime.keep_freed_memory()  # page faults were a third of a CPU step (runtime.py)
-    use_amp = cfg.amp == "bf16" or (cfg.amp == "auto" and on_gpu)
     # Channels-last is faster for these convnets on CPU as on CUDA (measured: 1.4-2x per
     # CPU training step, mostly in max-pooling and convolution backward), so auto = on.
     channels_last = cfg.channels_last != "off"
@@ -160,45 +159,55 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     model.prepare(train)
     # Under torchrun every rank draws the same order and takes its share of each batch.
     ctx = distributed.current()
+    how = steps.plan(model, cfg, device, distributed=ctx.active)
+    if how.why and ctx.main:
+        print(f"mnistlab: {how.why}", file=sys.stderr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * ctx.rank)
+    # On CUDA augmentation draws on the device (no host round trip; a captured step needs it).
+    aug_gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(
+        cfg.seed + 1 + 7919 * ctx.rank)
     batches = Batches(train.images, train.labels, batch_size=cfg.batch_size, device=device, generator=gen,
                       limit=cfg.limit_batches, augment=cfg.augment, aug_generator=aug_gen, memory_format=fmt,
                       shard=(ctx.rank, ctx.world) if ctx.active else None)
     evals = {name: split.to(device) for name, split in evals.items()}  # once, not every epoch
     opts = model.optimizers(lambda params, lr_scale=1.0: make_optimizer(params, cfg, lr_scale))
     scheds = {k: s for k, o in opts.items() if (s := make_scheduler(o, cfg, len(batches))) is not None}
+    steps.prepare_optimizers(opts, how, device)
     compiled = _compiled(model.loss) if cfg.compile else model.loss
     step_opts, step_loss = distributed.wrap(model, opts, compiled, ctx, device) if ctx.active else (opts, compiled)
+    amp = steps.autocast(device, how.amp)
 
     def loss_fn(x, y):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with amp:
             return step_loss(x, y)
 
     state = TrainState(opts, scheds, {"data": gen, "augment": aug_gen}, 0)
     if resume is not None:
         state.load_state_dict(resume)
+        steps.prepare_optimizers(opts, how, device)  # loading gave back plain floats
     if ctx.rank:  # dropout masks of their own on the other ranks
         torch.manual_seed(cfg.seed + 7919 * ctx.rank + state.epoch)
     shard = (ctx.rank, ctx.world) if ctx.active else None
+    step = steps.Step(model, batches, step_opts, loss_fn, how, generators=(aug_gen,))
     history = []
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         model.train()
         model.start_epoch(epoch)
         t0 = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
+        step.start_epoch()
+        sums = step.sums
         seen = 0
         bar = progress_bar(len(batches), f"{desc} {epoch}/{cfg.epochs}", progress if ctx.main else False)
-        for step, (x, y) in enumerate(batches):
-            out = model.train_step(x, y, step_opts, loss_fn)
+        for i, idx in enumerate(batches.indices()):
+            step.run(idx)
             for sched in scheds.values():
                 sched.step()
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0) + v.detach() * len(y)
-            seen += len(y)
+            step.after_schedule()
+            seen += len(range(batches.n)[idx]) if isinstance(idx, slice) else len(idx)
             bar.update(1)
-            if not bar.disable and (step % 10 == 0 or step == len(batches) - 1):
+            if not bar.disable and (i % 10 == 0 or i == len(batches) - 1):
                 bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in sums.items()})
+        sums = dict(step.sums)
         if ctx.active:  # the epoch's sums over every rank's share
             keys = sorted(sums)
             *totals, seen_t = distributed.sum_tensors([*(sums[k] for k in keys),
@@ -209,7 +218,7 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
             raise DivergedError(f"training diverged: the loss is {row['train_loss']} in epoch {epoch} "
                                 f"(lr {cfg.lr:g}); lower the learning rate. The run stays unfinished")
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
-        row["lr"] = state.optimizer.param_groups[0]["lr"]
+        row["lr"] = float(state.optimizer.param_groups[0]["lr"])
         for name, split in evals.items():
             row.update({f"{name}_{k}": v for k, v in evaluate(model, split, cfg.eval_batch_size, shard).items()})
         if not bar.disable:
@@ -245,10 +254,11 @@ def start_run(cfg: RunConfig, path: Path, ds: Dataset, device) -> Run:
     path = prepare_run_dir(path)
     write_json(path / "config.json", cfg.to_dict())
     ctx = distributed.current()
-    write_json(path / "env.json", {**environment(device, cfg.train.seed), "data_source": ds.source,
-                                   **({"distributed": ctx.record()} if ctx.active else {})})
     runtime.seed_everything(cfg.train.seed)
     model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
+    how = steps.plan(model, cfg.train, device, distributed=ctx.active)  # what fit will do: step kind, precision
+    write_json(path / "env.json", {**environment(device, cfg.train.seed), **how.record(), "data_source": ds.source,
+                                   **({"distributed": ctx.record()} if ctx.active else {})})
     return Run(path, cfg, model, [], {})
 
 
