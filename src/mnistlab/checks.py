@@ -12,10 +12,27 @@ from typing import Any
 from .errors import ConfigError
 
 
+def brief(value, most: int = 80) -> str:
+    """A short, printable rendering of a value from a file or the command line: bounded in the
+    work it does (reprlib cuts deep and long values) and in length, control characters escaped."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, most, most, 40
+    text = safe_text(value if isinstance(value, str) else r.repr(value))
+    return text if len(text) <= most else text[: most - 3] + "..."
+
+
+def safe_text(text: str) -> str:
+    """Control characters (newlines, escape sequences, ...) shown escaped, never acted on by a
+    terminal: for anything printed that came from disk or the user."""
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def check(ok: bool, key: str, why: str, value) -> None:
     """Raise ConfigError naming `key` unless `ok`: the one way configs validate a value."""
     if not ok:
-        raise ConfigError(f"{key}: {why}, got {value!r}")
+        raise ConfigError(f"{key}: {why}, got {brief(value if not isinstance(value, str) else repr(value))}")
 
 
 # ---------------------------------------------------------------- coercion
@@ -26,7 +43,7 @@ def parse_bool(text: str, key: str) -> bool:
         return True
     if low in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{key}: expected true or false, got {text!r}")
+    raise ConfigError(f"{key}: expected true or false, got {brief(repr(text))}")
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
@@ -52,7 +69,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {brief(value)}")
         elem = args[0] if args else str
         out = [coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(items)]
         return tuple(out) if origin is tuple else out
@@ -61,13 +78,13 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         if isinstance(value, str):
             return parse_bool(value, key)
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {brief(value)}")
     if hint in (int, float):
         return _number(value, hint, key)
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
+        raise ConfigError(f"{key}: expected a string, got {brief(value)}")
     return value
 
 
@@ -89,7 +106,7 @@ def _number(value: Any, hint: type, key: str) -> int | float:
             pass
     if out is None:
         shown = value if not isinstance(value, str) or len(value) <= 100 else value[:40] + "..."
-        raise ConfigError(f"{key}: expected {what}, got {shown!r}")
+        raise ConfigError(f"{key}: expected {what}, got {brief(shown)}")
     if hint is int:
         if not -INT_LIMIT < out < INT_LIMIT:
             raise ConfigError(f"{key}: {what} within ±2^62 expected, got one of {len(str(abs(out)))} digits")

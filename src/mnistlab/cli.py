@@ -67,9 +67,13 @@ def cmd_train(args) -> int:
     from .runs import latest_run
     from .train import resume_run, reuse_run, train_run
 
+    if distributed.launched():  # a rank: it ends with its launcher, even a killed one
+        distributed.die_with_parent()
     if args.nproc is not None:
-        if not 1 <= args.nproc <= 1024:
-            raise MnistlabError(f"--nproc {args.nproc}: must be in 1..1024")
+        most, what = distributed.process_limit(args.device or "auto")
+        if not 1 <= args.nproc <= most:
+            raise MnistlabError(f"--nproc {args.nproc}: must be in 1..{most} ({what}; more machines join "
+                                "with torchrun)")
         if args.reuse or args.interactive:
             raise MnistlabError("--nproc trains; it does not go with --reuse or --interactive")
         if args.nproc > 1 and not distributed.launched():
@@ -78,7 +82,7 @@ def cmd_train(args) -> int:
             return distributed.launch(args.nproc, _without_nproc(args.argv))
     if args.resume:
         run = resume_run(args.resume, model=args.model, progress=False if args.no_progress else None,
-                         notice=_notice)
+                         notice=_notice, figures=args.figures != "none")
     elif args.reuse:
         path = args.run_dir or latest_run(model=args.model, dataset=args.dataset)
         run = reuse_run(path, notice=_notice)
@@ -391,15 +395,17 @@ def cmd_models(args) -> int:
 
 def _key_figure(r: dict) -> str:
     s = r["summary"]
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731  (files may lie)
     if r["kind"] == "sweep":
         acc, mse = s.get("best_test_acc"), s.get("best_test_mse")
-        best = f"best acc {acc:.2%}" if acc is not None else f"best mse {mse:.4f}" if mse is not None else ""
-        return f"{s.get('finished', 0)}/{s.get('trials', 0)} trials" + (f", {best} ({s['best_trial']})" if best else "")
+        best = f"best acc {acc:.2%}" if num(acc) else f"best mse {mse:.4f}" if num(mse) else ""
+        return f"{s.get('finished', 0)}/{s.get('trials', 0)} trials" + (f", {best} ({s.get('best_trial')})"
+                                                                         if best else "")
     if "headline" in s:
         return str(s["headline"])
-    if isinstance(s.get("test_acc"), (int, float)):
+    if num(s.get("test_acc")):
         return f"acc {s['test_acc']:.2%}"
-    if isinstance(s.get("test_mse"), (int, float)):
+    if num(s.get("test_mse")):
         return f"mse {s['test_mse']:.4f}"
     return "-"
 
@@ -428,6 +434,11 @@ def cmd_runs(args) -> int:
 
 
 def _table(header, rows) -> None:
+    from .checks import brief
+
+    # cells come from folder names and files on disk: escaped and bounded, so a newline cannot
+    # forge a row and an escape sequence cannot act on the terminal
+    rows = [tuple(brief(str(x), 100) for x in row) for row in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in (header, *rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())

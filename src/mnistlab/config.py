@@ -7,12 +7,14 @@ Unknown keys and values of the wrong type are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .checks import apply_overrides, check, coerce  # noqa: F401  (coerce: part of config's API)
+from ._io import MAX_CONFIG, Unreadable, read_text
+from .checks import apply_overrides, brief, check, coerce  # noqa: F401  (coerce: part of config's API)
 from .errors import ConfigError
 from .models import get_spec  # importing the models fills the registry
 
@@ -56,7 +58,8 @@ class TrainConfig:
         check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}", self.optimizer)
         check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}", self.schedule)
         check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
-        check(self.threads >= 0, "train.threads", "must be >= 0", self.threads)
+        cpus = os.cpu_count() or 1
+        check(0 <= self.threads <= cpus, "train.threads", f"must be in 0..{cpus} (this machine's CPUs)", self.threads)
         check(0 <= self.printed <= 1, "train.printed", "must be in [0, 1]", self.printed)
         check(set(self.track) <= {"tensorboard", "mlflow"}, "train.track", "must name tensorboard and/or mlflow",
               self.track)
@@ -104,6 +107,9 @@ class RunConfig:
         for sec in self.sections().values():
             if hasattr(sec, "validate"):
                 sec.validate()
+        from .models.sizing import check_fits
+
+        check_fits(self.model_name, self.model, self.train.batch_size)
 
 
 def parse_set(items: list[str]) -> list[tuple[str, str]]:
@@ -134,22 +140,46 @@ def _resolve_key(cfg: RunConfig, key: str) -> tuple[str, str]:
 def read_config_file(path: str | Path) -> dict:
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+        text = read_text(path, MAX_CONFIG)
+    except Unreadable as e:
+        raise ConfigError(f"cannot read config: {e}") from None
+    yaml_file = path.suffix in (".yaml", ".yml")
     try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = tomllib.loads(text)
+        data = (_load_yaml(text) or {}) if yaml_file else tomllib.loads(text)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except Exception as e:  # parser errors differ by format; all mean the same to the user
-        raise ConfigError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'TOML'} "
-                          f"({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid {'YAML' if yaml_file else 'TOML'} "
+                          f"({brief((str(e).splitlines() or [type(e).__name__])[0])})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of sections at the top level")
     return data
+
+
+def _load_yaml(text: str):
+    """YAML as a config needs it: plain values, no aliases (a 'billion laughs' file expands a few
+    lines into gigabytes), no key given twice (which YAML would quietly resolve to the last)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise ConfigError("YAML aliases (*name) are not read in a config; write the value out")
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError(f"key {brief(str(key), 60)!r} is given twice (line {line})")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def merge_mapping(cfg: RunConfig, data: dict, origin: str) -> RunConfig:

@@ -176,6 +176,39 @@ def wrap(model, opts: dict, loss_fn, ctx: Context, device: torch.device):
 
 # ---------------------------------------------------------------- the launcher (--nproc)
 
+def process_limit(device_name: str = "auto") -> tuple[int, str]:
+    """How many processes one machine may start for a job: one per GPU on CUDA, else one per
+    CPU; with what that is, for the error line."""
+    cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
+    if cuda and torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        return n, f"this machine's GPUs: {n}"
+    n = os.cpu_count() or 1
+    return n, f"this machine's CPUs: {n}"
+
+
+def die_with_parent(poll_s: float = 0.5) -> None:
+    """End this process when the process that started it goes away, killed or not. torch's
+    launcher starts each rank in a session of its own, so a killed launcher's ranks would go on
+    training (and holding memory) for nobody; a sweep's workers likewise. A daemon thread watches
+    the parent's pid and ends this process group's share, this process, when it changes."""
+    import threading
+
+    parent = os.getppid()
+    if parent <= 1:
+        return
+
+    def watch():
+        import time
+
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)  # no clean-up to wait for: the run stays resumable from its checkpoint
+
+    threading.Thread(target=watch, name="mnistlab-die-with-parent", daemon=True).start()
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m mnistlab ARGV`` in `nproc` processes on this machine through torch's
     elastic launcher (what torchrun --standalone does). Returns the exit code; a failure is

@@ -13,6 +13,7 @@ figure, ``mean``, ``sd``, ``min``, ``max``, ``seeds``, ``values``, ``bar`` and `
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import re
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._io import write_json
+from .checks import brief
 from .errors import ConfigError
 
 DATASET = "mnist-sample"
@@ -213,16 +215,29 @@ def jobs() -> dict[str, Job]:
     return {j.name: j for j in js}
 
 
+MAX_SEEDS = 1000
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-4', '0,2,5' or '3'."""
-    seeds: list[int] = []
+    shown = brief(repr(text), 60)
+    if len(text) > 10_000:
+        raise ConfigError(f"--seeds {shown}: too long")
+    ranges = []
     for part in text.split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        m = re.fullmatch(r"\s*(\d{1,10})\s*(?:-\s*(\d{1,10})\s*)?", part)
         if not m or (m[2] and int(m[2]) < int(m[1])):
-            raise ConfigError(f"--seeds {text!r}: expected e.g. 0-4 or 0,1,2")
-        seeds += range(int(m[1]), int(m[2] or m[1]) + 1)
-    if len(set(seeds)) != len(seeds) or len(seeds) > 1000:
-        raise ConfigError(f"--seeds {text!r}: each seed once, at most 1,000")
+            raise ConfigError(f"--seeds {shown}: expected e.g. 0-4 or 0,1,2")
+        lo, hi = int(m[1]), int(m[2] or m[1])
+        if hi >= 2 ** 32:
+            raise ConfigError(f"--seeds {shown}: a seed is at most 2^32-1")
+        ranges.append((lo, hi))
+    # counted before any list is built: 0-300000000 must not take the machine's memory first
+    if sum(hi - lo + 1 for lo, hi in ranges) > MAX_SEEDS:
+        raise ConfigError(f"--seeds {shown}: at most {MAX_SEEDS:,} seeds")
+    seeds = [s for lo, hi in ranges for s in range(lo, hi + 1)]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {shown}: each seed once")
     return seeds
 
 
@@ -232,10 +247,14 @@ def run_report(seeds: list[int], only: list[str] | None = None, out: str | Path 
     from .train import progress_bar
 
     table = jobs()
-    unknown = [n for n in only or [] if n not in table]
-    if unknown:
-        raise ConfigError(f"--only {unknown[0]!r}: no such figure job (choose from {', '.join(table)})")
-    chosen = [table[n] for n in (only or table)]
+    names: list[str] = []
+    for pattern in only or list(table):  # names or globs ('ae-*', as --help lists)
+        hits = [n for n in table if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise ConfigError(f"--only {brief(repr(pattern), 60)}: no such figure job (choose from "
+                              f"{', '.join(table)}; globs such as 'ae-*' work too)")
+        names += [n for n in hits if n not in names]
+    chosen = [table[n] for n in names]
     out = Path(out)
     todo = [(j, s) for j in chosen for s in seeds if not (out / "results" / j.name / f"seed-{s}.json").is_file()]
     if notice and len(todo) < len(chosen) * len(seeds):

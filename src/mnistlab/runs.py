@@ -14,24 +14,27 @@ atomically; checkpoints load with ``weights_only=True`` so a file can never run 
 from __future__ import annotations
 
 import dataclasses
-import json
+import io
 import os
 import platform
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ._io import atomic_open, read_jsonl, write_json
+from ._io import Unreadable, atomic_open, read_json, read_jsonl, read_regular, write_json
+from .checks import brief
 from .errors import RunError
 from .models import create_model, get_spec
 
 CHECKPOINT = "checkpoint.pt"
 CLAIM = ".mnistlab-run"  # made first, exclusively: this folder is taken
 RUNS_ROOT_ENV = "MNISTLAB_RUNS"
+MAX_CHECKPOINT = 2 << 30  # bytes; our checkpoints are megabytes
 
 
 def runs_root() -> Path:
@@ -128,7 +131,7 @@ def _plain(obj):
 
 def load_checkpoint(path: Path) -> dict:
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise RunError(f"{path}: no checkpoint (was the training interrupted before the first epoch ended?)")
     try:
         state = load_state(path)
@@ -148,13 +151,21 @@ def save_state(path: Path, state: dict) -> None:
 def load_state(path: Path) -> dict:
     """Load what save_state wrote, never running code from the file."""
     path = Path(path)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise RunError(f"{path}: missing (was the experiment interrupted?)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        blob = read_regular(path, MAX_CHECKPOINT)
+    except Unreadable as e:
+        raise RunError(f"not a readable mnistlab file: {e}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own advice on pickles is not ours to pass on
+            return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types; all mean a bad file
-        why = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise RunError(f"{path}: not a readable mnistlab file ({why})") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "WeightsUnpickler" in str(e):
+            first = "it holds Python objects or code, which mnistlab never loads"
+        raise RunError(f"{path}: not a readable mnistlab file ({brief(first, 200)})") from None
 
 
 def model_from_checkpoint(state: dict, source: str = "checkpoint"):
@@ -198,8 +209,6 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     """Rebuild the model of a run folder, in eval mode, on `device`. An experiment's folder
     loads its main part (named in its summary.json), a sweep's folder its best trial: runs in
     their sub-folders."""
-    from .config import config_from_dict
-
     path = Path(path)
     if not path.is_dir():
         raise RunError(f"{path}: no such run folder")
@@ -209,39 +218,100 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
             raise RunError(f"{path}: a sweep with no finished trial to load")
         return load_run(path / best, device)
     cfg_file = path / "config.json"
-    if not cfg_file.exists():
+    if not os.path.lexists(cfg_file):
         raise RunError(f"{path}: not a run folder (no config.json)")
-    try:
-        data = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{cfg_file}: corrupt ({e})") from None
-    if not isinstance(data, dict):
-        raise RunError(f"{cfg_file}: corrupt (not a JSON object)")
+    data = read_run_json(cfg_file)
     name, _ = experiment_sections(data)
     if name is not None:
         main = (_json_dict(path / "summary.json") or {}).get("main")
         if not isinstance(main, str) or not (path / main / "config.json").is_file():
             raise RunError(f"{path}: a {name} experiment with no finished model to load")
         return load_run(path / main, device)
-    try:
-        config = config_from_dict(data)
-    except KeyError as e:
-        raise RunError(f"{cfg_file}: not a run's config (no {e})") from None
+    config = stored_config(data, cfg_file)
     state = load_checkpoint(path / CHECKPOINT)
+    check_checkpoint(state, config, path / CHECKPOINT)
     model = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device).eval()
     summary = _json_dict(path / "summary.json")
     if summary is None:
-        raise RunError(f"{path / 'summary.json'}: corrupt (not a JSON object)")
-    return Run(path, config, model, read_jsonl(path / "metrics.jsonl"), summary)
+        raise RunError(f"{path / 'summary.json'}: corrupt (not a readable JSON object)")
+    return Run(path, config, model, read_metrics(path / "metrics.jsonl"), summary)
+
+
+def read_run_json(path: Path) -> dict:
+    """A run file's JSON object, or one RunError line saying what is wrong with it."""
+    try:
+        data = read_json(path)
+    except Unreadable as e:
+        raise RunError(f"corrupt run file: {e}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: corrupt (not a JSON object)")
+    return data
+
+
+def read_metrics(path: Path, notice=None) -> list[dict]:
+    try:
+        return read_jsonl(path, notice=notice)
+    except Unreadable as e:
+        raise RunError(f"corrupt run file: {e}") from None
+
+
+def stored_config(data: dict, where: Path):
+    """A run's RunConfig from its config.json, checked as a new one is: a stored config that
+    asks for 10^9 epochs or a batch of -1 is refused as the command line would refuse it."""
+    from .config import config_from_dict
+    from .errors import ConfigError
+
+    try:
+        config = config_from_dict(data)
+        config.validate()
+    except KeyError as e:
+        raise RunError(f"{where}: not a run's config (no {e})") from None
+    except (ConfigError, TypeError, AttributeError) as e:
+        raise RunError(f"{where}: not a valid run config ({brief(str(e))})") from None
+    return config
+
+
+def check_checkpoint(state: dict, config, where: Path) -> None:
+    """A checkpoint is trusted only as far as it matches its run: the model it names, its
+    epoch, and each weight's shape against the model config.json describes (built on the meta
+    device, so no memory is spent)."""
+    if state.get("model_name") != config.model_name:
+        raise RunError(f"{where}: holds a {state.get('model_name')!r} model but config.json says "
+                       f"{config.model_name!r}; the folder was altered")
+    epoch = state.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= config.train.epochs * 100:
+        raise RunError(f"{where}: checkpoint epoch {brief(repr(epoch))} does not fit the run "
+                       f"({config.train.epochs} epochs)")
+    if _plain(state.get("model_args")) != _plain(dataclasses.asdict(config.model)):
+        raise RunError(f"{where}: the model it was saved with differs from config.json's model section; "
+                       "the folder was altered")
+    try:
+        with torch.device("meta"):
+            expected = create_model(config.model_name, config.model, load_run=_meta_encoder).state_dict()
+    except Exception:  # a model that reads another run to build: shapes checked on load instead
+        return
+    held = state.get("state_dict")
+    if not isinstance(held, dict):
+        raise RunError(f"{where}: no weights in the checkpoint")
+    shapes = {k: tuple(v.shape) for k, v in held.items() if isinstance(v, torch.Tensor)}
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    if shapes != want:
+        diff = sorted(set(shapes) ^ set(want)) or [k for k in want if shapes.get(k) != want[k]]
+        raise RunError(f"{where}: its weights do not match the model config.json describes "
+                       f"({brief(', '.join(diff[:3]))}{'...' if len(diff) > 3 else ''}); the folder was altered")
+
+
+def _meta_encoder(path):
+    raise RunError("built from another run")
 
 
 def _json_dict(path: Path) -> dict | None:
     """A JSON object from `path`: {} when there is no file, None when it is unreadable or no object."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return {}
-    except (OSError, ValueError, UnicodeDecodeError):
+    try:
+        data = read_json(path)
+    except Unreadable:
         return None
     return data if isinstance(data, dict) else None
 
@@ -277,8 +347,9 @@ def _sweep(d: Path) -> list[dict]:
     metric = "test_acc" if any("test_acc" in t["summary"] for t in done) else "test_mse"
     named = info.get("best_trial")
     best = next((t for t in done if t["path"].name == named), None) if isinstance(named, str) else None
-    if best is None:
-        best = (max if metric == "test_acc" else min)(done, key=lambda t: t["summary"].get(metric, float("nan")),
+    if best is None:  # trials whose figure is no number (a tampered summary) are not candidates
+        scored = [t for t in done if _number(t["summary"].get(metric)) is not None]
+        best = (max if metric == "test_acc" else min)(scored, key=lambda t: _number(t["summary"][metric]),
                                                       default=None)
     summary = {**info, "trials": len(trials), "finished": len(done)}
     if best is not None:
@@ -287,6 +358,12 @@ def _sweep(d: Path) -> list[dict]:
     head = {"path": d, "kind": "sweep", "model": info.get("model"), "dataset": info.get("dataset"),
             "summary": summary, "complete": bool(info) and complete}
     return [head, *trials]
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return None
 
 
 def list_runs(root: Path | None = None) -> list[dict]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ._io import atomic_open, write_json
+from .checks import brief
 from .config import build_config
 from .errors import ConfigError, MnistlabError, RunError
 from .runs import runs_root
@@ -77,6 +78,9 @@ def _split_values(item: str, flag: str) -> tuple[str, list[str]]:
     return key, parts
 
 
+MAX_GRID = 10_000  # points of one grid (the same bound as --trials would need to be set by hand)
+
+
 @dataclass
 class Range:
     low: float
@@ -99,8 +103,15 @@ class Space:
     def discrete(self) -> bool:
         return all(isinstance(v, list) for v in self.dims.values())
 
+    @property
+    def size(self) -> int:
+        """How many grid points: counted, never built (a 10^10-point grid must not be listed)."""
+        return math.prod(len(v) for v in self.dims.values() if isinstance(v, list))
+
     def points(self) -> list[tuple[str, ...]]:
         """Every grid point, in the order the values were given (the table's order)."""
+        if self.size > MAX_GRID:
+            raise ConfigError(f"the grid has {self.size:,} points; at most {MAX_GRID:,}")
         return list(itertools.product(*self.dims.values()))
 
     def spec(self) -> dict:
@@ -212,6 +223,9 @@ def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] |
                figures: bool = True) -> Sweep:
     """Check the arguments (one clear error each) and settle names, folders and storage."""
     space = parse_space(grid, search)
+    if space.discrete and space.size > MAX_GRID:
+        raise ConfigError(f"the grid has {space.size:,} points (the product of its value counts); at most "
+                          f"{MAX_GRID:,}: give fewer values")
     sampler = sampler or ("grid" if not search else "tpe")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r}: must be one of {', '.join(SAMPLERS)}")
@@ -250,6 +264,8 @@ def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] |
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", sweep.study):
         raise ConfigError(f"--study {sweep.study!r}: use letters, digits, '.', '_' and '-' (at most 100)")
     sweep.out = Path(out_dir) if out_dir else runs_root() / f"sweep-{sweep.study}"
+    if storage is not None:
+        check_storage_url(storage)
     sweep.storage = storage or f"sqlite:///{(sweep.out / 'study.db').resolve()}"
     return sweep
 
@@ -263,6 +279,16 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def check_storage_url(url: str) -> None:
+    """A study must live where every worker can reach it: a SQLite file or a database server."""
+    if not re.match(r"^[a-z][a-z0-9+]*://", url):
+        raise ConfigError(f"--storage {brief(url, 80)}: not a database URL (e.g. sqlite:///study.db or "
+                          "postgresql+psycopg://user@host/db)")
+    if url.startswith("sqlite:") and url.split("?")[0] in ("sqlite://", "sqlite:///", "sqlite:///:memory:"):
+        raise ConfigError(f"--storage {brief(url, 80)}: an in-memory SQLite study cannot hold a sweep "
+                          "(its workers and heartbeats need a file): give sqlite:///PATH")
 
 
 def open_storage(url: str, heartbeat: int = HEARTBEAT_S):
@@ -502,9 +528,13 @@ def work(sweep: Sweep, *, progress=None, notice=None, heartbeat: int = HEARTBEAT
 
 
 def _worker_main(sweep: Sweep, heartbeat: int, threads: int, index: int, progress) -> None:
-    """A worker process (started by run_sweep for --workers K)."""
+    """A worker process (started by run_sweep for --workers K); it ends with the command that
+    started it, even a killed one."""
     import sys
 
+    from .distributed import die_with_parent
+
+    die_with_parent()
     try:
         work(sweep, progress=progress, heartbeat=heartbeat, threads=threads, prefix=f"[worker {index}] ",
              notice=lambda m: print(f"mnistlab: {m}", file=sys.stderr, flush=True))
@@ -523,8 +553,10 @@ def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | 
               heartbeat: int = HEARTBEAT_S, figures: bool = True) -> tuple[Path, list[dict]]:
     """Run (or resume, or join) a sweep; returns its folder and table rows once the study holds
     every trial it asks for (or the timeout passed)."""
-    if not 1 <= workers <= 256:
-        raise ConfigError(f"--workers {workers}: must be in 1..256")
+    cpus = os.cpu_count() or 1
+    if not 1 <= workers <= cpus:
+        raise ConfigError(f"--workers {workers}: must be in 1..{cpus} (one process per CPU at most; "
+                          "more machines join with the same --storage and --study)")
     if not 1 <= heartbeat <= 3600:
         raise ConfigError(f"--heartbeat {heartbeat}: must be in 1..3600 seconds")
     sweep = plan_sweep(model, grid=grid, search=search, trials=trials, sampler=sampler, prune=prune,

@@ -116,6 +116,53 @@ class MLflow:
 
 TRACKERS = {t.name: t for t in (TensorBoard, MLflow)}
 
+# Schemes MLflow reads as tracking stores; anything else fails late and with a traceback.
+MLFLOW_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+CHECK_TIMEOUT_S = 5.0
+
+
+def check_services(names, timeout: float = CHECK_TIMEOUT_S) -> None:
+    """Before a run folder is made: each tracker the run asked for can be reached, within
+    `timeout` seconds, or one ConfigError line naming its URL."""
+    if "mlflow" in names:
+        _needs("mlflow", "mlflow")
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if uri:
+            check_mlflow_uri(uri, timeout)
+
+
+def check_mlflow_uri(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
+    from urllib.parse import urlsplit
+
+    from .checks import brief
+
+    shown = brief(uri, 100)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as e:
+        raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: not a URI ({e})") from None
+    scheme = parts.scheme.split("+")[0].lower()
+    if scheme not in MLFLOW_SCHEMES:
+        raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: not a tracking store MLflow reads "
+                          f"(a URI starting {', '.join(s + ':' for s in MLFLOW_SCHEMES)})")
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        probe = uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+        try:
+            with urllib.request.urlopen(probe, timeout=timeout) as resp:
+                ok = resp.status == 200
+        except urllib.error.HTTPError as e:
+            raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: answers HTTP {e.code}, not as an MLflow "
+                              "tracking server") from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            why = getattr(e, "reason", e)
+            raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: cannot be reached within {timeout:g} s "
+                              f"({brief(str(why), 100)})") from None
+        if not ok:
+            raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: does not answer as an MLflow tracking server")
+
 
 class Trackers:
     """The trackers a run asked for, called together; none asked for costs nothing."""
@@ -124,7 +171,16 @@ class Trackers:
         unknown = [n for n in names if n not in TRACKERS]
         if unknown:
             raise ConfigError(f"unknown tracker {unknown[0]!r}; choose from {', '.join(TRACKERS)}")
-        self.active = [TRACKERS[n](path, config) for n in dict.fromkeys(names)]
+        self.active = []
+        for n in dict.fromkeys(names):
+            try:
+                self.active.append(TRACKERS[n](path, config))
+            except ConfigError:
+                raise
+            except Exception as e:  # the tracker's own library failed to start its run
+                self.abort()
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ConfigError(f"--track {n}: could not start ({first[:200]})") from None
 
     def epoch(self, row: dict) -> None:
         for t in self.active:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from . import distributed, runtime, steps
-from ._io import append_jsonl, read_jsonl, write_json, write_jsonl
+from ._io import append_jsonl, write_json, write_jsonl
 from .batches import Batches, batch_indices  # noqa: F401  (batch_indices: train's API, as before)
-from .config import RunConfig, TrainConfig, config_from_dict
+from .config import RunConfig, TrainConfig
 from .data import Dataset, Split, dataset_for, is_labelled
 from .errors import DataError, DivergedError, RunError
 from .infer import evaluate, evaluate_and_predict, predict  # noqa: F401  (predict: part of train's API, as before)
@@ -34,13 +34,17 @@ from .models import create_model, get_spec
 from .runs import (
     CHECKPOINT,
     Run,
+    check_checkpoint,
     environment,
     load_checkpoint,
     load_run,
     model_from_checkpoint,
     new_run_dir,
     prepare_run_dir,
+    read_metrics,
+    read_run_json,
     save_checkpoint,
+    stored_config,
 )
 from .track import Trackers
 
@@ -331,6 +335,10 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     if get_spec(cfg.model_name).task == "classify" and not (is_labelled(ds.train) and is_labelled(ds.test)):
         raise DataError(f"{cfg.model_name} is a classifier and needs labels: give --train-labels and "
                         "--test-labels (or CSV/NPZ files that hold them)")
+    if ctx.main and tc.track:  # an unreachable tracker fails here, before any run folder is made
+        from .track import check_services
+
+        check_services(tc.track)
     if not ctx.main:  # another rank of a distributed run: the same model, nothing written
         runtime.seed_everything(tc.seed)
         model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
@@ -340,33 +348,42 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     return _train(run, ds, device, progress=progress, figures=figures, after_epoch=after_epoch, before=before)
 
 
-def resume_run(path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None) -> Run:
+def resume_run(path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None,
+               figures: bool = True) -> Run:
     """Go on with a run that was stopped mid-way (killed, interrupted) from its last checkpoint:
-    weights, optimiser, schedule, random generators and epoch, so it ends as if never stopped."""
+    weights, optimiser, schedule, random generators and epoch, so it ends as if never stopped.
+    The folder is trusted only as far as it checks: its stored config is validated as a new one
+    is, and the checkpoint must hold the model config.json describes."""
     path = Path(path)
-    if not (path / "config.json").is_file():
+    if not path.is_dir() or not os.path.lexists(path / "config.json"):
         raise RunError(f"{path}: no run folder to resume (no config.json)")
-    cfg = config_from_dict(json.loads((path / "config.json").read_text()))
+    cfg = stored_config(read_run_json(path / "config.json"), path / "config.json")
     if model is not None and cfg.model_name != model:
         raise RunError(f"{path} holds a {cfg.model_name!r} run, not {model!r}")
-    if (path / "summary.json").exists():
+    if os.path.lexists(path / "summary.json"):
         raise RunError(f"{path}: this run finished; nothing to resume")
     state = load_checkpoint(path / CHECKPOINT)
-    resume = state.get("extra", {}).get("resume")
-    if not resume:
+    check_checkpoint(state, cfg, path / CHECKPOINT)
+    resume = state.get("extra", {}).get("resume") if isinstance(state.get("extra"), dict) else None
+    if not isinstance(resume, dict) or not resume:
         raise RunError(f"{path}: its checkpoint holds no training state to resume from")
     if resume.get("part_of"):
         raise RunError(f"{path}: part of a {resume['part_of']} experiment, trained round by round; "
                        "run the experiment again")
+    ctx = distributed.current()
+    history = read_metrics(path / "metrics.jsonl", notice=notice if ctx.main else None)
+    if len(history) < state["epoch"]:
+        raise RunError(f"{path}: metrics.jsonl holds {len(history)} epochs but the checkpoint is at epoch "
+                       f"{state['epoch']}; the record is incomplete, so the run cannot go on as if never stopped")
     ctx, device = distributed.setup(cfg.train.device, cfg.train.threads)
     ds = dataset_for(cfg.data, notice=notice if ctx.main else None)
     net = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device)
     # Epochs logged after the checkpoint (killed between the two writes) are done again.
-    history = read_jsonl(path / "metrics.jsonl")[:state["epoch"]]
+    history = history[:state["epoch"]]
     if ctx.main:
         write_jsonl(path / "metrics.jsonl", history)
     run = Run(path, cfg, net, history, {})
-    return _train(run, ds, device, progress=progress, resume=resume)
+    return _train(run, ds, device, progress=progress, resume=resume, figures=figures)
 
 
 def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None, figures: bool = True,
