@@ -75,7 +75,7 @@ def test_input_optimisation_raises_the_target_probability(toy):
 
 
 def test_experiment_config_errors():
-    with pytest.raises(ConfigError, match="experiment.rounds: must be >= 1"):
+    with pytest.raises(ConfigError, match="experiment.rounds: must be in 1..1,000"):
         build_experiment_config("dream", sets=["rounds=0"])
     with pytest.raises(ConfigError, match="unknown key experiment.nope"):
         build_experiment_config("unbiased", sets=["nope=1"])

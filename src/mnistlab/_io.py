@@ -24,7 +24,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder, not a file name to write", str(path))
+    # the temporary name is kept short: a name near the file system's limit must not fail here
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # said of the file asked for, not of our temporary name
+        raise OSError(e.errno, f"cannot write there ({e.strerror})", str(path)) from None
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would keep a shared run folder from teammates
     try:
         with os.fdopen(fd, mode) as f:

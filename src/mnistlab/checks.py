@@ -29,6 +29,11 @@ def safe_text(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def check_count(value: int, key: str, most: int, least: int = 1) -> None:
+    """A count that sizes work (epochs, rounds, widths, steps): within least..most."""
+    check(least <= value <= most, key, f"must be in {least:,}..{most:,}", value)
+
+
 def check(ok: bool, key: str, why: str, value) -> None:
     """Raise ConfigError naming `key` unless `ok`: the one way configs validate a value."""
     if not ok:

@@ -181,6 +181,9 @@ def cmd_experiment(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import run_bench, to_markdown
 
+    if not 1 <= args.seeds <= 100:
+        raise MnistlabError(f"--seeds {args.seeds}: must be in 1..100")
+
     res = run_bench(quick=args.quick, device=args.device, seeds=args.seeds, out=Path(args.out),
                     log=(lambda m: None) if args.quiet else _notice)
     print(to_markdown(res))
@@ -239,9 +242,11 @@ def _classifier_run(run_arg):
 
 
 def _dataset_for_run(run, args):
-    from .data import dataset_for
+    from .data import FROM_FILES, dataset_for
 
-    if args.dataset or args.data_dir or any(getattr(args, k) for k in FILE_FLAGS):
+    if any(getattr(args, k) for k in FILE_FLAGS):  # the user's files are named as theirs, not the run's dataset
+        return _load_data(args, args.dataset or FROM_FILES)
+    if args.dataset or args.data_dir:
         return _load_data(args, args.dataset or run.config.data.dataset)
     return dataset_for(run.config.data, notice=_notice)
 
@@ -303,7 +308,7 @@ def cmd_predict(args) -> int:
             note = f"; unsure: below {LOW_CONFIDENCE:.0%}, it may be no digit or a hard one" if unsure else ""
             print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){truth}{note}")
         pictures = []  # (figure, --save path, default name)
-        if args.display:
+        if args.display or (args.save and not args.steps):  # --save alone saves the prediction picture
             from .viz import prediction_figure
 
             pictures.append((prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
@@ -589,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="draw each preprocessing stage of an image (input, flattened paper, ink mask, chosen "
                          "component, 28x28)")
     pr.add_argument("--save", metavar="FILE",
-                    help="with --display or --steps: write the picture to FILE (FILE-N.png for several inputs)")
+                    help="write the prediction picture (or, with --steps, the steps) to FILE (FILE-N.png for "
+                         "several inputs)")
     pr.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
     data_args(pr, default=None)
     pr.set_defaults(func=cmd_predict)
@@ -643,6 +649,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except OSError as e:  # the file system said no: a path we may not write, a name too long, a full disk
+        from .checks import brief
+
+        where = f"{brief(str(e.filename), 120)}: " if e.filename else ""
+        _err(f"{where}{e.strerror or brief(str(e), 160)}")
+        return 1
     except Exception as e:
         from . import distributed
 

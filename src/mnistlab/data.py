@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import atomic_open
+from ._io import atomic_open, not_regular
 from .errors import DataError
 from .names import AUTO  # noqa: F401  (data's API; the parser's copy, torch-free)
 
@@ -218,6 +218,7 @@ def read_idx(path: Path | str, expect_magic: int) -> np.ndarray:
     it announces is ever read or inflated (a gzip bomb costs nothing)."""
     path = Path(path)
     kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
+    _regular(path)
     try:
         with open(path, "rb") as raw:
             gz = raw.read(2) == b"\x1f\x8b"
@@ -241,6 +242,14 @@ def read_idx(path: Path | str, expect_magic: int) -> np.ndarray:
     if len(body) > expected:
         raise DataError(f"{path}: padded: more data than the header's {dims[0]:,} {kind}")
     return parse_idx(head + body, path, expect_magic)
+
+
+def _regular(path: Path) -> None:
+    """A DataError naming what `path` is when it is no regular file (a FIFO would hang the read,
+    a link to /dev/zero would never end)."""
+    why = not_regular(path)
+    if why:
+        raise DataError(f"{path}: {why}")
 
 
 def _check_labels(labels: np.ndarray, path, num_classes: int = 10) -> np.ndarray:
@@ -277,6 +286,7 @@ def read_csv(paths: list[Path]) -> Split:
     """One image a row: label, then 784 grey values 0-255; an optional header row is skipped."""
     images, labels = [], []
     for path in paths:
+        _regular(path)
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
@@ -324,8 +334,9 @@ def _find_idx(directory: Path) -> dict[str, Path] | None:
     """Standard IDX names, raw or gz, possibly with a prefix (``emnist-digits-...``)."""
     found = {}
     for key, stem in IDX_NAMES.items():
-        hits = sorted(p for p in directory.iterdir()
-                      if p.is_file() and (p.name.endswith(stem) or p.name.endswith(stem + ".gz")))
+        # by name, whatever they are: a FIFO or a link to a device with a dataset's name is
+        # named in the error rather than passed over (then "missing") or read without end
+        hits = sorted(p for p in directory.iterdir() if p.name.endswith(stem) or p.name.endswith(stem + ".gz"))
         if len(hits) > 1:
             # prefer the raw file when both raw and gz are there: it is what the gz unpacks to
             raw = [p for p in hits if not p.name.endswith(".gz")]
@@ -334,6 +345,7 @@ def _find_idx(directory: Path) -> dict[str, Path] | None:
             raise DataError(f"{directory}: several files could be the {key.replace('_', ' ')}: "
                             + ", ".join(p.name for p in hits))
         if hits:
+            _regular(hits[0])
             found[key] = hits[0]
     if not found:
         return None
@@ -367,6 +379,8 @@ def _load_directory(directory: Path) -> tuple[Split, Split]:
     if idx:
         return _load_idx_files(idx)
     npz = sorted(directory.glob("*.npz"))
+    for p in npz:
+        _regular(p)
     if len(npz) == 1:
         return read_npz(npz[0])
     if len(npz) > 1:
@@ -385,7 +399,7 @@ def _load_directory(directory: Path) -> tuple[Split, Split]:
 def load_path(path: str | os.PathLike) -> tuple[Split, Split]:
     """A directory, or a single .npz file."""
     path = Path(path)
-    if path.is_file() and path.suffix == ".npz":
+    if path.suffix == ".npz" and not path.is_dir():
         return read_npz(path)
     return load_directory(path)
 
@@ -426,6 +440,7 @@ def _read_npy(f, size: int, where: str) -> np.ndarray:
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
     """An NPZ's arrays by name, or a lone NPY's array under its file stem."""
+    _regular(path)
     try:
         with open(path, "rb") as f:
             if f.read(6) == b"\x93NUMPY":
@@ -449,8 +464,7 @@ def _read_images_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """One images file of any name: IDX (raw or gz), CSV (label first), NPZ or NPY.
 
     Returns the images and, where the format carries them (CSV, NPZ), the labels."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    _regular(path)
     suffix = path.name.lower().removesuffix(".gz").rsplit(".", 1)[-1] if "." in path.name else ""
     if suffix == "csv":
         split = read_csv([path])
@@ -482,8 +496,7 @@ def _check_images(a: np.ndarray, where) -> np.ndarray:
 
 
 def _read_labels_file(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    _regular(path)
     if path.name.lower().endswith((".npy", ".npz")):
         arrays = _load_arrays(path)
         if not arrays:
@@ -515,16 +528,27 @@ def load_files(train_images: str | None = None, train_labels: str | None = None,
     if train is None:
         raise DataError("--train-images is required when data files are given by path")
     test = _split_from_files(test_images, test_labels, "test")
+    if test is not None and notice and _same_file(train_images, test_images):
+        notice(f"{test_images} is also the training images file: the test figures will measure "
+               "memory, not how the model reads digits it has not seen")
     if test is None:
         n_test = max(1, round(TEST_FRACTION * len(train)))
         if len(train) < 2:
-            raise DataError(f"{train_images}: one image is too few to hold some out as a test split")
+            held = "no image" if len(train) == 0 else "one image"
+            raise DataError(f"{train_images}: holds {held}; too few to hold some out as a test split")
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train, test = train.subset(perm[n_test:]), train.subset(perm[:n_test])
         if notice:
             notice(f"no --test-images: holding out a seeded {TEST_FRACTION:.0%} of the training images "
                    f"({n_test:,}) as the test split")
     return train, test
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def is_labelled(split: Split) -> bool:
@@ -731,8 +755,11 @@ def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
             if label != "cache" or not where.endswith(".npz"):
                 _write_array_cache(info, train, test)
             return Dataset(name, train, test, info.classes, where)
-        where = cache_root() / name if label == "cache" else ", ".join(info.system_dirs) or "none known"
-        reasons.append(f"{label}: no copy in {where}")
+        if label == "system" and not info.system_dirs:
+            reasons.append("system: no system package holds it")
+        else:
+            where = cache_root() / name if label == "cache" else ", ".join(info.system_dirs)
+            reasons.append(f"{label}: no copy in {where}")
     if download and info.mirrors and not _offline():
         try:
             train, test, where = _from_mirrors(info)
@@ -747,7 +774,11 @@ def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
 
 def _first_reason(e: Exception) -> str:
     text = str(e)
-    return "no local copy, download failed" if "not found" in text else text.split(" | ")[0]
+    if "not found" not in text:
+        return text.split(" | ")[0]
+    if "disabled (offline)" in text:
+        return "no local copy, and offline: no download tried"
+    return "no local copy, download failed"
 
 
 @dataclass(frozen=True)

@@ -187,16 +187,18 @@ def process_limit(device_name: str = "auto") -> tuple[int, str]:
     return n, f"this machine's CPUs: {n}"
 
 
-def die_with_parent(poll_s: float = 0.5) -> None:
+def die_with_parent(parent: int | None = None, poll_s: float = 0.5) -> None:
     """End this process when the process that started it goes away, killed or not. torch's
     launcher starts each rank in a session of its own, so a killed launcher's ranks would go on
     training (and holding memory) for nobody; a sweep's workers likewise. A daemon thread watches
     the parent's pid and ends this process group's share, this process, when it changes."""
     import threading
 
-    parent = os.getppid()
-    if parent <= 1:
-        return
+    # the pid the launcher gave (MNISTLAB_PARENT), so a launcher killed while this process was
+    # still importing is noticed too; else the parent as it is now (torchrun)
+    parent = parent or int(os.environ.get("MNISTLAB_PARENT", "0") or 0) or os.getppid()
+    if os.getppid() != parent:
+        os._exit(1)
 
     def watch():
         import time
@@ -222,6 +224,7 @@ def launch(nproc: int, argv: list[str]) -> int:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ["MNISTLAB_LAUNCHED"] = "1"  # ranks leave the error line to us
+    os.environ["MNISTLAB_PARENT"] = str(os.getpid())  # and end with this process (die_with_parent)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5,
                           start_method="spawn")

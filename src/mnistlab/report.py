@@ -241,20 +241,25 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def run_report(seeds: list[int], only: list[str] | None = None, out: str | Path = "report", *,
-               progress: bool | None = None, notice=None) -> dict:
-    """Run (or resume) the report's jobs over `seeds`; write report.json, report.md and pictures."""
-    from .train import progress_bar
-
+def select_jobs(only: list[str] | None = None) -> list[Job]:
+    """The jobs `only` names, by name or glob ('ae-*', as --help lists); all when None."""
     table = jobs()
     names: list[str] = []
-    for pattern in only or list(table):  # names or globs ('ae-*', as --help lists)
+    for pattern in only or list(table):
         hits = [n for n in table if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
             raise ConfigError(f"--only {brief(repr(pattern), 60)}: no such figure job (choose from "
                               f"{', '.join(table)}; globs such as 'ae-*' work too)")
         names += [n for n in hits if n not in names]
-    chosen = [table[n] for n in names]
+    return [table[n] for n in names]
+
+
+def run_report(seeds: list[int], only: list[str] | None = None, out: str | Path = "report", *,
+               progress: bool | None = None, notice=None) -> dict:
+    """Run (or resume) the report's jobs over `seeds`; write report.json, report.md and pictures."""
+    from .train import progress_bar
+
+    chosen = select_jobs(only)
     out = Path(out)
     todo = [(j, s) for j in chosen for s in seeds if not (out / "results" / j.name / f"seed-{s}.json").is_file()]
     if notice and len(todo) < len(chosen) * len(seeds):

@@ -57,6 +57,8 @@ def prepare_run_dir(path: Path) -> Path:
     run or is being claimed. The claim is exclusive (a marker file made with O_EXCL), so two
     processes given the same folder at the same moment never both get it."""
     path = Path(path)
+    if os.path.islink(path) and not path.exists():
+        raise RunError(f"{path} is a dangling link: remove it or choose another --run-dir")
     if path.exists() and not path.is_dir():
         raise RunError(f"{path} is a file, not a run folder")
     try:
@@ -263,7 +265,7 @@ def stored_config(data: dict, where: Path):
 
     try:
         config = config_from_dict(data)
-        config.validate()
+        config.validate(data=False)
     except KeyError as e:
         raise RunError(f"{where}: not a run's config (no {e})") from None
     except (ConfigError, TypeError, AttributeError) as e:
@@ -282,7 +284,11 @@ def check_checkpoint(state: dict, config, where: Path) -> None:
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= config.train.epochs * 100:
         raise RunError(f"{where}: checkpoint epoch {brief(repr(epoch))} does not fit the run "
                        f"({config.train.epochs} epochs)")
-    if _plain(state.get("model_args")) != _plain(dataclasses.asdict(config.model)):
+    saved, said = _plain(state.get("model_args")), _plain(dataclasses.asdict(config.model))
+    # what config.json sets must be what the weights were saved with; fields a model fills in
+    # as it builds (an encoder classifier's encoder settings, read from its autoencoder run)
+    # are empty in config.json and not compared
+    if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in said.items() if v not in (None, "", {}, [])):
         raise RunError(f"{where}: the model it was saved with differs from config.json's model section; "
                        "the folder was altered")
     try:

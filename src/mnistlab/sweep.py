@@ -527,14 +527,14 @@ def work(sweep: Sweep, *, progress=None, notice=None, heartbeat: int = HEARTBEAT
     return ran
 
 
-def _worker_main(sweep: Sweep, heartbeat: int, threads: int, index: int, progress) -> None:
+def _worker_main(sweep: Sweep, heartbeat: int, threads: int, index: int, progress, parent: int = 0) -> None:
     """A worker process (started by run_sweep for --workers K); it ends with the command that
     started it, even a killed one."""
     import sys
 
     from .distributed import die_with_parent
 
-    die_with_parent()
+    die_with_parent(parent or None)
     try:
         work(sweep, progress=progress, heartbeat=heartbeat, threads=threads, prefix=f"[worker {index}] ",
              notice=lambda m: print(f"mnistlab: {m}", file=sys.stderr, flush=True))
@@ -575,7 +575,8 @@ def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | 
 
         threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(sweep, heartbeat, threads, i + 1, False), daemon=False)
+        procs = [ctx.Process(target=_worker_main, args=(sweep, heartbeat, threads, i + 1, False, os.getpid()),
+                             daemon=False)
                  for i in range(workers)]
         for p in procs:
             p.start()

@@ -20,12 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import runtime
-from ..checks import check
+from ..checks import check, check_count
 from ..data import Split
 from ..errors import RunError
 from ..infer import batched, evaluate, predict
 from ..train import finish_run, fit, record_epochs
-from .base import ExperimentConfig
+from .base import MAX_EPOCHS, ExperimentConfig
 
 OPTIMISED = 10  # the 11th class
 
@@ -52,8 +52,10 @@ class Config(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        for key in ("rounds", "epochs", "epochs_per_round", "judge_epochs", "per_digit", "steps"):
-            check(getattr(self, key) >= 1, f"experiment.{key}", "must be >= 1", getattr(self, key))
+        most = {"rounds": 1000, "epochs": MAX_EPOCHS, "epochs_per_round": MAX_EPOCHS, "judge_epochs": MAX_EPOCHS,
+                "per_digit": 10_000, "steps": 1_000_000}
+        for key, top in most.items():
+            check_count(getattr(self, key), f"experiment.{key}", top)
         check(0 < self.optimised_share < 1, "experiment.optimised_share", "must be in (0, 1)",
                self.optimised_share)
         check(self.constraint in ("sigmoid", "clamp"), "experiment.constraint", "must be sigmoid or clamp",

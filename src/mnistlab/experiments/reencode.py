@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..checks import check
+from ..checks import check, check_count
 from ..data import images_to_float
 from ..models import get_spec
-from .base import ExperimentConfig, probe_accuracy, standardised
+from .base import MAX_EPOCHS, ExperimentConfig, probe_accuracy, standardised
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Config(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(self.epochs >= 1, "experiment.epochs", "must be >= 1", self.epochs)
+        check_count(self.epochs, "experiment.epochs", MAX_EPOCHS)
         check(get_spec(self.model).task == "reconstruct" and self.model != "ae-reencode", "experiment.model",
               "must be an autoencoder", self.model)
 

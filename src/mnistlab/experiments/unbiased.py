@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import check
+from ..checks import check, check_count
 from ..infer import batched
 from ..models.coupled import (  # noqa: F401  (conditional_mmd, LoopParityNet: this experiment's API)
     LOOP_DIGITS,
@@ -35,7 +35,9 @@ from ..models.coupled import (  # noqa: F401  (conditional_mmd, LoopParityNet: t
     loop_of,
     parity_of,
 )
-from .base import ExperimentConfig, probe_accuracy, standardised
+from .base import MAX_EPOCHS, ExperimentConfig, probe_accuracy, standardised
+
+MAX_WIDTH = 65_536  # a probe layer's units
 
 
 def loop_only_floor(loop: torch.Tensor, parity: torch.Tensor) -> float:
@@ -62,12 +64,13 @@ class Config(ExperimentConfig, SheddingConfig):
     def validate(self) -> None:
         ExperimentConfig.validate(self)
         self.check_shedding("experiment")
-        check(len(self.lambdas) >= 1 and min(self.lambdas) >= 0, "experiment.lambdas",
-              "must be one or more values >= 0", self.lambdas)
-        for key in ("epochs", "probe_hidden", "probe_epochs"):
-            check(getattr(self, key) >= 1, f"experiment.{key}", "must be >= 1", getattr(self, key))
-        check(len(self.probe2_hidden) >= 1 and min(self.probe2_hidden) >= 1, "experiment.probe2_hidden",
-              "must be one or more layer widths >= 1", self.probe2_hidden)
+        check(1 <= len(self.lambdas) <= 100 and min(self.lambdas) >= 0, "experiment.lambdas",
+              "must be 1-100 values >= 0", self.lambdas)
+        for key, top in (("epochs", MAX_EPOCHS), ("probe_hidden", MAX_WIDTH), ("probe_epochs", MAX_EPOCHS)):
+            check_count(getattr(self, key), f"experiment.{key}", top)
+        check(1 <= len(self.probe2_hidden) <= 8 and min(self.probe2_hidden) >= 1
+              and max(self.probe2_hidden) <= MAX_WIDTH, "experiment.probe2_hidden",
+              f"must be 1-8 layer widths in 1..{MAX_WIDTH:,}", self.probe2_hidden)
 
     def shedding(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(SheddingConfig)}

@@ -144,6 +144,9 @@ def parse_upload(body: bytes, content_type: str) -> tuple[np.ndarray | None, np.
             raise BadRequest("\"pixels\" must be 28 rows of 28 numbers within 0..255") from None
         if arr.shape != (28, 28):
             raise BadRequest(f"\"pixels\" must be 28x28, got shape {list(arr.shape)}")
+        # numbers only: true/false are no grey values, though numpy reads them as 1 and 0
+        if not all(type(v) in (int, float) for row in pixels for v in row):
+            raise BadRequest("\"pixels\" must be 28 rows of 28 numbers within 0..255 (not true/false)")
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
             raise BadRequest("\"pixels\" values must be within 0..255")
         if arr.max() == 0:
@@ -233,8 +236,8 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
                allowed_hosts: list[str] | None = None):
     import anyio
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
     from starlette.responses import FileResponse, JSONResponse
     from starlette.routing import Mount, Route
@@ -394,6 +397,28 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
 
             await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
 
+    class HostCheck:
+        """Answers a request whose Host header names no allowed host with a JSON 400 (a DNS
+        rebinding page cannot reach the API); what Starlette's TrustedHostMiddleware does, in JSON."""
+
+        def __init__(self, app, allowed):
+            self.app, self.allowed = app, set(allowed)
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] in ("http", "websocket") and "*" not in self.allowed:
+                host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+                name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
+                if name not in self.allowed:
+                    await JSONResponse({"error": "invalid Host header: this server answers to "
+                                                 f"{', '.join(sorted(self.allowed))}"}, status_code=400)(
+                        scope, receive, send)
+                    return
+            await self.app(scope, receive, send)
+
+    async def http_error(request, exc):
+        return JSONResponse({"error": f"{exc.detail} ({request.method} {request.url.path[:200]})"},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
     extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
     hosts = allowed_hosts or ["localhost", "127.0.0.1", "[::1]", "::1", "testserver"]
     app = Starlette(routes=[
@@ -406,7 +431,8 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         Route("/api/codes", api(codes)),
         Route("/api/figure", figure),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ], middleware=[Middleware(SecurityHeaders), Middleware(TrustedHostMiddleware, allowed_hosts=hosts)])
+    ], middleware=[Middleware(SecurityHeaders), Middleware(HostCheck, allowed=hosts)],
+        exception_handlers={HTTPException: http_error})
     app.state.served = state
     return app
 
@@ -480,16 +506,32 @@ def _connection_cap() -> int:
 
 
 def serve(run_dirs: list[Path] | None, host: str = "127.0.0.1", port: int = 8000) -> None:
+    import socket
+
     import uvicorn
 
+    if not 0 <= port <= 65535:
+        raise MnistlabError(f"--port {port}: must be in 0..65535 (0: any free port)")
     local = host in ("127.0.0.1", "localhost", "::1")
     hosts = None if local else ["*"] if host in ("0.0.0.0", "::") else [host, "localhost", "127.0.0.1"]
     app = create_app(run_dirs, allowed_hosts=hosts)
     names = ", ".join(app.state.served.runs)
     cap = _connection_cap()
-    print(f"mnistlab: serving {names} at http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", http=_guarded_protocol(cap), backlog=BACKLOG,
-                timeout_keep_alive=5)
+    # Bound here, before saying where: a port in use is one line, and port 0 is said as the
+    # port the system gave.
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+    except OSError as e:
+        raise MnistlabError(f"cannot serve at {host}:{port} ({e.strerror or e})") from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mnistlab: serving {names} at http://{shown}:{bound}/ (Ctrl-C to stop)", flush=True)
+    config = uvicorn.Config(app, log_level="warning", http=_guarded_protocol(cap), backlog=BACKLOG,
+                            timeout_keep_alive=5)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 __all__ = ["create_app", "serve", "parse_image", "preprocess"]
