@@ -61,6 +61,23 @@ def synthetic_dataset(n_train=256, n_test=64, seed=0) -> Dataset:
     return Dataset("synthetic", make(n_train), make(n_test), tuple(str(d) for d in range(10)), "synthetic")
 
 
+def kill_at_epoch(monkeypatch, epoch: int):
+    """Make the next train_run stop with KeyboardInterrupt as epoch `epoch` is about to be
+    recorded (a kill between epochs: its checkpoint is the one before). Returns a function that
+    puts recording back, for the resume that follows."""
+    from mnistlab import train
+
+    real = train.append_jsonl
+
+    def append(path, row):
+        if row["epoch"] == epoch:
+            raise KeyboardInterrupt
+        real(path, row)
+
+    monkeypatch.setattr(train, "append_jsonl", append)
+    return lambda: monkeypatch.setattr(train, "append_jsonl", real)
+
+
 @pytest.fixture(scope="session")
 def device() -> torch.device:
     """The device mnistlab trains on by default here: CUDA on a GPU machine, else the CPU.

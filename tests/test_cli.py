@@ -77,7 +77,7 @@ def test_predict_bad_files_fail_per_file(trained, tmp_path, capsys):
     cap = capsys.readouterr()
     assert code == 1
     assert "mnist-sample test #0: predicted" in cap.out  # the good input still answered
-    assert "bad.png: not a readable image" in cap.err and "missing.png: cannot open" in cap.err
+    assert "bad.png: not a readable image" in cap.err and "missing.png: no such file" in cap.err
 
 
 def test_predict_display_writes_a_picture(trained, tmp_path, capsys):

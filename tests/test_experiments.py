@@ -252,7 +252,7 @@ def test_an_experiment_is_recorded_as_runs(tmp_path, sample):
                                         ("ae-reencode", {"batch_size": 64})])
 def test_coupled_models_resume_as_if_never_stopped(tmp_path, monkeypatch, name, flags):
     """Two optimisers, one loop: killed after epoch 2 of 3 and resumed, the same test figures."""
-    from conftest import synthetic_dataset
+    from conftest import kill_at_epoch, synthetic_dataset
     from mnistlab.config import build_config
 
     ds = synthetic_dataset()
@@ -260,17 +260,10 @@ def test_coupled_models_resume_as_if_never_stopped(tmp_path, monkeypatch, name, 
     # (test_gpu.py) resumes under deterministic algorithms.
     cfg = lambda: build_config(name, flags={"epochs": 3, "device": "cpu", **flags})  # noqa: E731
     whole = train.train_run(cfg(), tmp_path / "whole", dataset=ds, progress=False, figures=False)
-    real = train.append_jsonl
-
-    def killed_at_epoch_3(path, row):
-        if row["epoch"] == 3:
-            raise KeyboardInterrupt  # stands in for a kill between epochs
-        real(path, row)
-
-    monkeypatch.setattr(train, "append_jsonl", killed_at_epoch_3)
+    restore = kill_at_epoch(monkeypatch, 3)  # stands in for a kill between epochs
     with pytest.raises(KeyboardInterrupt):
         train.train_run(cfg(), tmp_path / "cut", dataset=ds, progress=False, figures=False)
-    monkeypatch.setattr(train, "append_jsonl", real)
+    restore()
     monkeypatch.setattr(train, "dataset_for", lambda *a, **k: ds)
     resumed = train.resume_run(tmp_path / "cut", model=name)
     assert resumed.summary["epochs"] == 3

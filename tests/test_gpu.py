@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import kill_at_epoch
 from mnistlab import steps, train
 from mnistlab.config import build_config
 from mnistlab.models import create_model
@@ -51,17 +52,10 @@ def test_captured_step_equals_the_same_step_uncaptured(toy, deterministic, monke
 def test_a_run_resumes_on_the_gpu_as_if_never_stopped(toy, deterministic, tmp_path, monkeypatch):
     cfg = lambda: build_config("cnn-fast", sets=["epochs=3", "batch_size=32", "device=cuda"])  # noqa: E731
     whole = train.train_run(cfg(), tmp_path / "whole", dataset=toy, progress=False, figures=False)
-    real = train.append_jsonl
-
-    def killed_at_epoch_3(path, row):
-        if row["epoch"] == 3:
-            raise KeyboardInterrupt
-        real(path, row)
-
-    monkeypatch.setattr(train, "append_jsonl", killed_at_epoch_3)
+    restore = kill_at_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train.train_run(cfg(), tmp_path / "cut", dataset=toy, progress=False, figures=False)
-    monkeypatch.setattr(train, "append_jsonl", real)
+    restore()
     monkeypatch.setattr(train, "dataset_for", lambda *a, **k: toy)
     resumed = train.resume_run(tmp_path / "cut")
     for key, value in whole.summary.items():

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from conftest import kill_at_epoch
 from mnistlab import steps, train
 from mnistlab.config import build_config
 from mnistlab.models import create_model
@@ -95,17 +96,10 @@ def test_a_static_run_records_its_plan_and_resumes_eagerly(toy, tmp_path, monkey
     """graph=on on a CPU: said once, recorded in env.json; its checkpoint (plain floats in the
     optimiser state) resumes under graph=off, and the other way round."""
     cfg = _cfg("cnn-fast", graph="on", epochs=2, batch_size=32)
-    real = train.append_jsonl
-
-    def killed_at_epoch_2(path, row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-        real(path, row)
-
-    monkeypatch.setattr(train, "append_jsonl", killed_at_epoch_2)
+    restore = kill_at_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         train.train_run(cfg, tmp_path / "r", dataset=toy, progress=False, figures=False)
-    monkeypatch.setattr(train, "append_jsonl", real)
+    restore()
     assert "CUDA graphs need a CUDA device" in capsys.readouterr().err
     env = json.loads((tmp_path / "r" / "env.json").read_text())
     assert env["step"] == "static" and env["amp"] == "fp32" and "uncaptured" in env["step_note"]

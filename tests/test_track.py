@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import synthetic_dataset
+from conftest import kill_at_epoch, synthetic_dataset
 from mnistlab._io import read_jsonl
 from mnistlab.config import build_config
 from mnistlab.errors import ConfigError
@@ -51,17 +51,10 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path, monkeypatch):
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ds = synthetic_dataset()
-    real = tr.append_jsonl
-
-    def killed_at_epoch_3(path, row):
-        if row["epoch"] == 3:
-            raise KeyboardInterrupt
-        real(path, row)
-
-    monkeypatch.setattr(tr, "append_jsonl", killed_at_epoch_3)
+    restore = kill_at_epoch(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train_run(_cfg(epochs=3), tmp_path / "r", dataset=ds, progress=False)
-    monkeypatch.setattr(tr, "append_jsonl", real)
+    restore()
     monkeypatch.setattr(tr, "dataset_for", lambda *a, **k: ds)
     run_id = json.loads((tmp_path / "r" / "mlflow.json").read_text())["run_id"]
     resume_run(tmp_path / "r")

@@ -268,7 +268,7 @@ def test_read_and_predict_steps_for_an_uploaded_photo(client, tmp_path):
     r = client.post("/api/predict?run=cnn-run&steps=1", content=body.getvalue(), headers={"content-type": "image/png"})
     p = r.json()
     assert r.status_code == 200 and [s["name"] for s in p["steps"]][-1] == "28x28" and len(p["steps"]) == 5
-    assert len(p["box"]) == 4 and p["low_confidence"] == (p["confidence"] < 0.6)
+    assert len(p["box"]) == 4 and p["low_confidence"] == (p["confidence"] < 0.9)
     r = client.post("/api/read", content=json.dumps({"pixels": [[0] * 28] * 27 + [[255] * 28]}),
                     headers={"content-type": "application/json"})
     assert r.status_code == 400 and "needs an image file" in r.json()["error"]

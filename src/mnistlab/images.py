@@ -25,6 +25,7 @@ dependency, C++ morphology, thresholding and connected components, ~0.1 s to imp
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from dataclasses import dataclass, field
@@ -32,12 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import not_regular
 from .errors import ImageError
 
 MAX_PIXELS = 4096 * 4096  # larger inputs are refused before they are decoded
 WORK_MIN, WORK_MAX = 256, 640  # long side of the working image, in pixels
 MNIST_STROKE = 0.12  # stroke width / long side of the ink box, measured on mnist-sample
 MAX_INK_FRACTION = 0.45  # more of the image than this as ink: no digit can be picked out
+MIN_INK_PIXELS = 12  # at the working size: fewer strong-ink pixels than this is no digit
+GREY_GAMMA = 1.0  # contrast of the grey rendering (grey_ink); chosen by benchmarks/photos.py
 
 
 def _cv2():
@@ -55,6 +59,8 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     name = name or ("image" if isinstance(source, bytes) else str(source))
+    if not isinstance(source, bytes) and (why := not_regular(source)):  # a FIFO would hang the read
+        raise ImageError(f"{name}: {why}")
     try:
         fh = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     except OSError as e:
@@ -146,6 +152,12 @@ class Ink:
     lines: np.ndarray  # (H, W) uint8 0/1 pixels erased as ruled/grid lines
     scale: float
     inverted: bool  # the input was light ink on a dark ground
+    offset: tuple[int, int] = (0, 0)  # (x, y) of the working image's origin in the input, in input pixels
+
+    def box(self, blob: Blob) -> list[int]:
+        """[x, y, w, h] of a blob in the input image's pixels."""
+        x, y, w, h = blob.box(self.scale)
+        return [x + self.offset[0], y + self.offset[1], w, h]
 
 
 def _working_size(grey: np.ndarray) -> tuple[np.ndarray, float]:
@@ -262,8 +274,33 @@ def _remove_lines(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mask, erased
 
 
+DETAIL_FRACTION = 0.35  # ink spanning less than this of a reduced photo is looked at again, closer
+
+
 def find_ink(grey: np.ndarray, name: str = "image") -> Ink:
-    """Flatten the paper, threshold, erase lines: the ink mask of a grey image (0-255)."""
+    """Flatten the paper, threshold, erase lines: the ink mask of a grey image (0-255). A small
+    digit or number in a large photo (its ink spanning under DETAIL_FRACTION of the reduced
+    working image) is looked at again in a crop around it, at the input's full detail: at the
+    working size a 40-pixel digit of a 1,400-pixel photo is 18 pixels tall, its loops closed."""
+    ink = _find_ink_once(grey, name)
+    if ink.scale >= 1:
+        return ink
+    ys, xs = np.nonzero(ink.mask)
+    h, w = ink.mask.shape
+    bh, bw = int(np.ptp(ys)) + 1, int(np.ptp(xs)) + 1
+    if max(bh / h, bw / w) >= DETAIL_FRACTION:
+        return ink
+    margin = 0.6 * max(bh, bw)
+    x0, y0 = (max(0, int((v.min() - margin) / ink.scale)) for v in (xs, ys))
+    x1, y1 = (int((v.max() + 1 + margin) / ink.scale) for v in (xs, ys))
+    try:
+        inner = _find_ink_once(np.asarray(grey)[y0:y1, x0:x1], name)
+    except ImageError:
+        return ink
+    return dataclasses.replace(inner, offset=(x0, y0))
+
+
+def _find_ink_once(grey: np.ndarray, name: str = "image") -> Ink:
     cv2 = _cv2()
     a = np.asarray(grey, np.float32)
     if a.ndim != 2 or a.size == 0:
@@ -296,7 +333,8 @@ def find_ink(grey: np.ndarray, name: str = "image") -> Ink:
     med = float(np.median(paper_px)) if paper_px.size else 0.0
     noise = 1.4826 * float(np.median(np.abs(paper_px - med))) if paper_px.size else 0.0
     high = max(otsu, med + 5 * noise, 0.12)
-    if float(np.percentile(darkness, 99.9)) < high or darkness.max() < 0.15:
+    # Counted, not a percentile: a small digit in a large photo is far less than 0.1% of it.
+    if int((darkness >= high).sum()) < MIN_INK_PIXELS or darkness.max() < 0.15:
         raise ImageError(f"{name}: no ink found (blank or nearly uniform image)")
     strong = (darkness >= high).astype(np.uint8)
     # Hysteresis, kept short: fainter ink (0.6 of the threshold) is kept within a few pixels
@@ -480,29 +518,66 @@ def stroke_width(mask: np.ndarray) -> float:
     return 2.0 * float(np.median(dt[ridge])) if ridge.any() else 1.0
 
 
-def normalise_stroke(mask: np.ndarray) -> np.ndarray:
-    """Thicken thin pens and thin thick markers toward MNIST's stroke width."""
+def holes(mask: np.ndarray) -> int:
+    """How many loops a 0/1 mask closes: the paper regions it encloses (not touching the border)."""
+    cv2 = _cv2()
+    n, lab = cv2.connectedComponents((np.pad(mask, 1) == 0).astype(np.uint8), connectivity=4)
+    return n - 2  # less the label of the ink and the one paper region outside, round the padding
+
+
+def stroke_radius(mask: np.ndarray) -> int:
+    """The disc radius that brings the strokes near MNIST's width: > 0 thickens, < 0 thins, 0
+    leaves them. Never one that closes a loop or a gap (thickening a 3 must not make an 8 of it,
+    nor an open 4 closed) or breaks a stroke (thinning a bold 0 must not make two brackets)."""
     cv2 = _cv2()
     ys, xs = np.nonzero(mask)
     if not len(ys):
-        return mask
+        return 0
     long = max(np.ptp(ys), np.ptp(xs)) + 1
     target = MNIST_STROKE * long
     width = stroke_width(mask)
     r = int(round((target - width) / 2))
     if r > 0 and width < 0.75 * target:
-        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        return cv2.dilate(mask, disc)
+        loops = holes(mask)
+        for k in range(r, 0, -1):
+            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
+            if holes(cv2.dilate(mask, disc)) == loops:
+                return k
+        return 0
     if r < 0 and width > 1.5 * target:
-        # Thinned gently (at most a fifth of the stroke from each side) and only while no
-        # stroke breaks: a bold 0 must not fall apart into two brackets.
-        r = min(-r, int(0.2 * width))
+        r = min(-r, int(0.2 * width))  # at most a fifth of the stroke from each side
         if r >= 1:
             disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-            thinner = cv2.erode(mask, disc)
-            if cv2.connectedComponents(thinner)[0] <= cv2.connectedComponents(mask)[0]:
-                return thinner
-    return mask
+            if cv2.connectedComponents(cv2.erode(mask, disc))[0] <= cv2.connectedComponents(mask)[0]:
+                return -r
+    return 0
+
+
+def normalise_stroke(mask: np.ndarray, grey: np.ndarray | None = None) -> np.ndarray:
+    """Thicken thin pens and thin thick markers toward MNIST's stroke width (``stroke_radius``),
+    on the 0/1 mask, or on the grey ink when given (a grey max or min filter, so the soft edges
+    stay soft)."""
+    cv2 = _cv2()
+    r = stroke_radius(mask)
+    img = mask if grey is None else grey
+    if r == 0:
+        return img
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * abs(r) + 1, 2 * abs(r) + 1))
+    return cv2.dilate(img, disc) if r > 0 else cv2.erode(img, disc)
+
+
+def grey_ink(mask: np.ndarray, darkness: np.ndarray) -> np.ndarray:
+    """The digit's ink as MNIST has it, grey rather than 0/1: the flattened paper's darkness on
+    the chosen component grown by a pixel (so soft edges are kept and not cut at the threshold),
+    scaled so the strokes' cores are 1. A blurred 3 whose gaps the threshold closed keeps them
+    as fainter ink, where a 0/1 mask shows one solid blob."""
+    cv2 = _cv2()
+    grown = cv2.dilate(mask, np.ones((3, 3), np.uint8)).astype(np.float32)
+    d = np.asarray(darkness, np.float32) * grown
+    core = d[mask > 0]
+    top = float(np.percentile(core, 90)) if core.size else 1.0
+    g = np.clip(d / max(top, 1e-3), 0.0, 1.0)
+    return g if GREY_GAMMA == 1 else g ** GREY_GAMMA
 
 
 def fit_mnist(ink: np.ndarray) -> np.ndarray:
@@ -531,9 +606,18 @@ def fit_mnist(ink: np.ndarray) -> np.ndarray:
     return np.rint(np.roll(out, (dr, dc), axis=(0, 1))).astype(np.uint8)
 
 
-def render(mask: np.ndarray) -> np.ndarray:
-    """A digit's 0/1 mask -> MNIST-style (28, 28) uint8."""
-    return fit_mnist(normalise_stroke(mask).astype(np.float32))
+def render(mask: np.ndarray, darkness: np.ndarray | None = None) -> np.ndarray:
+    """A digit's 0/1 mask -> MNIST-style (28, 28) uint8: grey from `darkness` (the same crop of
+    the flattened paper's darkness, see ``grey_ink``) when given, else from the mask alone."""
+    if darkness is None:
+        return fit_mnist(normalise_stroke(mask).astype(np.float32))
+    return fit_mnist(normalise_stroke(mask, grey_ink(mask, darkness)))
+
+
+def crop(a: np.ndarray, blob: Blob, pad: int = 0) -> np.ndarray:
+    """`a` (working-size, like the mask) cut to the blob's box with `pad` pixels of margin."""
+    y0, x0 = max(0, blob.y - pad), max(0, blob.x - pad)
+    return a[y0:blob.y1 + pad, x0:blob.x1 + pad]
 
 
 # ---------------------------------------------------------------- the one path
@@ -549,7 +633,7 @@ class Prepared:
 
     def box(self) -> list[int]:
         """[x, y, w, h] of the digit in the input image's pixels."""
-        return self.digit.box(self.ink.scale)
+        return self.ink.box(self.digit)
 
 
 def prepare(grey: np.ndarray, name: str = "image") -> Prepared:
@@ -562,7 +646,8 @@ def prepare(grey: np.ndarray, name: str = "image") -> Prepared:
     digit = choose_digit(blobs, ink.mask.shape)
     chosen = np.zeros_like(ink.mask)
     chosen[digit.y:digit.y1, digit.x:digit.x1] = blob_mask(lab, digit)
-    return Prepared(render(blob_mask(lab, digit)), ink, digit, chosen)
+    image = render(blob_mask(lab, digit, pad=2), crop(ink.darkness, digit, pad=2))
+    return Prepared(image, ink, digit, chosen)
 
 
 def preprocess(grey: np.ndarray, name: str = "image") -> np.ndarray:

@@ -71,6 +71,15 @@ def evaluate_and_predict(model, split: Split,
                          batch_size: int = EVAL_BATCH) -> tuple[dict[str, float], torch.Tensor | None]:
     """``evaluate``, and a classifier's predicted class per image (CPU), from the same pass;
     None for a model that does not classify."""
+    metrics, logits = evaluate_and_score(model, split, batch_size)
+    return metrics, None if logits is None else logits.argmax(1)
+
+
+@torch.inference_mode()
+def evaluate_and_score(model, split: Split,
+                       batch_size: int = EVAL_BATCH) -> tuple[dict[str, float], torch.Tensor | None]:
+    """``evaluate``, and a classifier's logits per image (CPU, float), from the same pass; None
+    for a model that does not classify."""
     return _evaluate(model, split, batch_size, None, keep=hasattr(model, "scored"))
 
 
@@ -91,7 +100,7 @@ def _evaluate_pass(model, split, batch_size, shard, keep):
     for x, y in Batches(images, labels, batch_size=batch_size, device=_device(model)):
         if keep:
             out, logits = model.scored(x, y)
-            preds.append(logits.detach().argmax(1).cpu())
+            preds.append(logits.detach().float().cpu())
         else:
             out = model.loss(x, y)
         for k, v in out.items():

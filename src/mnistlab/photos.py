@@ -55,7 +55,11 @@ _T = {
 }
 
 CONDITIONS = ("clean", "noisy-paper", "specks", "uneven-light", "shadow", "colour", "ruled", "grid", "jpeg",
-              "margins", "thick-pen", "thin-pen", "light-on-dark", "rotation", "mixed")
+              "margins", "thick-pen", "thin-pen", "light-on-dark", "rotation", "mixed",
+              "blur", "low-res", "narrow", "small")
+# Soft strokes and narrow writing (issue 23): each also as whole numbers, "numbers-<condition>".
+SOFT_CONDITIONS = ("blur", "low-res", "narrow", "small")
+NUMBER_SETS = ("numbers", *(f"numbers-{c}" for c in SOFT_CONDITIONS))
 
 
 def _catmull_rom(points: np.ndarray, n: int = 12) -> np.ndarray:
@@ -286,7 +290,8 @@ def _specks(rng, h, w, n: int) -> np.ndarray:
 def _settings(condition: str, rng) -> dict:
     """The knobs of one condition; `mixed` turns on a phone photo's at once."""
     s = dict(noise=2.0, texture=0.0, specks=0, light=False, shadow=False, colour=False, lines=None, jpeg=None,
-             digit_frac=(0.45, 0.7), pen=1.0, light_on_dark=False, rotate=0.0, printed=0.0)
+             digit_frac=(0.45, 0.7), pen=1.0, light_on_dark=False, rotate=0.0, printed=0.0, blur=0.0,
+             lowres=None, narrow=1.0, page=(300, 460))
     if condition == "noisy-paper":
         s.update(noise=rng.uniform(4, 9), texture=rng.uniform(0.03, 0.06))
     elif condition == "specks":
@@ -311,6 +316,14 @@ def _settings(condition: str, rng) -> dict:
         s.update(noise=4, light_on_dark=True)
     elif condition == "rotation":
         s.update(noise=3, rotate=rng.uniform(-12, 12))
+    elif condition == "blur":  # out of focus: a Gaussian of 1-4 px at a 60 px digit height
+        s.update(noise=3, blur=rng.uniform(1, 4) / 60)
+    elif condition == "low-res":  # written 8-12 px tall, the scan then enlarged 5-8x
+        s.update(noise=3, lowres=(rng.uniform(8, 12), rng.uniform(5, 8)))
+    elif condition == "narrow":  # each digit 0.5-0.8 as wide as it was written
+        s.update(noise=3, narrow=rng.uniform(0.5, 0.8))
+    elif condition == "small":  # a 25-60 px digit in a 900-1400 px photo
+        s.update(noise=3, page=(900, 1400), digit_frac=(0.025, 0.045))
     elif condition in ("mixed", "numbers"):
         s.update(noise=rng.uniform(3, 7), texture=rng.uniform(0.01, 0.04), specks=int(rng.integers(0, 5)),
                  light=True, shadow=rng.random() < 0.6, lines=rng.choice(["ruled", None, None, "grid"]),
@@ -342,12 +355,20 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
     """A page holding the given digits' ink, left to right, under settings `s` (of a condition).
 
     Returns the RGB uint8 image and each digit's box [x, y, w, h]."""
-    h = int(rng.integers(300, 460))
+    h = int(rng.integers(*s["page"]))
     w = int(h * rng.uniform(1.0, 1.4)) if len(inks) == 1 else 0
     tall = max(i.shape[0] for i in inks)
     target = rng.uniform(*s["digit_frac"]) * h
+    enlarge = 1.0
+    if s["lowres"]:  # the page is made at the scan's low resolution, enlarged at the end
+        digit_px, enlarge = s["lowres"]
+        h = max(16, round(h * digit_px / target))
+        w = round(w * digit_px / target) if w else 0
+        target = digit_px
     k = target / tall
     inks = [_resize(i, k) for i in inks]
+    if s["narrow"] != 1.0:
+        inks = [_resize_xy(i, s["narrow"], 1.0) for i in inks]
     spacing = [int(rng.uniform(*sorted((gap * 0.4, gap))) * target) for _ in inks]
     row_w = sum(i.shape[1] for i in inks) + sum(spacing[:-1])
     if len(inks) > 1:
@@ -361,10 +382,13 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
     x = int(rng.uniform(0.1, 0.9) * (w - row_w))
     y0 = int(rng.uniform(0.1, 0.9) * (h - max(i.shape[0] for i in inks)))
     boxes = []
+    row_scale = h if s["page"] == (300, 460) else target / 0.55
     colour = _ink_colour(rng, s)
     strength = rng.uniform(0.75, 0.95) if s["light_on_dark"] else rng.uniform(0.85, 1.0)
     for ink, sp in zip(inks, spacing):
-        y = int(np.clip(y0 + rng.normal(0, 0.03) * h, 0, h - ink.shape[0]))
+        # a writer's row wanders by a few percent of the page (of a usual page's height, where the
+        # digits are small in a large photo: else they would scatter off any row)
+        y = int(np.clip(y0 + rng.normal(0, 0.03) * min(h, row_scale), 0, h - ink.shape[0]))
         page.lay(_place(page, ink, y, x), colour, strength)
         boxes.append([x, y, ink.shape[1], ink.shape[0]])
         x += ink.shape[1] + sp
@@ -380,8 +404,18 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
         page.light((lo + (1 - lo) * ramp) * vignette)
     if s["shadow"]:
         page.light(_shadow(rng, h, w))
-    page.noise(s["noise"])
+    if s["blur"]:  # out of focus: the scene is blurred, the sensor's noise is not
+        import cv2
+
+        page.rgb = cv2.GaussianBlur(page.rgb, (0, 0), max(0.3, s["blur"] * target))
+    page.noise(s["noise"] / (enlarge if enlarge > 1 else 1))
     img = page.image()
+    if enlarge > 1:
+        import cv2
+
+        img = cv2.resize(img, (round(img.shape[1] * enlarge), round(img.shape[0] * enlarge)),
+                         interpolation=cv2.INTER_CUBIC)
+        boxes = [[round(v * enlarge) for v in b] for b in boxes]
     if s["rotate"]:
         img = _rotate(img, s["rotate"])
     if s["jpeg"]:
@@ -397,6 +431,13 @@ def _resize(a: np.ndarray, k: float) -> np.ndarray:
     return cv2.resize(a, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
 
 
+def _resize_xy(a: np.ndarray, kx: float, ky: float) -> np.ndarray:
+    import cv2
+
+    h, w = a.shape
+    return cv2.resize(a, (max(2, round(w * kx)), max(2, round(h * ky))), interpolation=cv2.INTER_AREA)
+
+
 def _pick_source(rng, printed: float, sources: tuple[str, ...]) -> str:
     """Printed ("fonts") with probability `printed`, else one of the handwritten sources."""
     if printed and "fonts" in sources and rng.random() < printed:
@@ -408,13 +449,18 @@ def _pick_source(rng, printed: float, sources: tuple[str, ...]) -> str:
 def make_set(condition: str, n: int, seed: int = 0, sources: tuple[str, ...] = ("strokes", "fonts", "sklearn"),
              progress: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, str]]:
     """`n` photos of single digits (labels cycling 0-9) or of numbers ('numbers')."""
-    rng = np.random.default_rng([seed, CONDITIONS.index(condition) if condition in CONDITIONS else 99])
+    if condition not in (*CONDITIONS, *NUMBER_SETS):
+        raise ValueError(f"unknown condition {condition!r}; known: {', '.join((*CONDITIONS, *NUMBER_SETS))}")
+    numbers = condition in NUMBER_SETS
+    under = condition.removeprefix("numbers-") if condition != "numbers" else "numbers"
+    index = CONDITIONS.index(condition) if condition in CONDITIONS else 99 + NUMBER_SETS.index(condition)
+    rng = np.random.default_rng([seed, index])
     if "sklearn" in sources and sklearn_digit(0, np.random.default_rng(0), 32) is None:
         sources = tuple(s for s in sources if s != "sklearn")
     out = []
     for i in range(n):
-        s = _settings(condition, rng)
-        if condition == "numbers":
+        s = _settings(under, rng)
+        if numbers:
             length = int(rng.integers(3, 6))
             digits = [int(rng.integers(10)) for _ in range(length)]
             source = _pick_source(rng, 0.1, sources)  # one number in ten printed

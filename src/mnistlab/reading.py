@@ -23,6 +23,7 @@ from .images import (
     blob_mask,
     check_not_scattered,
     components,
+    crop,
     find_ink,
     prepare,
     render,
@@ -31,8 +32,12 @@ from .images import (
     to_grey,
 )
 
-# Below this top probability a reading is reported as unsure (text note, "low_confidence").
-LOW_CONFIDENCE = 0.6
+# Below this top probability (after the run's temperature) a reading is reported as unsure
+# (text note, "low_confidence"). Chosen on the generated photo conditions (benchmarks/photos,
+# all 24 sets pooled): at 0.9 cnn-robust flags 78% of its misread digits and 5.8% of its right
+# ones; 0.85: 70% and 4.1%; the 0.6 used before: 32% and 1.0%. Issue 23 asked for at least 70%
+# and at most 10%: 0.9 leaves room on both sides.
+LOW_CONFIDENCE = 0.9
 MAX_DIGITS = 16  # more marks than this in a row is not a written number
 # The model that reads users' images best; the newest run of it is the default reader.
 READER = "cnn-robust"
@@ -85,14 +90,15 @@ class NumberReading:
 
 
 def probabilities(model, images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28) uint8 -> (N, classes) softmax probabilities, in eval mode on the CPU."""
+    """(N, 28, 28) uint8 -> (N, classes) softmax probabilities, in eval mode on the CPU, through
+    the model's fitted temperature (calibrate.py; 1 for a run that has none)."""
     from .infer import predict
 
     logits = predict(model, torch.from_numpy(np.ascontiguousarray(images)))
     if not torch.isfinite(logits).all():
         raise RunError("the model's outputs are not finite numbers (its training diverged): train it again "
                        "with a lower learning rate")
-    return torch.softmax(logits.float(), 1).numpy()
+    return torch.softmax(logits.float() / float(getattr(model, "temperature", 1.0)), 1).numpy()
 
 
 def _reading(image: np.ndarray, probs: np.ndarray, box: list[int]) -> DigitReading:
@@ -118,8 +124,8 @@ def _pieces(lab: np.ndarray, blob: Blob, n: int) -> list[tuple[np.ndarray, Blob]
         rows = np.flatnonzero(piece.any(1))
         if not len(rows) or piece.sum() < 0.05 * mask.sum():
             return None
-        piece = piece[rows[0]:rows[-1] + 1]
-        out.append((piece, Blob(blob.x + c0, blob.y + int(rows[0]), c1 - c0, len(rows), int(piece.sum()))))
+        piece = piece[rows[0]:rows[-1] + 1]  # (a piece may have empty rows inside: its box spans them)
+        out.append((piece, Blob(blob.x + c0, blob.y + int(rows[0]), c1 - c0, len(piece), int(piece.sum()))))
     return out or None
 
 
@@ -152,37 +158,58 @@ def read_number(model, grey: np.ndarray, name: str = "image") -> NumberReading:
             pieces = _pieces(lab, blob, n)
             if pieces is None:
                 continue
-            images = np.stack([render(m) for m, _ in pieces])
+            images = np.stack([render(m, crop(ink.darkness, b)) for m, b in pieces])
             probs = probabilities(model, images)
             score = float(np.log(probs.max(1) + 1e-9).mean()) - 0.35 * abs(n - guess)
             if best is None or score > best[0]:
                 best = (score, pieces, images, probs)
         _, pieces, images, probs = best
         for (_, b), img, p in zip(pieces, images, probs):
-            readings.append(_reading(img, p, b.box(ink.scale)))
+            readings.append(_reading(img, p, ink.box(b)))
     return NumberReading(readings, ink)
 
 
-def score(model, condition: str, items: list[tuple[np.ndarray, str]]) -> dict:
-    """Accuracy of `model` on (RGB image, label) pairs such as ``photos.make_set`` gives, through
-    the one preprocessing path: single digits read as one digit, numbers read whole (every digit
-    right, none missing or extra)."""
+def score(model, condition: str, items: list[tuple[np.ndarray, str]], *, threshold: float | None = None) -> dict:
+    """How `model` reads (RGB image, label) pairs such as ``photos.make_set`` gives, through the
+    one preprocessing path: single digits read as one digit, numbers ('numbers', 'numbers-blur',
+    ...) read whole. ``accuracy``: items read exactly (every digit right, none missing or extra);
+    ``digit_accuracy``: digits right (a number read with the wrong count of digits counts all of
+    its digits wrong); ``wrong_flagged`` / ``right_flagged``: shares of misread and of correctly
+    read digits marked ``low_confidence`` (below `threshold`, default LOW_CONFIDENCE);
+    ``records``: (probabilities, true digit) of each digit read in place, for calibration."""
     from PIL import Image
 
-    right = unsure = 0
+    from .calibrate import ece
+
+    threshold = LOW_CONFIDENCE if threshold is None else threshold
+    numbers = condition.startswith("numbers")
+    right = unsure = digits_total = digits_right = 0
+    records: list[tuple[list[float], int]] = []
     for img, label in items:
         grey = to_grey(Image.fromarray(img))
         try:
-            if condition == "numbers":
+            if numbers:
                 r = read_number(model, grey)
-                got, low = r.number, r.low_confidence
+                got, read = r.number, r.digits
             else:
-                r, _ = read_digit(model, grey)
-                got, low = str(r.digit), r.low_confidence
+                d, _ = read_digit(model, grey)
+                got, read = str(d.digit), [d]
         except ImageError:
-            got, low = None, True
+            got, read = None, []
         right += got == label
-        unsure += low
+        unsure += not read or any(d.confidence < threshold for d in read)
+        digits_total += len(label)
+        if len(read) == len(label):
+            for d, t in zip(read, label):
+                records.append((d.probabilities, int(t)))
+                digits_right += d.digit == int(t)
+    probs = torch.tensor([p for p, _ in records], dtype=torch.float64).reshape(-1, 10)
+    truth = torch.tensor([t for _, t in records], dtype=torch.int64)
+    conf, pred = (probs.max(1) if len(records) else (torch.zeros(0), torch.zeros(0, dtype=torch.int64)))
+    ok, low = pred == truth, conf < threshold
+    share = lambda m: float(m.double().mean()) if len(m) else 0.0  # noqa: E731
     return {"condition": condition, "n": len(items), "accuracy": right / max(1, len(items)),
-            "low_confidence": unsure / max(1, len(items))}
-
+            "digit_accuracy": digits_right / max(1, digits_total), "n_digits": digits_total,
+            "low_confidence": unsure / max(1, len(items)),
+            "wrong_flagged": share(low[~ok]), "right_flagged": share(low[ok]), "n_wrong": int((~ok).sum()),
+            "ece": ece(probs, truth) if len(records) else 0.0, "records": records}

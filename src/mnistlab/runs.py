@@ -236,7 +236,19 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     summary = _json_dict(path / "summary.json")
     if summary is None:
         raise RunError(f"{path / 'summary.json'}: corrupt (not a readable JSON object)")
+    model.temperature = _temperature(path / "calibration.json")
     return Run(path, config, model, read_metrics(path / "metrics.jsonl"), summary)
+
+
+def _temperature(path: Path) -> float:
+    """The run's fitted temperature (calibrate.py), 1.0 when it has none; a tampered value is refused."""
+    cal = _json_dict(path)
+    if cal is None:
+        raise RunError(f"{path}: corrupt (not a readable JSON object)")
+    t = cal.get("temperature", 1.0)
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.01 <= t <= 100:
+        raise RunError(f"{path}: temperature {brief(repr(t))} is no fitted temperature (0.01..100)")
+    return float(t)
 
 
 def read_run_json(path: Path) -> dict:

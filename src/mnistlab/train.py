@@ -29,7 +29,7 @@ from .batches import Batches, batch_indices  # noqa: F401  (batch_indices: train
 from .config import RunConfig, TrainConfig
 from .data import Dataset, Split, dataset_for, is_labelled
 from .errors import DataError, DivergedError, RunError
-from .infer import evaluate, evaluate_and_predict, predict  # noqa: F401  (predict: part of train's API, as before)
+from .infer import evaluate, evaluate_and_predict, evaluate_and_score, predict  # noqa: F401  (predict: train's API)
 from .models import create_model, get_spec
 from .runs import (
     CHECKPOINT,
@@ -289,7 +289,8 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
     finished), then the figures: after training, and before it from `before` (a copy of the
     model as it started), so none of them delays the result."""
     model, tc = run.model, run.config.train
-    test, predictions = evaluate_and_predict(model, ds.test, tc.eval_batch_size)
+    test, logits = evaluate_and_score(model, ds.test, tc.eval_batch_size)
+    predictions = None if logits is None else logits.argmax(1)
     if not all(math.isfinite(v) for v in test.values()):
         raise DivergedError(f"the trained model gives non-finite test figures ({test}); lower the learning "
                             "rate. The run stays unfinished")
@@ -305,6 +306,9 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
     }
     if "test_mse" in summary:
         summary["test_mse_sum_per_image"] = summary["test_mse"] * 28 * 28
+    if logits is not None and is_labelled(ds.test) and len(ds.test) >= 20:
+        cal = calibrate_run(run, ds, logits)
+        summary.update(temperature=cal["temperature"], ece_before=cal["ece_before"], ece_after=cal["ece_after"])
     if (ctx := distributed.current()).active:
         summary["processes"] = ctx.world
     write_json(run.path / "summary.json", summary)
@@ -320,6 +324,29 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
         if before is not None:
             run_figures(dataclasses.replace(run, model=before.eval()), ds, "before")
     return run
+
+
+def calibrate_run(run: Run, ds: Dataset, test_logits: torch.Tensor) -> dict:
+    """Fit the run's temperature (calibrate.py) on held-out digits, write calibration.json and set
+    it on the model: on the validation split when the run has one (the ECE then reported on
+    the test split), else on a seeded half of the test split (the ECE on the other half)."""
+    from . import calibrate
+
+    tc = run.config.train
+    target = getattr(run.model, "target", lambda y: y)  # the class each label stands for (loop-parity: a loop)
+    labels = target(ds.test.labels)
+    if tc.val_fraction > 0:
+        _, val = ds.split_validation(tc.val_fraction, tc.seed)
+        val_logits = predict(run.model, val.images, tc.eval_batch_size)
+        both = torch.cat([val_logits, test_logits])
+        cal = calibrate.calibration(both, torch.cat([target(val.labels), labels]), torch.arange(len(val_logits)),
+                                    torch.arange(len(val_logits), len(both)), "validation split")
+    else:
+        fit, report = calibrate.split_halves(len(labels), tc.seed)
+        cal = calibrate.calibration(test_logits, labels, fit, report, "half of the test split (seeded)")
+    write_json(run.path / "calibration.json", cal)
+    run.model.temperature = cal["temperature"]
+    return cal
 
 
 def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dataset | None = None,

@@ -230,8 +230,8 @@ def _bounded(args: list[str], *, mb: float = 150, seconds: float = 10) -> str:
     (["sweep", "cnn", *(f"--grid={k}={','.join(map(str, range(1, 101)))}"
                         for k in ("lr", "seed", "epochs", "batch_size", "weight_decay"))], "10,000,000,000 points"),
     (["train", "cnn", "--dry-run", "--set", "model.channels=100000,100000"], "GiB to train"),
-    (["train", "ae-dense", "--dry-run", "--set", "code=1000000"], "GiB to train"),
-    (["train", "mlp", "--dry-run", "--set", "hidden=100000,100000"], "GiB to train"),
+    (["train", "ae-dense", "--dry-run", "--set", "code=1000000000"], "GiB to train"),
+    (["train", "mlp", "--dry-run", "--set", "hidden=1000000,1000000"], "GiB to train"),
     (["train", "cnn", "--dry-run", "--set", "threads=100000"], "train.threads"),
     (["train", "cnn", "--dry-run", "--nproc", "1000"], "--nproc 1000"),
     (["sweep", "cnn", "--grid", "lr=0.1,0.2", "--workers", "256"], "--workers 256"),
@@ -434,3 +434,14 @@ def test_a_sweep_whose_trials_lie_breaks_no_listing(good_run, tmp_path, capsys, 
     assert "\x1b" not in capsys.readouterr().out
     fails_cleanly(["predict", "3", "--run", str(sweep)], capsys, "no finished trial")
 
+
+
+@pytest.mark.parametrize("kind", list(SPECIALS))
+def test_special_files_given_as_images(good_run, tmp_path, capsys, kind):
+    said, make = SPECIALS[kind]
+    make(tmp_path / "digit.png", tmp_path)
+    for cmd in (["predict", str(tmp_path / "digit.png")], ["read", str(tmp_path / "digit.png")]):
+        capsys.readouterr()
+        assert main([*cmd, "--run", str(good_run)]) == 1
+        err = capsys.readouterr().err
+        assert "digit.png" in err and said in err and "Traceback" not in err, err

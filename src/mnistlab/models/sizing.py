@@ -29,10 +29,12 @@ def available_memory() -> int:
         return 1 << 62
 
 
-def estimate(model_name: str, config, batch_size: int) -> tuple[int, int]:
-    """(parameters, activation elements of one training batch), counted on the meta device.
-    Activations are every module's output in one forward pass; (0, 0) if the model cannot be
-    built without reading another run (it is then checked as it loads)."""
+def estimate(model_name: str, config, batch_size: int, memory: int | None = None) -> tuple[int, int]:
+    """(parameters, activation elements of one training batch). Parameters are counted on the
+    meta device (shapes only); activations are every module's output for one image, from a
+    real forward pass of the model built on the CPU (only once its parameters are known to fit;
+    the random generators as they were), times the batch. (0, 0) for a model built from
+    another run (it is checked as it loads)."""
     from ..registry import create_model
 
     def no_runs(path):
@@ -40,33 +42,37 @@ def estimate(model_name: str, config, batch_size: int) -> tuple[int, int]:
 
     try:
         with torch.device("meta"):
-            model = create_model(model_name, config, load_run=no_runs)
+            params = sum(p.numel() for p in create_model(model_name, config, load_run=no_runs).parameters())
     except (LookupError, ConfigError):
         return 0, 0
-    params = sum(p.numel() for p in model.parameters())
+    have = available_memory() if memory is None else memory
+    if params * BYTES * PARAM_COPIES > have:
+        return params, 0  # refused on the parameters alone
     seen = [0]
 
     def count(_module, _inputs, output):
         if isinstance(output, torch.Tensor):
             seen[0] += output.numel()
 
-    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
-    try:
-        model(torch.empty(batch_size, 1, 28, 28, device="meta"))
-    except Exception:  # an op without a meta kernel: the parameters alone are checked
-        seen[0] = 0
-    finally:
-        for h in hooks:
-            h.remove()
-    return params, seen[0]
+    # (a forward pass on the meta device would import torch._dynamo: 2 s of every start-up)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        model = create_model(model_name, config, load_run=no_runs).eval()
+        for m in model.modules():
+            if not list(m.children()):
+                m.register_forward_hook(count)  # the model is thrown away after this one pass
+        try:
+            model(torch.zeros(1, 1, 28, 28))
+        except Exception:  # a model that needs more than one image: the parameters alone are checked
+            seen[0] = 0
+    return params, seen[0] * batch_size
 
 
 def check_fits(model_name: str, config, batch_size: int, memory: int | None = None) -> None:
     """ConfigError (one line) when training `model_name` at `batch_size` would need more memory
     than the machine has."""
-    params, acts = estimate(model_name, config, batch_size)
-    need = params * BYTES * PARAM_COPIES + acts * BYTES * ACTIVATION_COPIES
     have = available_memory() if memory is None else memory
+    params, acts = estimate(model_name, config, batch_size, have)
+    need = params * BYTES * PARAM_COPIES + acts * BYTES * ACTIVATION_COPIES
     if need > have:
         raise ConfigError(f"{model_name} with these settings needs about {need / 2**30:,.1f} GiB to train "
                           f"({params:,} parameters, {acts:,} activations a batch of {batch_size}); this machine "

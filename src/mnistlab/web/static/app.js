@@ -71,7 +71,7 @@ async function update(blob, uploaded = false) {
       if (stale()) return;
       $("digit").textContent = p.digit; $("digit").dataset.digit = p.digit;
       $("digit").classList.toggle("unsure", p.low_confidence);
-      $("digit").title = p.low_confidence ? "unsure: the top probability is below 60%" : "";
+      $("digit").title = p.low_confidence ? "unsure: the top probability is below 90%" : "";
       showBars(p.probabilities); showSeen(p.input);
       if (uploaded) await showUpload(blob, clf, p, stale);
       const a = await post("/api/activations", blob, clf);
@@ -101,7 +101,7 @@ async function showUpload(blob, clf, p, stale) {
     const r = await post("/api/read", blob, clf);
     if (stale()) return;
     $("boxes").src = r.boxes_png;
-    $("number").textContent = `read as ${r.number}` + (r.low_confidence ? " (unsure: orange boxes are below 60%)" : "");
+    $("number").textContent = `read as ${r.number}` + (r.low_confidence ? " (unsure: orange boxes are below 90%)" : "");
     $("number").dataset.number = r.number;
   } catch (err) {
     if (stale()) return;
