@@ -39,6 +39,7 @@ def test_each_model_gets_a_plan(model, device, graph, step, amp):
 
 @pytest.mark.parametrize("sets,reason", [({"optimizer": "sgd"}, "sgd has no capturable form"),
                                          ({"compile": "true"}, "train.compile is on"),
+                                         ({"channels_last": "off"}, "channels_last is off"),
                                          ({"amp": "bf16"}, None)])
 def test_what_keeps_a_step_from_being_captured_is_named(sets, reason):
     cfg = _cfg("cnn", graph="on", **sets)

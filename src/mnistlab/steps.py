@@ -64,6 +64,9 @@ def plan(model, cfg, device, *, distributed: bool = False) -> Plan:
     blocker = ("it spends a batch its own way (coupled optimisers)" if _custom_step(model)
                else "the run is distributed" if distributed
                else "train.compile is on" if cfg.compile
+               # evaluation re-lays the weights out channels-last and back: new storage, which a
+               # graph captured on the old one would never see
+               else "train.channels_last is off" if cfg.channels_last == "off"
                else f"{cfg.optimizer} has no capturable form (use adam or adamw)"
                if cfg.optimizer not in CAPTURABLE_OPTIMIZERS else "")
     graph, why = "eager", ""
