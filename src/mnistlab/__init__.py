@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_run": "runs",
     "list_runs": "runs",
     "MnistlabError": "errors",
+    "explain": "attribution",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

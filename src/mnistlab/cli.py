@@ -328,6 +328,53 @@ def cmd_predict(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_explain(args) -> int:
+    import numpy as np
+    import torch
+
+    from .attribution import explain
+    from .data import pick_digit
+    from .images import is_image_path, load_grey
+    from .reading import probabilities, read_digit
+
+    run = _classifier_run(args.run)
+    inputs = args.inputs or [None]
+    ds, failures = None, 0
+    for n, item in enumerate(inputs):
+        try:
+            if item is not None and is_image_path(item):
+                reading, _ = read_digit(run.model, load_grey(item), item)  # the same preprocessing as predict
+                img, name, probs = reading.image, item, np.asarray(reading.probabilities)
+            else:
+                ds = ds or _dataset_for_run(run, args)
+                d = pick_digit(ds, args.train, None if item is None else int(item))
+                img, name = d.image, d.name
+                probs = probabilities(run.model, img[None])[0]
+            x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255)[None, None]
+            target = int(probs.argmax()) if args.target is None else args.target
+            amap = explain(run.model, x, args.method, target=target, contrast=args.contrast)[0].numpy()
+        except MnistlabError as e:
+            failures += _failed(item, e, args.json)
+            continue
+        classes = ds.classes if ds else tuple(str(c) for c in range(len(probs)))
+        what = f"{args.method}: why {classes[target]}" + (f", not {classes[args.contrast]}"
+                                                          if args.contrast is not None else "")
+        if args.json:
+            print(json.dumps({"input": name, "digit": int(probs.argmax()), "target": target,
+                              **({"contrast": args.contrast} if args.contrast is not None else {}),
+                              "method": args.method, "attribution": np.round(amap, 6).tolist()}))
+        else:
+            print(f"{name}: read as {classes[int(probs.argmax())]} ({probs.max():.1%}); {what}")
+        if args.save or not args.json:
+            from .viz import explanation_figure, show_or_save
+
+            fig = explanation_figure(img, amap, probs, classes, f"{name}", what)
+            saved = show_or_save(fig, _numbered(args.save, n, len(inputs)), f"explain-{n}.png")
+            if saved and not args.json:
+                print(f"saved {saved}")
+    return 1 if failures else 0
+
+
 def cmd_read(args) -> int:
     from .images import boxes_image, load_grey
     from .reading import LOW_CONFIDENCE, read_number
@@ -609,6 +656,24 @@ def build_parser() -> argparse.ArgumentParser:
                          '"box": [x, y, w, h], "low_confidence"}], "low_confidence"} or {"input", "error"}')
     rd.add_argument("--save", metavar="FILE", help="draw the boxes and readings on the image (FILE-N.png for several)")
     rd.set_defaults(func=cmd_read)
+
+    xp = sub.add_parser("explain", help="which pixels made the prediction: attribution maps (saliency, "
+                                        "smoothgrad, ig, occlusion, gradcam); needs the 'explain' extra")
+    xp.add_argument("inputs", nargs="*", metavar="ID|IMAGE", help="dataset ids and/or image files (default: one "
+                                                                  "random id)")
+    xp.add_argument("--run", help="run folder of a classifier (default: the newest cnn-robust run, else the "
+                                  "newest classifier)")
+    xp.add_argument("--method", choices=["saliency", "smoothgrad", "ig", "occlusion", "gradcam"], default="ig",
+                    help="attribution method (default: ig, integrated gradients from a black image)")
+    xp.add_argument("--target", type=int, metavar="K", help="explain class K (default: the predicted class)")
+    xp.add_argument("--contrast", type=int, metavar="K", help="explain the target's logit minus class K's: "
+                                                              "why the target and not K")
+    xp.add_argument("--train", action="store_true", help="ids index the training split (default: test)")
+    xp.add_argument("--save", metavar="FILE", help="write the picture to FILE (FILE-N.png for several inputs)")
+    xp.add_argument("--json", action="store_true",
+                    help='one JSON object per input: {"input", "digit", "target", "method", "attribution": 28x28}')
+    data_args(xp, default=None)
+    xp.set_defaults(func=cmd_explain)
 
     la = sub.add_parser("layers", help="draw every layer's output for one digit")
     la.add_argument("input", nargs="?", metavar="ID|IMAGE", help="dataset id or image file (default: random id)")

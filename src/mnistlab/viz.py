@@ -85,6 +85,31 @@ def prediction_figure(image: np.ndarray, probs: np.ndarray, classes, title: str 
     return fig
 
 
+def explanation_figure(image: np.ndarray, attribution: np.ndarray, probs: np.ndarray, classes, title: str = "",
+                       what: str = ""):
+    """The digit, its signed attribution map over it (red: pushed toward the explained class,
+    blue: away from it), and the class probabilities."""
+    plt = _plt()
+    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(10.5, 3.2), gridspec_kw={"width_ratios": [1, 1, 1.6]},
+                                     layout="constrained")
+    a0.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    a0.set_title(title, fontsize=9)
+    lim = float(np.abs(attribution).max()) or 1.0
+    a1.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    shown = a1.imshow(attribution, cmap="bwr", vmin=-lim, vmax=lim, alpha=0.65, interpolation="nearest")
+    a1.set_title(what, fontsize=9)
+    fig.colorbar(shown, ax=a1, fraction=0.046, pad=0.04)
+    for ax in (a0, a1):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    colors = ["tab:orange" if i == int(np.argmax(probs)) else "tab:blue" for i in range(len(probs))]
+    a2.bar(range(len(probs)), probs, color=colors)
+    a2.set_xticks(range(len(probs)), [str(c)[:6] for c in classes], fontsize=8)
+    a2.set_ylim(0, 1)
+    a2.set_ylabel("probability")
+    return fig
+
+
 # ---------------------------------------------------------------- runs
 
 def curves_figure(history: list[dict]):

@@ -1,0 +1,144 @@
+"""mnistlab.explain (issue 24, the library): every method on every registered classifier,
+the identities that make a map trustworthy (integrated gradients' completeness, contrast as
+a difference of maps), determinism and the model's mode kept."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("captum", reason="the explain extra (mnistlab[explain]) is not installed")
+
+import mnistlab  # noqa: E402
+from mnistlab.attribution import METHODS, completeness_gap  # noqa: E402
+from mnistlab.config import build_config  # noqa: E402
+from mnistlab.errors import ConfigError  # noqa: E402
+from mnistlab.models import create_model, list_models  # noqa: E402
+from mnistlab.runs import load_run  # noqa: E402
+from mnistlab.train import train_run  # noqa: E402
+
+CLASSIFIERS = [m for m in list_models(task="classify") if m != "encoder-classifier"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A cnn trained a little on the toy set: maps of a model that has learnt something."""
+    from conftest import synthetic_dataset
+
+    root = tmp_path_factory.mktemp("explain")
+    run = train_run(build_config("cnn", sets=["epochs=2", "batch_size=32"]), root / "cnn",
+                    dataset=synthetic_dataset(), progress=False, figures=False)
+    return load_run(run.path), synthetic_dataset()
+
+
+def _images(n=3, seed=0):
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def _model(name):
+    torch.manual_seed(0)
+    if name == "encoder-classifier":
+        pytest.skip("built from an autoencoder run")
+    return create_model(name)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_every_method_on_every_classifier(name, method):
+    model = _model(name).train()  # in training mode: explain must leave it so
+    x = _images()
+    if method == "gradcam" and not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        with pytest.raises(ConfigError, match="gradcam needs a convolution"):
+            mnistlab.explain(model, x, method)
+        return
+    a = mnistlab.explain(model, x, method, steps=8, samples=4)
+    b = mnistlab.explain(model, x, method, steps=8, samples=4)
+    assert a.shape == (3, 28, 28) and torch.isfinite(a).all() and torch.equal(a, b)
+    assert model.training
+
+
+def test_the_encoder_classifier_is_explained_too(tmp_path, toy):
+    ae = train_run(build_config("ae-convbn", sets=["epochs=1", "batch_size=32", "filters=4,8", "kernels=3,3"]),
+                   tmp_path / "ae", dataset=toy, progress=False, figures=False)
+    model = create_model("encoder-classifier", build_config("encoder-classifier", sets=[f"encoder={ae.path}"]).model,
+                         load_run=load_run)
+    for method in METHODS:
+        assert torch.isfinite(mnistlab.explain(model, _images(2), method, steps=8, samples=4)).all()
+
+
+def test_integrated_gradients_add_up_to_the_logit_change(trained):
+    run, ds = trained
+    x = ds.test.images[:16, None].float() / 255
+    maps = mnistlab.explain(run.model, x, "ig", steps=50)
+    assert completeness_gap(run.model, x, maps).max() <= 0.01
+    maps = mnistlab.explain(run.model, x, "ig", steps=50, contrast=0)
+    assert completeness_gap(run.model, x, maps, contrast=0).max() <= 0.01
+
+
+@pytest.mark.parametrize("method", ["saliency", "ig"])
+def test_contrast_is_the_difference_of_the_two_maps(trained, method):
+    run, ds = trained
+    x = ds.test.images[:8, None].float() / 255
+    why = mnistlab.explain(run.model, x, method)
+    other = mnistlab.explain(run.model, x, method, target=3)
+    why_not_3 = mnistlab.explain(run.model, x, method, contrast=3)
+    assert (why_not_3 - (why - other)).abs().max() <= 1e-5
+
+
+def test_the_map_points_at_the_ink_that_decides(trained):
+    """On the toy set a class is a bright bar at one row: occlusion must find it there."""
+    run, ds = trained
+    x = ds.test.images[:16, None].float() / 255
+    maps = mnistlab.explain(run.model, x, "occlusion")
+    labels = ds.test.labels[:16]
+    hits = 0
+    for m, k in zip(maps, labels.tolist()):
+        rows = m.clamp_min(0).sum(1)
+        hits += abs(int(rows.argmax()) - (2 * k + 4.5)) <= 3
+    assert hits >= 12, hits
+
+
+def test_bad_arguments_are_one_clear_error():
+    model = _model("cnn")
+    with pytest.raises(ConfigError, match="unknown method"):
+        mnistlab.explain(model, _images(), "deeplift")
+    with pytest.raises(ConfigError, match=r"\(N, 1, 28, 28\)"):
+        mnistlab.explain(model, torch.rand(3, 28, 28), "ig")
+    with pytest.raises(ConfigError, match="classes are 0..9"):
+        mnistlab.explain(model, _images(), "ig", target=12)
+    with pytest.raises(ConfigError, match="one per image"):
+        mnistlab.explain(model, _images(3), "ig", contrast=[1, 2])
+
+
+def test_without_captum_the_error_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"mnistlab\[explain\]"):
+        mnistlab.explain(_model("cnn"), _images(), "ig")
+
+
+def test_the_cli_prints_one_object_per_input_and_draws_the_picture(trained, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from mnistlab.cli import main
+
+    run, _ = trained
+    Image.fromarray(255 - __import__("mnistlab").load_dataset("mnist-sample").test.images[7].numpy()).resize(
+        (112, 112)).save(tmp_path / "seven.png")
+    capsys.readouterr()
+    args = ["explain", "3", str(tmp_path / "seven.png"), "--run", str(run.path), "--dataset", "mnist-sample"]
+    assert main([*args, "--json", "--method", "saliency", "--contrast", "1"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["input"] for r in recs] == ["mnist-sample test #3", str(tmp_path / "seven.png")]
+    for r in recs:
+        assert {"input", "digit", "target", "method", "attribution", "contrast"} <= r.keys()
+        assert r["method"] == "saliency" and r["contrast"] == 1 and r["target"] == r["digit"]
+        assert len(r["attribution"]) == 28 and all(len(row) == 28 for row in r["attribution"])
+    assert main([*args[:2], *args[3:], "--save", str(tmp_path / "why.png")]) == 0
+    assert (tmp_path / "why.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main([*args[:2], *args[3:], "--target", "12"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classes are 0..9" in err[0]
