@@ -77,12 +77,17 @@ def prediction_figure(image: np.ndarray, probs: np.ndarray, classes, title: str 
     a0.set_xticks([])
     a0.set_yticks([])
     a0.set_title(title)
-    colors = ["tab:orange" if i == int(np.argmax(probs)) else "tab:blue" for i in range(len(probs))]
-    a1.bar(range(len(probs)), probs, color=colors)
-    a1.set_xticks(range(len(probs)), [str(c)[:6] for c in classes], fontsize=8)
-    a1.set_ylim(0, 1)
-    a1.set_ylabel("probability")
+    _probability_bars(a1, probs, classes)
     return fig
+
+
+def _probability_bars(ax, probs: np.ndarray, classes) -> None:
+    """The class probabilities as bars, the top one in orange."""
+    colors = ["tab:orange" if i == int(np.argmax(probs)) else "tab:blue" for i in range(len(probs))]
+    ax.bar(range(len(probs)), probs, color=colors)
+    ax.set_xticks(range(len(probs)), [str(c)[:6] for c in classes], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
 
 
 def explanation_figure(image: np.ndarray, attribution: np.ndarray, probs: np.ndarray, classes, title: str = "",
@@ -102,11 +107,7 @@ def explanation_figure(image: np.ndarray, attribution: np.ndarray, probs: np.nda
     for ax in (a0, a1):
         ax.set_xticks([])
         ax.set_yticks([])
-    colors = ["tab:orange" if i == int(np.argmax(probs)) else "tab:blue" for i in range(len(probs))]
-    a2.bar(range(len(probs)), probs, color=colors)
-    a2.set_xticks(range(len(probs)), [str(c)[:6] for c in classes], fontsize=8)
-    a2.set_ylim(0, 1)
-    a2.set_ylabel("probability")
+    _probability_bars(a2, probs, classes)
     return fig
 
 
