@@ -132,3 +132,36 @@ def test_the_new_photo_conditions(condition):
         assert min(img.shape[:2] for img, _ in items)[0] >= 16 * 5  # enlarged at least 5x
     if condition == "small":
         assert min(img.shape[0] for img, _ in items) >= 900
+
+
+def test_the_page_and_read_use_the_runs_temperature(toy, tmp_path, monkeypatch):
+    """The temperature reaches every reader: the web API's confidence and `read`'s digits are
+    the calibrated ones (the same run with T edited gives other confidences, the same digits)."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from mnistlab.photos import make_set
+    from mnistlab.reading import read_number
+    from mnistlab.web.server import create_app
+
+    train_run(build_config("cnn", sets=["epochs=2", "batch_size=32"]), tmp_path / "r", dataset=toy,
+              progress=False, figures=False)
+    pixels = toy.test.images[0].numpy()
+    answers, readings = [], []
+    for t in (1.0, 4.0):
+        (tmp_path / "r" / "calibration.json").write_text(json.dumps({"temperature": t}))
+        out = TestClient(create_app([tmp_path / "r"])).post("/api/predict", json={"pixels": pixels.tolist()}).json()
+        answers.append(out)
+        img, _ = make_set("numbers", 1, seed=3, sources=("strokes",))[0]
+        from PIL import Image
+
+        from mnistlab.images import to_grey
+
+        readings.append(read_number(load_run(tmp_path / "r").model, to_grey(Image.fromarray(img))))
+    with torch.no_grad():
+        z = load_run(tmp_path / "r").model(toy.test.images[:1, None].float() / 255)[0]
+    for out, t in zip(answers, (1.0, 4.0)):
+        assert out["confidence"] == pytest.approx(float(torch.softmax(z / t, 0).max()), abs=1e-5)
+    assert answers[0]["digit"] == answers[1]["digit"]
+    assert [d.digit for d in readings[0].digits] == [d.digit for d in readings[1].digits]
+    assert all(a.confidence > b.confidence for a, b in zip(readings[0].digits, readings[1].digits))
