@@ -57,14 +57,14 @@ def ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> float:
     return total
 
 
-def calibration(logits: torch.Tensor, labels: torch.Tensor, fit_on: torch.Tensor, report_on: torch.Tensor,
+def calibration(fit: tuple[torch.Tensor, torch.Tensor], report: tuple[torch.Tensor, torch.Tensor],
                 fitted_on: str) -> dict:
-    """Fit T on the rows `fit_on` and report the ECE before and after on the rows `report_on`."""
-    t = fit_temperature(logits[fit_on], labels[fit_on])
-    held = logits[report_on].double()
-    return {"temperature": t, "fitted_on": fitted_on, "n_fit": int(len(fit_on)), "n_report": int(len(report_on)),
-            "ece_before": round(ece(torch.softmax(held, 1), labels[report_on]), 5),
-            "ece_after": round(ece(torch.softmax(held / t, 1), labels[report_on]), 5)}
+    """Fit T on `fit` (logits, labels) and report the ECE before and after on `report`."""
+    t = fit_temperature(*fit)
+    held, labels = report[0].double(), report[1]
+    return {"temperature": t, "fitted_on": fitted_on, "n_fit": len(fit[1]), "n_report": len(labels),
+            "ece_before": round(ece(torch.softmax(held, 1), labels), 5),
+            "ece_after": round(ece(torch.softmax(held / t, 1), labels), 5)}
 
 
 def split_halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

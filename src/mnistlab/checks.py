@@ -34,6 +34,22 @@ def check_count(value: int, key: str, most: int, least: int = 1) -> None:
     check(least <= value <= most, key, f"must be in {least:,}..{most:,}", value)
 
 
+def check_threads(value: int, key: str) -> None:
+    """A thread count: 0 (torch's choice) up to this machine's CPUs."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    check(0 <= value <= cpus, key, f"must be in 0..{cpus} (this machine's CPUs)", value)
+
+
+def as_number(value) -> float | None:
+    """`value` as a float when it is a real number (not a bool, not NaN), else None: for figures
+    read from files that may have been edited."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return float(value)
+    return None
+
+
 def check(ok: bool, key: str, why: str, value) -> None:
     """Raise ConfigError naming `key` unless `ok`: the one way configs validate a value."""
     if not ok:

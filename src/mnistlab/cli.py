@@ -268,30 +268,36 @@ def _numbered(save: str | None, n: int, count: int, suffix: str = "") -> str | N
     return str(path.with_name(stem + (path.suffix or ".png")))
 
 
-def cmd_predict(args) -> int:
+def _digit_input(run, args, item, ds):
+    """One input of predict or explain, read as predict reads it: an image file through the one
+    preprocessing path, else a dataset id (random when None). Returns (28x28 image, name, class
+    probabilities, true label or None, JSON record, preprocessing stages or None, dataset)."""
     import numpy as np
 
     from .data import pick_digit
     from .images import is_image_path, load_grey
-    from .reading import LOW_CONFIDENCE, probabilities, read_digit
+    from .reading import probabilities, read_digit
+
+    if item is not None and is_image_path(item):
+        reading, prep = read_digit(run.model, load_grey(item), item)
+        return (reading.image, item, np.asarray(reading.probabilities), None, {"input": item, "box": reading.box},
+                prep, ds)
+    ds = ds or _dataset_for_run(run, args)
+    d = pick_digit(ds, args.train, None if item is None else int(item))
+    record = {"input": d.name, "id": d.index, "split": d.split, "label": d.label}
+    return d.image, d.name, probabilities(run.model, d.image[None])[0], d.label, record, None, ds
+
+
+def cmd_predict(args) -> int:
+    from .reading import LOW_CONFIDENCE
 
     run = _classifier_run(args.run)
     inputs = args.inputs or [None]
     ds = None
     failures = 0
     for n, item in enumerate(inputs):
-        prep = None
         try:
-            if item is not None and is_image_path(item):
-                reading, prep = read_digit(run.model, load_grey(item), item)
-                img, probs = reading.image, np.asarray(reading.probabilities)
-                name, label, record = item, None, {"input": item, "box": reading.box}
-            else:
-                ds = ds or _dataset_for_run(run, args)
-                d = pick_digit(ds, args.train, None if item is None else int(item))
-                img, label, name = d.image, d.label, d.name
-                probs = probabilities(run.model, img[None])[0]
-                record = {"input": name, "id": d.index, "split": d.split, "label": label}
+            img, name, probs, label, record, prep, ds = _digit_input(run, args, item, ds)
         except MnistlabError as e:
             failures += _failed(item, e, args.json)
             continue
@@ -333,23 +339,13 @@ def cmd_explain(args) -> int:
     import torch
 
     from .attribution import explain
-    from .data import pick_digit
-    from .images import is_image_path, load_grey
-    from .reading import probabilities, read_digit
 
     run = _classifier_run(args.run)
     inputs = args.inputs or [None]
     ds, failures = None, 0
     for n, item in enumerate(inputs):
         try:
-            if item is not None and is_image_path(item):
-                reading, _ = read_digit(run.model, load_grey(item), item)  # the same preprocessing as predict
-                img, name, probs = reading.image, item, np.asarray(reading.probabilities)
-            else:
-                ds = ds or _dataset_for_run(run, args)
-                d = pick_digit(ds, args.train, None if item is None else int(item))
-                img, name = d.image, d.name
-                probs = probabilities(run.model, img[None])[0]
+            img, name, probs, *_, ds = _digit_input(run, args, item, ds)
             x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255)[None, None]
             target = int(probs.argmax()) if args.target is None else args.target
             amap = explain(run.model, x, args.method, target=target, contrast=args.contrast)[0].numpy()
@@ -447,7 +443,9 @@ def cmd_models(args) -> int:
 
 def _key_figure(r: dict) -> str:
     s = r["summary"]
-    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731  (files may lie)
+    from .checks import as_number
+
+    num = lambda v: as_number(v) is not None  # noqa: E731  (files may lie)
     if r["kind"] == "sweep":
         acc, mse = s.get("best_test_acc"), s.get("best_test_mse")
         best = f"best acc {acc:.2%}" if num(acc) else f"best mse {mse:.4f}" if num(mse) else ""

@@ -7,14 +7,13 @@ Unknown keys and values of the wrong type are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
-import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ._io import MAX_CONFIG, Unreadable, read_text
-from .checks import apply_overrides, brief, check, coerce  # noqa: F401  (coerce: part of config's API)
+from .checks import apply_overrides, brief, check, check_threads, coerce  # noqa: F401  (coerce: config's API)
 from .errors import ConfigError
 from .models import get_spec  # importing the models fills the registry
 
@@ -58,8 +57,7 @@ class TrainConfig:
         check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {OPTIMIZERS}", self.optimizer)
         check(self.schedule in SCHEDULES, "train.schedule", f"must be one of {SCHEDULES}", self.schedule)
         check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
-        cpus = os.cpu_count() or 1
-        check(0 <= self.threads <= cpus, "train.threads", f"must be in 0..{cpus} (this machine's CPUs)", self.threads)
+        check_threads(self.threads, "train.threads")
         check(0 <= self.printed <= 1, "train.printed", "must be in [0, 1]", self.printed)
         check(set(self.track) <= {"tensorboard", "mlflow"}, "train.track", "must name tensorboard and/or mlflow",
               self.track)
@@ -103,15 +101,17 @@ class RunConfig:
         return {"model_name": self.model_name,
                 **{name: dataclasses.asdict(sec) for name, sec in self.sections().items()}}
 
-    def validate(self, data: bool = True) -> None:
-        """Every section's checks and whether the model fits in memory. `data=False`: a stored
-        config, whose dataset name records what was used (files, a Dataset passed in)."""
+    def validate(self, data: bool = True, fits: bool = True) -> None:
+        """Every section's checks and, with `fits`, whether training the model fits in memory.
+        `data=False`: a stored config, whose dataset name records what was used (files, a
+        Dataset passed in)."""
         for name, sec in self.sections().items():
             if hasattr(sec, "validate") and (data or name != "data"):
                 sec.validate()
-        from .models.sizing import check_fits
+        if fits:
+            from .models.sizing import check_fits
 
-        check_fits(self.model_name, self.model, self.train.batch_size)
+            check_fits(self.model_name, self.model, self.train.batch_size)
 
 
 def parse_set(items: list[str]) -> list[tuple[str, str]]:

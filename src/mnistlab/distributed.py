@@ -191,7 +191,7 @@ def die_with_parent(parent: int | None = None, poll_s: float = 0.5) -> None:
     """End this process when the process that started it goes away, killed or not. torch's
     launcher starts each rank in a session of its own, so a killed launcher's ranks would go on
     training (and holding memory) for nobody; a sweep's workers likewise. A daemon thread watches
-    the parent's pid and ends this process group's share, this process, when it changes."""
+    this process's parent and ends the process when the parent is no longer the one that started it."""
     import threading
 
     # the pid the launcher gave (MNISTLAB_PARENT), so a launcher killed while this process was

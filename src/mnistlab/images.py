@@ -521,7 +521,7 @@ def stroke_width(mask: np.ndarray) -> float:
 def holes(mask: np.ndarray) -> int:
     """How many loops a 0/1 mask closes: the paper regions it encloses (not touching the border)."""
     cv2 = _cv2()
-    n, lab = cv2.connectedComponents((np.pad(mask, 1) == 0).astype(np.uint8), connectivity=4)
+    n, _ = cv2.connectedComponents((np.pad(mask, 1) == 0).astype(np.uint8), connectivity=4)
     return n - 2  # less the label of the ink and the one paper region outside, round the padding
 
 

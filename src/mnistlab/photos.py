@@ -291,7 +291,7 @@ def _settings(condition: str, rng) -> dict:
     """The knobs of one condition; `mixed` turns on a phone photo's at once."""
     s = dict(noise=2.0, texture=0.0, specks=0, light=False, shadow=False, colour=False, lines=None, jpeg=None,
              digit_frac=(0.45, 0.7), pen=1.0, light_on_dark=False, rotate=0.0, printed=0.0, blur=0.0,
-             lowres=None, narrow=1.0, page=(300, 460))
+             lowres=None, narrow=1.0, page=(300, 460), wander=(0.03, "page"))
     if condition == "noisy-paper":
         s.update(noise=rng.uniform(4, 9), texture=rng.uniform(0.03, 0.06))
     elif condition == "specks":
@@ -322,8 +322,9 @@ def _settings(condition: str, rng) -> dict:
         s.update(noise=3, lowres=(rng.uniform(8, 12), rng.uniform(5, 8)))
     elif condition == "narrow":  # each digit 0.5-0.8 as wide as it was written
         s.update(noise=3, narrow=rng.uniform(0.5, 0.8))
-    elif condition == "small":  # a 25-60 px digit in a 900-1400 px photo
-        s.update(noise=3, page=(900, 1400), digit_frac=(0.025, 0.045))
+    elif condition == "small":  # a 25-60 px digit in a 900-1400 px photo, its row wandering as a
+        # writer's does (by its own height: by the page's, small digits would scatter off any row)
+        s.update(noise=3, page=(900, 1400), digit_frac=(0.025, 0.045), wander=(0.03 / 0.55, "digit"))
     elif condition in ("mixed", "numbers"):
         s.update(noise=rng.uniform(3, 7), texture=rng.uniform(0.01, 0.04), specks=int(rng.integers(0, 5)),
                  light=True, shadow=rng.random() < 0.6, lines=rng.choice(["ruled", None, None, "grid"]),
@@ -382,13 +383,11 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
     x = int(rng.uniform(0.1, 0.9) * (w - row_w))
     y0 = int(rng.uniform(0.1, 0.9) * (h - max(i.shape[0] for i in inks)))
     boxes = []
-    row_scale = h if s["page"] == (300, 460) else target / 0.55
+    wander = s["wander"][0] * (h if s["wander"][1] == "page" else target)  # sd of each digit's height on the row
     colour = _ink_colour(rng, s)
     strength = rng.uniform(0.75, 0.95) if s["light_on_dark"] else rng.uniform(0.85, 1.0)
     for ink, sp in zip(inks, spacing):
-        # a writer's row wanders by a few percent of the page (of a usual page's height, where the
-        # digits are small in a large photo: else they would scatter off any row)
-        y = int(np.clip(y0 + rng.normal(0, 0.03) * min(h, row_scale), 0, h - ink.shape[0]))
+        y = int(np.clip(y0 + rng.normal(0, 1) * wander, 0, h - ink.shape[0]))
         page.lay(_place(page, ink, y, x), colour, strength)
         boxes.append([x, y, ink.shape[1], ink.shape[0]])
         x += ink.shape[1] + sp
@@ -408,7 +407,7 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
         import cv2
 
         page.rgb = cv2.GaussianBlur(page.rgb, (0, 0), max(0.3, s["blur"] * target))
-    page.noise(s["noise"] / (enlarge if enlarge > 1 else 1))
+    page.noise(s["noise"] / enlarge)  # the scan's own noise, enlarged with it
     img = page.image()
     if enlarge > 1:
         import cv2
@@ -452,7 +451,7 @@ def make_set(condition: str, n: int, seed: int = 0, sources: tuple[str, ...] = (
     if condition not in (*CONDITIONS, *NUMBER_SETS):
         raise ValueError(f"unknown condition {condition!r}; known: {', '.join((*CONDITIONS, *NUMBER_SETS))}")
     numbers = condition in NUMBER_SETS
-    under = condition.removeprefix("numbers-") if condition != "numbers" else "numbers"
+    under = condition.removeprefix("numbers-")  # the condition the numbers are written under
     index = CONDITIONS.index(condition) if condition in CONDITIONS else 99 + NUMBER_SETS.index(condition)
     rng = np.random.default_rng([seed, index])
     if "sklearn" in sources and sklearn_digit(0, np.random.default_rng(0), 32) is None:

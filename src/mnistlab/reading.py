@@ -205,7 +205,7 @@ def score(model, condition: str, items: list[tuple[np.ndarray, str]], *, thresho
                 digits_right += d.digit == int(t)
     probs = torch.tensor([p for p, _ in records], dtype=torch.float64).reshape(-1, 10)
     truth = torch.tensor([t for _, t in records], dtype=torch.int64)
-    conf, pred = (probs.max(1) if len(records) else (torch.zeros(0), torch.zeros(0, dtype=torch.int64)))
+    conf, pred = probs.max(1) if len(records) else (torch.zeros(0), truth)  # (none read: empty columns)
     ok, low = pred == truth, conf < threshold
     share = lambda m: float(m.double().mean()) if len(m) else 0.0  # noqa: E731
     return {"condition": condition, "n": len(items), "accuracy": right / max(1, len(items)),

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ._io import Unreadable, atomic_open, read_json, read_jsonl, read_regular, write_json
-from .checks import brief
+from .checks import as_number, brief
 from .errors import RunError
 from .models import create_model, get_spec
 
@@ -269,15 +269,17 @@ def read_metrics(path: Path, notice=None) -> list[dict]:
         raise RunError(f"corrupt run file: {e}") from None
 
 
-def stored_config(data: dict, where: Path):
+def stored_config(data: dict, where: Path, training: bool = False):
     """A run's RunConfig from its config.json, checked as a new one is: a stored config that
-    asks for 10^9 epochs or a batch of -1 is refused as the command line would refuse it."""
+    asks for 10^9 epochs or a batch of -1 is refused as the command line would refuse it. Whether
+    training fits in memory is asked only when it will train (`training`, on --resume): to load,
+    the checkpoint's check (weight shapes on the meta device) bounds what is built."""
     from .config import config_from_dict
     from .errors import ConfigError
 
     try:
         config = config_from_dict(data)
-        config.validate(data=False)
+        config.validate(data=False, fits=training)
     except KeyError as e:
         raise RunError(f"{where}: not a run's config (no {e})") from None
     except (ConfigError, TypeError, AttributeError) as e:
@@ -366,8 +368,8 @@ def _sweep(d: Path) -> list[dict]:
     named = info.get("best_trial")
     best = next((t for t in done if t["path"].name == named), None) if isinstance(named, str) else None
     if best is None:  # trials whose figure is no number (a tampered summary) are not candidates
-        scored = [t for t in done if _number(t["summary"].get(metric)) is not None]
-        best = (max if metric == "test_acc" else min)(scored, key=lambda t: _number(t["summary"][metric]),
+        scored = [t for t in done if as_number(t["summary"].get(metric)) is not None]
+        best = (max if metric == "test_acc" else min)(scored, key=lambda t: as_number(t["summary"][metric]),
                                                       default=None)
     summary = {**info, "trials": len(trials), "finished": len(done)}
     if best is not None:
@@ -376,12 +378,6 @@ def _sweep(d: Path) -> list[dict]:
     head = {"path": d, "kind": "sweep", "model": info.get("model"), "dataset": info.get("dataset"),
             "summary": summary, "complete": bool(info) and complete}
     return [head, *trials]
-
-
-def _number(value) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
-        return float(value)
-    return None
 
 
 def list_runs(root: Path | None = None) -> list[dict]:

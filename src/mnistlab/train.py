@@ -199,7 +199,6 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         model.start_epoch(epoch)
         t0 = time.perf_counter()
         step.start_epoch()
-        sums = step.sums
         seen = 0
         bar = progress_bar(len(batches), f"{desc} {epoch}/{cfg.epochs}", progress if ctx.main else False)
         for i, idx in enumerate(batches.indices()):
@@ -207,10 +206,10 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
             for sched in scheds.values():
                 sched.step()
             step.after_schedule()
-            seen += len(range(batches.n)[idx]) if isinstance(idx, slice) else len(idx)
+            seen += len(idx)  # shuffled: index tensors
             bar.update(1)
             if not bar.disable and (i % 10 == 0 or i == len(batches) - 1):
-                bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in sums.items()})
+                bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in step.sums.items()})
         sums = dict(step.sums)
         if ctx.active:  # the epoch's sums over every rank's share
             keys = sorted(sums)
@@ -338,12 +337,11 @@ def calibrate_run(run: Run, ds: Dataset, test_logits: torch.Tensor) -> dict:
     if tc.val_fraction > 0:
         _, val = ds.split_validation(tc.val_fraction, tc.seed)
         val_logits = predict(run.model, val.images, tc.eval_batch_size)
-        both = torch.cat([val_logits, test_logits])
-        cal = calibrate.calibration(both, torch.cat([target(val.labels), labels]), torch.arange(len(val_logits)),
-                                    torch.arange(len(val_logits), len(both)), "validation split")
+        cal = calibrate.calibration((val_logits, target(val.labels)), (test_logits, labels), "validation split")
     else:
         fit, report = calibrate.split_halves(len(labels), tc.seed)
-        cal = calibrate.calibration(test_logits, labels, fit, report, "half of the test split (seeded)")
+        cal = calibrate.calibration((test_logits[fit], labels[fit]), (test_logits[report], labels[report]),
+                                    "half of the test split (seeded)")
     write_json(run.path / "calibration.json", cal)
     run.model.temperature = cal["temperature"]
     return cal
@@ -384,7 +382,7 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
     path = Path(path)
     if not path.is_dir() or not os.path.lexists(path / "config.json"):
         raise RunError(f"{path}: no run folder to resume (no config.json)")
-    cfg = stored_config(read_run_json(path / "config.json"), path / "config.json")
+    cfg = stored_config(read_run_json(path / "config.json"), path / "config.json", training=True)
     if model is not None and cfg.model_name != model:
         raise RunError(f"{path} holds a {cfg.model_name!r} run, not {model!r}")
     if os.path.lexists(path / "summary.json"):
@@ -397,12 +395,11 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
     if resume.get("part_of"):
         raise RunError(f"{path}: part of a {resume['part_of']} experiment, trained round by round; "
                        "run the experiment again")
-    ctx = distributed.current()
+    ctx, device = distributed.setup(cfg.train.device, cfg.train.threads)
     history = read_metrics(path / "metrics.jsonl", notice=notice if ctx.main else None)
     if len(history) < state["epoch"]:
         raise RunError(f"{path}: metrics.jsonl holds {len(history)} epochs but the checkpoint is at epoch "
                        f"{state['epoch']}; the record is incomplete, so the run cannot go on as if never stopped")
-    ctx, device = distributed.setup(cfg.train.device, cfg.train.threads)
     ds = dataset_for(cfg.data, notice=notice if ctx.main else None)
     net = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device)
     # Epochs logged after the checkpoint (killed between the two writes) are done again.

@@ -2,7 +2,6 @@
 settings its parts share (seed, device, threads, batch size, learning rate)."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +9,7 @@ import torch.nn.functional as F
 
 from .. import runtime
 from ..batches import Batches
-from ..checks import check, check_count
+from ..checks import check, check_count, check_threads
 from ..config import MAX_BATCH, MAX_EPOCHS, DataConfig, TrainConfig  # noqa: F401  (MAX_EPOCHS: the experiments')
 
 
@@ -26,9 +25,7 @@ class ExperimentConfig(DataConfig):
     def validate(self) -> None:
         DataConfig.validate(self)
         check_count(self.batch_size, "experiment.batch_size", MAX_BATCH)
-        cpus = os.cpu_count() or 1
-        check(0 <= self.threads <= cpus, "experiment.threads", f"must be in 0..{cpus} (this machine's CPUs)",
-              self.threads)
+        check_threads(self.threads, "experiment.threads")
         check(self.lr > 0, "experiment.lr", "must be > 0", self.lr)
         check(0 <= self.seed < 2 ** 31, "experiment.seed", "must be in 0..2^31-1", self.seed)
 

@@ -1,6 +1,7 @@
-"""Will a model fit? Its parameters and one batch's activations, counted on the meta device
-(shapes only, nothing allocated) before anything real is built, against the memory this
-machine has. A width of 100,000 filters is refused in milliseconds, not after 24 GB."""
+"""Will training a model fit? Its parameters counted on the meta device (shapes only, nothing
+allocated) and, once they fit, one batch's activations from one image through the real model,
+against the memory this machine has. A width of 100,000 filters is refused in milliseconds,
+not after 24 GB."""
 from __future__ import annotations
 
 import os
