@@ -63,19 +63,12 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
     try:
         with torch.no_grad():
             logits = model(x)
-        classes = logits.shape[1]
-        t = _classes(logits.argmax(1) if target is None else target, len(x), classes, "target", device)
-        k = None if contrast is None else _classes(contrast, len(x), classes, "contrast", device)
+        t, k = _target_and_contrast(logits, target, contrast)
 
-        k = torch.full_like(t, -1) if k is None else k
-
-        def explained(inp, tt, kk):  # (B,) the logit (or logit difference) each image is explained for
+        def explained(inp, tt, kk):
             # tt, kk come as Captum's additional forward arguments, expanded as it expands the
             # inputs (by steps for ig, by noisy copies for smoothgrad), so they stay aligned
-            out = model(inp)
-            rows = torch.arange(len(inp), device=out.device)
-            other = torch.where(kk >= 0, out[rows, kk.clamp_min(0)], torch.zeros((), device=out.device))
-            return out[rows, tt] - other
+            return _explained(model(inp), tt, kk)
 
         base = torch.full_like(x, float(baseline))
         args = (t, k)
@@ -107,6 +100,22 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
     return maps.detach().float().reshape(len(x), 28, 28).cpu()
 
 
+def _target_and_contrast(logits: torch.Tensor, target, contrast) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: the class explained (the predicted one by default) and the contrast class
+    (-1: none), on the logits' device."""
+    n, classes, device = len(logits), logits.shape[1], logits.device
+    t = _classes(logits.argmax(1) if target is None else target, n, classes, "target", device)
+    k = torch.full_like(t, -1) if contrast is None else _classes(contrast, n, classes, "contrast", device)
+    return t, k
+
+
+def _explained(out: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B,) each image's explained logit, less its contrast class's logit where it has one."""
+    rows = torch.arange(len(out), device=out.device)
+    other = torch.where(k >= 0, out[rows, k.clamp_min(0)], torch.zeros((), device=out.device))
+    return out[rows, t] - other
+
+
 def _classes(value, n: int, classes: int, what: str, device) -> torch.Tensor:
     t = torch.as_tensor(value, dtype=torch.int64).reshape(-1)
     if len(t) == 1:
@@ -129,11 +138,7 @@ def completeness_gap(model, images: torch.Tensor, maps: torch.Tensor, target=Non
             out, out0 = model(x), model(torch.full_like(x, float(baseline)))
     finally:
         model.train(was_training)
-    t = _classes(out.argmax(1) if target is None else target, len(x), out.shape[1], "target", "cpu")
-    rows = torch.arange(len(x))
-    f, f0 = out[rows, t], out0[rows, t]
-    if contrast is not None:
-        k = _classes(contrast, len(x), out.shape[1], "contrast", "cpu")
-        f, f0 = f - out[rows, k], f0 - out0[rows, k]
+    t, k = _target_and_contrast(out, target, contrast)
+    f, f0 = _explained(out, t, k), _explained(out0, t, k)
     gap = maps.reshape(len(x), -1).sum(1) - (f - f0)
     return gap.abs() / (f - f0).abs().clamp_min(1e-12)
