@@ -142,3 +142,116 @@ def test_the_cli_prints_one_object_per_input_and_draws_the_picture(trained, tmp_
     assert main([*args[:2], *args[3:], "--target", "12"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "classes are 0..9" in err[0]
+
+
+# ---------------------------------------------------------------- faithfulness (explain --eval)
+
+def test_deletion_curves_erase_the_ink_in_the_order_given(trained):
+    """The curve's ends are the digit and the digit with all its ink erased; ink goes in the
+    order of the scores, and background pixels are never touched."""
+    from mnistlab.faithfulness import INK, curves, ink_of
+
+    run, ds = trained
+    x = ds.test.images[:6, None].float() / 255
+    model = run.model.eval()
+    t = model(x).argmax(1)
+    probs = lambda imgs: torch.softmax(model(imgs) / float(getattr(model, "temperature", 1.0)), 1)  # noqa: E731
+    d = curves(model, x, torch.rand(6, 784), t, steps=4)
+    erased = torch.where(x > INK, torch.zeros(()), x)
+    with torch.no_grad():
+        assert torch.allclose(d[:, 0], probs(x)[torch.arange(6), t], atol=1e-5)
+        assert torch.allclose(d[:, -1], probs(erased)[torch.arange(6), t], atol=1e-5)
+        ins = curves(model, x, torch.rand(6, 784), t, steps=4, insertion=True)
+        assert torch.allclose(ins[:, 0], d[:, -1], atol=1e-5) and torch.allclose(ins[:, -1], d[:, 0], atol=1e-5)
+    # one image, scores that rank a known pixel first: after one step only it is gone
+    img = torch.zeros(1, 1, 28, 28)
+    img[0, 0, 10, 3:13] = 1.0
+    assert int(ink_of(img).sum()) == 10
+    scores = torch.zeros(1, 784)
+    scores[0, 10 * 28 + 7] = 5.0
+    seen = []
+    hook = model.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    try:
+        curves(model, img, scores, torch.tensor([0]), steps=10)
+    finally:
+        hook.remove()
+    step1 = seen[0][1, 0]
+    assert step1[10, 7] == 0 and step1.sum() == 9 and torch.equal(seen[0][0, 0], img[0, 0])
+
+
+def test_a_map_that_follows_the_model_beats_random_and_its_reverse(trained):
+    from mnistlab.faithfulness import deletion
+
+    run, ds = trained
+    x = ds.test.images[:24, None].float() / 255
+    for method in ("occlusion", "ig"):
+        d = deletion(run.model, x, method)
+        assert d.beats_random >= 0.8 and d.insertion_beats_random >= 0.8, (method, d.to_dict())
+        rev = deletion(run.model, x, method, maps=-mnistlab.explain(run.model, x, method))
+        assert rev.beats_random <= 0.2, (method, rev.to_dict())
+    assert set(d.to_dict()) >= {"deletion_beats_random", "insertion_beats_random", "curve", "curve_random"}
+
+
+def test_randomisation_changes_gradient_maps_and_ig_keeps_the_digit(trained):
+    """Adebayo's check on the toy model: saliency after re-initialising is unrelated to the
+    trained map; integrated gradients' |map| keeps the input's shape (it multiplies by it)."""
+    from mnistlab.faithfulness import randomization, randomized
+
+    run, ds = trained
+    x = ds.test.images[:30, None].float() / 255
+    clone = randomized(run.model, seed=0)
+    assert not torch.equal(clone.conv1.weight, run.model.conv1.weight)
+    assert torch.equal(randomized(run.model, seed=0).conv1.weight, clone.conv1.weight)  # seeded
+    sal = randomization(run.model, x, "saliency")
+    ig = randomization(run.model, x, "ig", steps=16)
+    assert abs(sal.median) < 0.3, sal.to_dict()
+    assert ig.abs_median > sal.abs_median + 0.1, (ig.to_dict(), sal.to_dict())
+
+
+def test_spearman_with_ties():
+    import numpy as np
+
+    from mnistlab.faithfulness import spearman
+
+    assert spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 30, 40])) == pytest.approx(1)
+    assert spearman(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1])) == pytest.approx(-1)
+    # ties get average ranks: ranks (0.5, 0.5, 2, 3) against (0, 1, 2, 3)
+    assert spearman(np.array([1.0, 1, 2, 3]), np.array([1.0, 2, 3, 4])) == pytest.approx(0.9486833, abs=1e-6)
+    assert spearman(np.ones(5), np.arange(5.0)) == 0.0
+
+
+def test_gradcam_cells_sit_where_their_receptive_fields_are():
+    """cnn's last maps (5x5 after two valid convolutions and poolings) are centred on input
+    pixels 4.5 + 4i, not spread over the whole 28x28 as a plain resize would put them."""
+    from mnistlab.attribution import cell_centres, feature_layer
+
+    model = _model("cnn").eval()
+    layer = feature_layer(model)
+    assert layer is model.pool2
+    (r0, rs), (c0, cs) = cell_centres(model, layer)
+    assert abs(rs - 4) < 0.2 and abs(cs - 4) < 0.2 and abs(r0 - 4.5) < 0.6 and abs(c0 - 4.5) < 0.6
+    robust = _model("cnn-robust").eval()
+    (r0, rs), _ = cell_centres(robust, feature_layer(robust))  # 'same' padding: 3 cells of 8 pixels
+    assert abs(rs - 8) < 1.5 and abs(r0 - 3.5) < 2  # the image's edge pulls the outer cells in a little
+
+
+def test_explain_eval_from_the_cli(trained, tmp_path, capsys):
+    import json
+
+    from mnistlab.cli import main
+
+    run, _ = trained
+    base = ["explain", "--run", str(run.path), "--dataset", "mnist-sample", "--n", "12"]
+    capsys.readouterr()
+    assert main([*base, "--eval", "deletion", "--method", "saliency", "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert rec["eval"] == "deletion" and rec["n"] == 12 and 0 <= rec["deletion_beats_random"] <= 1
+    assert len(rec["curve"]) == len(rec["curve_random"]) == 21
+    assert main([*base, "--eval", "randomization", "--method", "ig", "--save", str(tmp_path / "r.png")]) == 0
+    out = capsys.readouterr().out
+    assert "median Spearman" in out and "shape survives" in out
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert main([*base, "--eval", "deletion", "3"]) == 1
+    assert main([*base[:-1], "0", "--eval", "deletion"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "give no inputs" in err[0] and "--n" in err[1]

@@ -2,6 +2,7 @@
 and a real browser (headless Chromium driven by Playwright) drawing a digit."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -144,12 +145,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(served):
+@contextlib.contextmanager
+def _serving(run_dirs):
     import uvicorn
 
     port = _free_port()
-    config = uvicorn.Config(create_app(list(served)), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(create_app(list(run_dirs)), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     t = threading.Thread(target=srv.run, daemon=True)
     t.start()
@@ -157,9 +158,17 @@ def server(served):
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
     assert srv.started
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    with _serving(served) as url:
+        yield url
 
 
 def test_load_200_requests_from_20_clients(server, digits):
@@ -272,3 +281,178 @@ def test_read_and_predict_steps_for_an_uploaded_photo(client, tmp_path):
     r = client.post("/api/read", content=json.dumps({"pixels": [[0] * 28] * 27 + [[255] * 28]}),
                     headers={"content-type": "application/json"})
     assert r.status_code == 400 and "needs an image file" in r.json()["error"]
+
+
+# ---------------------------------------------------------------- issue 24: why, and inside a convolution
+
+def _json(arr):
+    return {"content": json.dumps({"pixels": np.asarray(arr).tolist()}),
+            "headers": {"content-type": "application/json"}}
+
+
+def test_explain_api_maps_contrast_deletion_and_scrambled_weights(client, digits):
+    pytest.importorskip("captum")
+    images, labels = digits
+    body = _json(images[1])
+    out = {}
+    for method in ("ig", "saliency", "smoothgrad", "occlusion", "gradcam"):
+        r = client.post(f"/api/explain?run=cnn-run&method={method}", **body)
+        assert r.status_code == 200, r.text
+        out[method] = e = r.json()
+        assert e["target"] == e["digit"] == int(np.argmax(e["probabilities"])) and e["scrambled"] is False
+        assert np.asarray(e["attribution"]).shape == (28, 28)
+        d = e["deletion"]
+        assert len(d["fractions"]) == len(d["probability"]) == len(d["random"]) == 21
+        assert sorted(d["order"]) == sorted(np.flatnonzero(images[1].reshape(-1) > 25.5).tolist())  # the ink
+        assert d["probability"][0] == pytest.approx(max(e["probabilities"]), abs=1e-4)
+    # the order is the map's, hottest first
+    a = np.asarray(out["ig"]["attribution"]).reshape(-1)[out["ig"]["deletion"]["order"]]
+    assert (np.diff(a) <= 1e-9).all()
+    # why 3 and why not 3
+    why = np.asarray(client.post("/api/explain?run=cnn-run&method=saliency", **body).json()["attribution"])
+    other = np.asarray(client.post("/api/explain?run=cnn-run&method=saliency&target=3", **body).json()["attribution"])
+    contrast = client.post("/api/explain?run=cnn-run&method=saliency&contrast=3", **body).json()
+    assert contrast["contrast"] == 3 and np.abs(np.asarray(contrast["attribution"]) - (why - other)).max() < 1e-4
+    scrambled = client.post("/api/explain?run=cnn-run&method=saliency&scrambled=1", **body).json()
+    assert scrambled["scrambled"] is True and -1 <= scrambled["spearman"] <= 1
+    assert np.abs(np.asarray(scrambled["attribution"]) - why).max() > 1e-3
+    for query, message in (("method=deeplift", "method: one of"), ("target=10", "target: 0..9"),
+                           ("contrast=x", "an integer")):
+        r = client.post(f"/api/explain?run=cnn-run&{query}", **body)
+        assert r.status_code == 400 and message in r.json()["error"]
+
+
+def test_a_convolution_opened_at_a_pixel_adds_up_to_its_map(client, digits):
+    images, _ = digits
+    body = _json(images[2])
+    maps = client.post("/api/conv?run=cnn-run&layer=1", **body).json()
+    assert maps["layers"] == ["conv1", "conv2"] and maps["shape"] == [64, 11, 11]
+    m = np.asarray(maps["maps"])
+    for layer, ch, y, x in ((0, 5, 12, 9), (1, 17, 4, 6)):
+        r = client.post(f"/api/conv?run=cnn-run&layer={layer}&channel={ch}&y={y}&x={x}", **body).json()
+        assert len(r["inputs"]) == (1 if layer == 0 else 32) and r["first"] == (layer == 0)
+        products = sum(np.asarray(i["kernel"]) * np.asarray(i["patch"]) for i in r["inputs"])
+        assert products.sum() + r["bias"] == pytest.approx(r["total"], abs=1e-3)
+        assert r["total"] == pytest.approx(r["value"], abs=1e-4)
+        if layer == 1:
+            assert r["value"] == pytest.approx(m[ch, y, x], abs=1e-4)
+    # conv1's input is the standardised pixels: its patch is the digit, shifted and scaled
+    r = client.post("/api/conv?run=cnn-run&layer=0&channel=0&y=12&x=9", **body).json()
+    patch = np.asarray(r["inputs"][0]["patch"])
+    assert patch == pytest.approx((images[2][12:15, 9:12] / 255 - 0.1307) / 0.3081, abs=1e-4)
+    for query in ("layer=2", "layer=0&channel=32&y=0&x=0", "layer=0&channel=0&y=26&x=0"):
+        r = client.post(f"/api/conv?run=cnn-run&{query}", **body)
+        assert r.status_code == 400 and "error" in r.json()
+
+
+def test_predict_picks_one_digit_of_a_written_number(client):
+    from mnistlab.photos import make_set
+
+    (img, label), = make_set("numbers", 1, seed=11, sources=("strokes",))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    png = {"content": buf.getvalue(), "headers": {"content-type": "image/png"}}
+    read = client.post("/api/read?run=cnn-run", **png).json()
+    assert len(read["digits"]) >= 2
+    for i, d in enumerate(read["digits"]):
+        p = client.post(f"/api/predict?run=cnn-run&pick={i}", **png).json()
+        assert p["pick"] == i and p["number"] == read["number"] and p["digit"] == d["digit"]
+        assert p["box"] == d["box"] and len(p["digits"]) == len(read["digits"])
+    r = client.post(f"/api/predict?run=cnn-run&pick={len(read['digits'])}", **png)
+    assert r.status_code == 400 and "pick" in r.json()["error"]
+
+
+def _draw(page, img):
+    box = page.locator("#pad").bounding_box()
+    page.locator("#pen").fill("18")
+    for (x0, y0), (x1, y1) in _strokes(img):
+        page.mouse.move(box["x"] + x0, box["y"] + y0)
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1, box["y"] + y1, steps=3)
+        page.mouse.up()
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_browser_explains_erases_scrambles_and_opens_a_convolution(server, served, digits, tmp_path):
+    """Under the page's CSP: the map for the predicted class and for a clicked one, why-not,
+    the deletion played on the digit, scrambled weights, a convolution opened at a pixel; a
+    written number's digits picked, every card on the same digit; no autoencoder, no broken
+    picture."""
+    pytest.importorskip("captum")
+    from playwright.sync_api import expect, sync_playwright
+
+    images, labels = digits
+    index = next(i for i in range(20) if labels[i] in (0, 2, 3, 6, 8))
+    shot = os.environ.get("MNISTLAB_SCREENSHOT") or str(tmp_path / "page.png")
+    with sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1300, "height": 1400})
+        refused = []
+        page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(server + "/")
+        page.wait_for_selector("#clf-run option[value='cnn-run']", state="attached")
+        _draw(page, images[index])
+        expect(page.locator("#status")).to_have_text("ready", timeout=30000)
+        digit = page.locator("#digit").text_content()
+        heat = page.locator("#heat")
+        expect(heat).to_have_attribute("data-target", digit, timeout=30000)
+        expect(heat).to_have_attribute("data-method", "ig")
+        other = "1" if digit != "1" else "7"
+        page.locator(f"#bars span[data-class='{other}']").first.click()
+        expect(heat).to_have_attribute("data-target", other, timeout=30000)
+        page.select_option("#contrast", digit)
+        expect(page.locator("#why")).to_contain_text(f"why {other}, not {digit}", timeout=30000)
+        page.select_option("#contrast", "")
+        page.select_option("#method", "occlusion")
+        expect(heat).to_have_attribute("data-method", "occlusion", timeout=30000)
+        page.locator("#erase").click()
+        expect(heat).to_have_attribute("data-erased", "done", timeout=30000)
+        expect(page.locator("#why-note")).to_contain_text("ink pixels erased, hottest first")
+        page.locator("#scramble").check()
+        expect(heat).to_have_attribute("data-scrambled", "true", timeout=30000)
+        expect(page.locator("#why-note")).to_contain_text("rank correlation")
+        # open a convolution: conv1's 32 maps; one of them; a pixel of it
+        expect(page.locator("#conv-maps canvas")).to_have_count(32, timeout=30000)
+        page.locator("#conv-maps canvas[data-channel='4']").click()
+        mbox = page.locator("#conv-map").bounding_box()
+        page.mouse.click(mbox["x"] + mbox["width"] * 0.5, mbox["y"] + mbox["height"] * 0.45)
+        total = page.locator("#conv-total")
+        expect(total).to_contain_text("+ bias", timeout=30000)
+        assert abs(float(total.get_attribute("data-total")) - float(total.get_attribute("data-value"))) < 1e-4
+        assert page.locator("#conv-sum table").count() == 3  # one input channel: kernel, patch, products
+        page.select_option("#conv-layer", "1")
+        expect(page.locator("#conv-maps canvas")).to_have_count(64, timeout=30000)
+        page.screenshot(path=shot.replace(".png", "-why.png"), full_page=True)
+        # a written number: the Prediction card reads the digit picked, as "Your image" does
+        from mnistlab.photos import make_set, write_set
+
+        photos = write_set(tmp_path / "photos", make_set("numbers", 1, seed=11, sources=("strokes",)))
+        page.set_input_files("#upload", str(photos / "0000.png"))
+        expect(page.locator("#number")).to_have_attribute("data-number", re.compile(r"^\d{2,}$"), timeout=30000)
+        number = page.locator("#number").get_attribute("data-number")
+        picks = page.locator("#picks button")
+        expect(picks).to_have_count(len(number))
+        assert page.locator("#digit").text_content() == number[0]
+        picks.nth(1).click()
+        expect(page.locator("#picks button.on")).to_have_text(number[1], timeout=30000)
+        expect(page.locator("#digit")).to_have_text(number[1], timeout=30000)
+        expect(heat).to_have_attribute("data-target", number[1], timeout=30000)
+        browser.close()
+        assert not refused, refused
+        # only a classifier served: the autoencoder card says so, with no broken picture
+        with _serving(served[:1]) as url:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.goto(url + "/")
+            page.wait_for_selector("#clf-run option[value='cnn-run']", state="attached")
+            _draw(page, images[index])
+            expect(page.locator("#status")).to_have_text("ready", timeout=30000)
+            expect(page.locator("#ae-note")).to_contain_text("no autoencoder run is served")
+            assert not page.locator("#recon").is_visible()
+            browser.close()

@@ -13,7 +13,8 @@ image's predicted class; `contrast=K` explains logit(target) - logit(K). Methods
   `steps` steps: the attributions add up to f(x) - f(baseline) (completeness);
 - ``occlusion``: how much the explained logit drops when a `window` square is set to the
   baseline, slid by `stride`;
-- ``gradcam``: Grad-CAM on the last convolution, upsampled to 28x28 (models with no
+- ``gradcam``: Grad-CAM on the last feature maps (what the dense head reads), signed,
+  upsampled to 28x28 between the input pixels each map cell is centred on (models with no
   convolution have none).
 
 DeepLift is left out: Captum 0.9.0's rules are wrong for conv-ReLU-maxpool nets (fixed after
@@ -43,6 +44,79 @@ def _captum():
 def last_conv(model) -> torch.nn.Module | None:
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     return convs[-1] if convs else None
+
+
+def feature_layer(model) -> torch.nn.Module | None:
+    """The last feature maps the model computes (the last module, in the order a forward pass
+    runs them, whose output is a stack of 2-D maps) after its last convolution: what its dense
+    head reads, where Grad-CAM looks. None for a model with no convolution."""
+    conv = last_conv(model)
+    if conv is None:
+        return None
+    ran: list[torch.nn.Module] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(m) if torch.is_tensor(o) and o.dim() == 4
+                                     and min(o.shape[-2:]) >= 2 else None)
+             for m in model.modules() if m is not model]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    after = ran[ran.index(conv):] if conv in ran else ran
+    return after[-1] if after else conv
+
+
+def cell_centres(model, layer) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Where `layer`'s map cells sit on the 28x28 input, as (first, step) for rows and for
+    columns: each row's (column's) input-pixel centre is the centre of mass of the gradient of
+    that row of cells with respect to random images, fitted by a line. Valid (unpadded)
+    convolutions and pooling leave the maps covering less than the image, so a plain resize
+    to 28x28 would stretch Grad-CAM over pixels its cells never saw."""
+    out = {}
+    hook = layer.register_forward_hook(lambda m, i, o: out.__setitem__("maps", o))
+    # random images, not a flat grey one: on a flat image every max-pool window's maximum is a
+    # tie, which goes to the window's first pixel and drags the centres up and to the left
+    noise = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x = noise.to(next(model.parameters()).device).requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            model(x)
+            maps = out["maps"]
+            fits = []
+            for axis in (-2, -1):
+                centres = []
+                for i in range(maps.shape[axis]):
+                    g, = torch.autograd.grad(maps.select(axis, i).abs().sum(), x, retain_graph=True)
+                    mass = g.abs()[:, 0].sum(dim=(0, 2) if axis == -2 else (0, 1)).double().cpu()
+                    total = float(mass.sum())
+                    centres.append(float((mass * torch.arange(28)).sum()) / total if total > 0 else 13.5)
+                n = len(centres)
+                if n < 2:
+                    fits.append((centres[0], 1.0))
+                    continue
+                idx = torch.arange(n, dtype=torch.float64)
+                c = torch.tensor(centres, dtype=torch.float64)
+                step = float(((idx - idx.mean()) * (c - c.mean())).sum() / ((idx - idx.mean()) ** 2).sum())
+                fits.append((float(c.mean() - step * idx.mean()), step if step > 0 else 28.0 / n))
+    finally:
+        hook.remove()
+    return fits[0], fits[1]
+
+
+def _upsample(cam: torch.Tensor, centres) -> torch.Tensor:
+    """(N, 1, h, w) cell values -> (N, 1, 28, 28), bilinear between the cells' input centres
+    (the nearest cell's value beyond the outermost ones)."""
+    (r0, rs), (c0, cs) = centres
+    n, _, h, w = cam.shape
+
+    def coord(first, step, cells):
+        u = (torch.arange(28, dtype=torch.float32, device=cam.device) - first) / step
+        return u / max(cells - 1, 1) * 2 - 1
+
+    gy, gx = torch.meshgrid(coord(r0, rs, h), coord(c0, cs, w), indexing="ij")
+    grid = torch.stack([gx, gy], -1)[None].expand(n, 28, 28, 2)
+    return torch.nn.functional.grid_sample(cam, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def explain(model, images: torch.Tensor, method: str = "ig", target=None, contrast=None, *, baseline: float = 0.0,
@@ -87,14 +161,15 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
             elif method == "occlusion":
                 maps = attr.Occlusion(explained).attribute(x, sliding_window_shapes=(1, window, window),
                                                            strides=(1, stride, stride), baselines=base,
-                                                           additional_forward_args=args)
+                                                           additional_forward_args=args,
+                                                           perturbations_per_eval=max(1, 256 // len(x)))
             else:
-                layer = last_conv(model)
+                layer = feature_layer(model)
                 if layer is None:
                     raise ConfigError(f"gradcam needs a convolution; {getattr(model, 'model_name', 'this model')} "
                                       "has none (try saliency, smoothgrad, ig or occlusion)")
                 cam = attr.LayerGradCam(explained, layer).attribute(x, additional_forward_args=args)
-                maps = attr.LayerAttribution.interpolate(cam, (28, 28), interpolate_mode="bilinear")
+                maps = _upsample(cam.detach().float(), cell_centres(model, layer))
     finally:
         model.train(was_training)
     return maps.detach().float().reshape(len(x), 28, 28).cpu()

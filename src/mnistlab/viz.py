@@ -111,6 +111,40 @@ def explanation_figure(image: np.ndarray, attribution: np.ndarray, probs: np.nda
     return fig
 
 
+def faithfulness_figure(result):
+    """A faithfulness check as a picture: for deletion, the mean probability curve as ink goes
+    in the method's order and in random ink-first orders, and each digit's two areas; for
+    randomisation, each digit's Spearman correlation (trained vs re-initialised maps)."""
+    plt = _plt()
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9.5, 3.6), layout="constrained")
+    if hasattr(result, "curve"):
+        frac = np.linspace(0, 1, len(result.curve))
+        a0.plot(frac, result.curve, marker="o", ms=3, label=f"{result.method} order")
+        a0.plot(frac, result.curve_random, marker="o", ms=3, label="random ink-first order")
+        a0.set_xlabel("fraction of the ink erased")
+        a0.set_ylabel("probability of the explained class")
+        a0.set_title(f"deletion, mean of {result.n} digits", fontsize=9)
+        a0.legend(fontsize=8)
+        a0.grid(alpha=0.3)
+        a1.scatter(result.deletion_random, result.deletion, s=8, alpha=0.6)
+        a1.plot([0, 1], [0, 1], color="gray", lw=1)
+        a1.set_xlabel("area, random orders")
+        a1.set_ylabel(f"area, {result.method}")
+        a1.set_title(f"below the line: {result.beats_random:.0%} of digits (deletion beats random)", fontsize=9)
+    else:
+        a0.hist(result.correlations, bins=30, range=(-1, 1))
+        a0.axvline(result.median, color="C3", label=f"median {result.median:.2f}")
+        a0.set_xlabel("Spearman over ink pixels (signed maps)")
+        a0.set_ylabel("digits")
+        a0.legend(fontsize=8)
+        a1.hist(result.abs_correlations, bins=30, range=(-1, 1), color="C1")
+        a1.axvline(result.abs_median, color="C3", label=f"median {result.abs_median:.2f}")
+        a1.set_xlabel("Spearman over ink pixels (|map|)")
+        a1.legend(fontsize=8)
+        fig.suptitle(f"{result.method}: trained vs re-initialised weights, {result.n} digits", fontsize=10)
+    return fig
+
+
 # ---------------------------------------------------------------- runs
 
 def curves_figure(history: list[dict]):

@@ -3,11 +3,21 @@
 A Starlette app over one or more run folders. JSON API:
 
     GET  /api/runs                              the served runs, their key metrics and figures
-    POST /api/predict?run=NAME[&steps=1]        digit, ten probabilities, the 28x28 input the model saw,
-                                                low_confidence; for an image: its box (and its stages)
+    POST /api/predict?run=NAME[&steps=1][&pick=I]
+                                                digit, ten probabilities, the 28x28 input the model saw,
+                                                low_confidence; for an image: its box (and its stages);
+                                                for a written number: its digits, and the I-th predicted
     POST /api/read?run=NAME                     a written number: digits with boxes, a picture of them
     POST /api/activations?run=NAME              each layer's output as a PNG (data URL)
     POST /api/reconstruct?run=NAME              the autoencoder's 28x28 output (and its code)
+    POST /api/explain?run=NAME&method=M[&target=K][&contrast=K][&scrambled=1]
+                                                the attribution map (28x28), the deletion check on this
+                                                digit (ink order, probabilities vs a random order); with
+                                                scrambled: the map of the re-initialised model and its
+                                                Spearman correlation with the trained one
+    POST /api/conv?run=NAME&layer=I[&channel=C&y=Y&x=X]
+                                                a convolution's output maps; with a pixel: its kernels,
+                                                input patches, products, bias and sum
     GET  /api/codes?run=NAME                    test-set codes coloured by digit (2-D and 3-D codes)
     GET  /api/figure?run=NAME&name=FILE.png     a figure of a served run
 
@@ -76,6 +86,7 @@ class Served:
     run: object  # runs.Run
     task: str
     codes: dict | None = None  # cached test-set codes for small-code autoencoders
+    scrambled: object = None  # the classifier with re-initialised weights (the randomisation check)
 
 
 class Model:
@@ -212,6 +223,19 @@ def _layer_picture(t: torch.Tensor) -> np.ndarray:
     return sq.reshape(side, side)
 
 
+def _int_arg(query: dict, key: str, default, least: int, most: int):
+    """An integer query parameter within least..most (the default when absent)."""
+    raw = query.get(key)
+    if raw in (None, ""):
+        return default
+    if not re.fullmatch(r"-?[0-9]{1,6}", raw):
+        raise BadRequest(f"{key}: an integer, got {raw[:20]!r}")
+    value = int(raw)
+    if not least <= value <= most:
+        raise BadRequest(f"{key}: {least}..{most}, got {value}")
+    return value
+
+
 @dataclass
 class Req:
     """What a handler needs of a request, read on the event loop; handlers run in threads."""
@@ -319,6 +343,19 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
             reading, prep = bad_image(lambda: read_digit(s.run.model, grey))
             img, probs = reading.image, np.asarray(reading.probabilities)
             extra["box"] = reading.box
+            # a written number: the digit picked (the first by default) is the one predicted, as
+            # `read` reads it, not the whole number squeezed into one 28x28 digit
+            try:
+                number = read_number(s.run.model, grey)
+            except MnistlabError:
+                number = None
+            if number is not None and len(number.digits) > 1:
+                pick = _int_arg(req.query, "pick", 0, 0, len(number.digits) - 1)
+                d = number.digits[pick]
+                img, probs = d.image, np.asarray(d.probabilities)
+                extra.update(box=d.box, pick=pick, number=number.number,
+                             digits=[{"digit": x.digit, "confidence": round(x.confidence, 6), "box": x.box}
+                                     for x in number.digits])
             if req.query.get("steps") in ("1", "true"):
                 extra["steps"] = [{"name": n, "png": _png_data_url(a)} for n, a in stage_images(prep)]
         top = int(probs.argmax())
@@ -342,6 +379,67 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         layers = [{"name": lname, "shape": list(t.shape[1:]), "png": _png_data_url(_layer_picture(t), "viridis")}
                   for lname, t in layer_outputs(s.run.model, img)]
         return {"run": s.name, "layers": layers}
+
+    def explain_api(req: Req) -> dict:
+        from ..attribution import METHODS, explain
+        from ..faithfulness import STEPS, curves, ink_of, randomized, spearman
+
+        img = image_of(req)
+        s = state.get(req.query.get("run"), "classify")
+        method = req.query.get("method", "ig")
+        if method not in METHODS:
+            raise BadRequest(f"method: one of {', '.join(METHODS)}, got {method[:40]!r}")
+        model = s.run.model
+        probs = probabilities(model, img[None])[0]
+        classes = len(probs)
+        target = _int_arg(req.query, "target", int(probs.argmax()), 0, classes - 1)
+        contrast = _int_arg(req.query, "contrast", None, 0, classes - 1)
+        scrambled = req.query.get("scrambled") in ("1", "true")
+        x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255)[None, None]
+        maps = explain(model, x, method, target=target, contrast=contrast)
+        out = {"run": s.name, "method": method, "digit": int(probs.argmax()), "target": target,
+               "contrast": contrast, "probabilities": [round(float(p), 6) for p in probs], "input": img.tolist()}
+        if scrambled:
+            with state.lock:  # one re-initialised copy per run, made once
+                if s.scrambled is None:
+                    s.scrambled = randomized(model, seed=0)
+            trained, maps = maps, explain(s.scrambled, x, method, target=target, contrast=contrast)
+            ink = ink_of(x)[0].numpy()
+            out["spearman"] = round(spearman(trained.reshape(-1).numpy()[ink], maps.reshape(-1).numpy()[ink]), 4)
+        # the deletion check on this digit: its ink erased in the map's order, against a random one
+        t = torch.tensor([target])
+        order = torch.argsort(torch.where(ink_of(x)[0], maps.reshape(-1), torch.tensor(-torch.inf)),
+                              descending=True)[: int(ink_of(x).sum())]
+        shuffled = torch.rand(1, 784, generator=torch.Generator().manual_seed(0))
+        out["deletion"] = {"fractions": [round(i / STEPS, 4) for i in range(STEPS + 1)],
+                           "order": order.tolist(),
+                           "probability": [round(float(v), 5) for v in curves(model, x, maps, t)[0]],
+                           "random": [round(float(v), 5) for v in curves(model, x, shuffled, t)[0]]}
+        out["attribution"] = np.round(maps[0].numpy(), 6).tolist()
+        out["scrambled"] = scrambled
+        return out
+
+    def convolution(req: Req) -> dict:
+        from ..infer import open_convolution
+
+        img = image_of(req)
+        s = state.get(req.query.get("run"), "classify")
+        layer = _int_arg(req.query, "layer", 0, 0, 63)
+        channel = _int_arg(req.query, "channel", None, 0, 1 << 16)
+        y, x = _int_arg(req.query, "y", 0, 0, 1 << 16), _int_arg(req.query, "x", 0, 0, 1 << 16)
+        from ..infer import conv_layers
+
+        layers = [name for name, _ in conv_layers(s.run.model)]
+        out = open_convolution(s.run.model, img, layer, channel, y, x)
+
+        def rounded(v):
+            return np.round(v.numpy(), 5).tolist() if torch.is_tensor(v) else v
+
+        if channel is None:
+            out["maps"] = rounded(out["maps"])
+        else:
+            out["inputs"] = [{k: rounded(v) for k, v in d.items()} for d in out["inputs"]]
+        return {"run": s.name, "layers": layers, **out}
 
     def reconstruct(req: Req) -> dict:
         img = image_of(req)
@@ -428,6 +526,8 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         Route("/api/read", api(read_number_api, post=True), methods=["POST"]),
         Route("/api/activations", api(activations, post=True), methods=["POST"]),
         Route("/api/reconstruct", api(reconstruct, post=True), methods=["POST"]),
+        Route("/api/explain", api(explain_api, post=True), methods=["POST"]),
+        Route("/api/conv", api(convolution, post=True), methods=["POST"]),
         Route("/api/codes", api(codes)),
         Route("/api/figure", figure),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -3,11 +3,18 @@
 const $ = (id) => document.getElementById(id);
 const pad = $("pad"), ctx = pad.getContext("2d");
 let drawing = false, last = null, timer = null, dirty = false, runs = [];
+// The one 28x28 digit every card shows, as the classifier saw it (for a written number: the
+// digit picked); later requests send it as pixels, so the cards always agree.
+let current = null, pick = 0, lastUpload = null, target = null, explained = null, convMap = null;
 
 function clearPad() {
   ctx.fillStyle = "#000"; ctx.fillRect(0, 0, pad.width, pad.height);
   dirty = false; $("digit").textContent = "–"; $("bars").innerHTML = ""; $("layers").innerHTML = "";
-  $("recon").removeAttribute("src"); $("seen").getContext("2d").clearRect(0, 0, 140, 140);
+  $("recon").removeAttribute("src"); $("recon-fig").hidden = true; $("seen").getContext("2d").clearRect(0, 0, 140, 140);
+  current = null; pick = 0; lastUpload = null; target = null; explained = null; $("picks").hidden = true;
+  $("heat").getContext("2d").clearRect(0, 0, 280, 280); $("curve").getContext("2d").clearRect(0, 0, 280, 120);
+  $("erase").disabled = true; $("why").textContent = "draw a digit; click a class in the bars to explain it";
+  $("why-note").textContent = ""; $("conv-maps").innerHTML = ""; $("conv-open").hidden = true; $("conv-sum").innerHTML = "";
   $("status").textContent = "draw with the mouse or a finger"; $("status").className = "muted";
 }
 
@@ -53,9 +60,17 @@ function showSeen(pixels) {
 
 function showBars(probs) {
   const top = probs.indexOf(Math.max(...probs));
+  const chosen = target === null ? top : target;
   $("bars").innerHTML = probs.map((p, d) =>
-    `<span>${d}</span><div class="bar${d === top ? " top" : ""}" style="width:${(p * 100).toFixed(1)}%"></div><span>${(p * 100).toFixed(1)}%</span>`).join("");
+    `<span data-class="${d}" class="${d === chosen ? "chosen" : ""}">${d}</span><div data-class="${d}" class="bar${d === top ? " top" : ""}" style="width:${(p * 100).toFixed(1)}%"></div><span data-class="${d}">${(p * 100).toFixed(1)}%</span>`).join("");
 }
+$("bars").addEventListener("click", (e) => {
+  const d = e.target.dataset.class; if (d === undefined || !current) return;
+  target = +d; [...$("bars").children].forEach((el) => el.classList.toggle("chosen", el.tagName === "SPAN" && el.dataset.class === d && !el.textContent.endsWith("%")));
+  explainNow();
+});
+
+function pixelsBody() { return new Blob([JSON.stringify({ pixels: current })], { type: "application/json" }); }
 
 async function update(blob, uploaded = false) {
   if (!blob && !dirty) return;
@@ -67,29 +82,200 @@ async function update(blob, uploaded = false) {
   $("status").textContent = "thinking…"; $("status").className = "muted";
   try {
     if (clf) {
-      const p = await post(uploaded ? "/api/predict?steps=1" : "/api/predict", blob, clf);
+      if (uploaded) lastUpload = blob; else { lastUpload = null; pick = 0; }
+      const p = await post(uploaded ? `/api/predict?steps=1&pick=${pick}` : "/api/predict", blob, clf);
       if (stale()) return;
+      current = p.input; target = null;
       $("digit").textContent = p.digit; $("digit").dataset.digit = p.digit;
       $("digit").classList.toggle("unsure", p.low_confidence);
       $("digit").title = p.low_confidence ? "unsure: the top probability is below 90%" : "";
-      showBars(p.probabilities); showSeen(p.input);
+      showPicks(p); showBars(p.probabilities); showSeen(p.input);
       if (uploaded) await showUpload(blob, clf, p, stale);
-      const a = await post("/api/activations", blob, clf);
+      const a = await post("/api/activations", pixelsBody(), clf);
       if (stale()) return;
       $("layers").innerHTML = a.layers.map((l) =>
         `<figure><img src="${l.png}" alt="${l.name}"><figcaption>${l.name} ${l.shape.join("x")}</figcaption></figure>`).join("");
+      await explainNow(stale);
+      await convMaps(stale);
     }
     if (ae) {
-      const r = await post("/api/reconstruct", blob, ae);
+      // the autoencoder gets the digit the classifier read (one digit of a written number)
+      const r = await post("/api/reconstruct", clf && current ? pixelsBody() : blob, ae);
       if (stale()) return;
-      $("recon").src = r.output_png;
+      $("recon").src = r.output_png; $("recon-fig").hidden = false;
       if (r.code_shape.length === 1 && r.code_shape[0] <= 3) drawScatter(ae, r.code);
+    } else {
+      $("recon-fig").hidden = true;
+      $("ae-note").textContent = "no autoencoder run is served: train one (mnistlab train ae-conv) and restart the page";
     }
     if (!stale()) $("status").textContent = "ready";
   } catch (err) {
     if (stale()) return;
     $("status").textContent = err.message; $("status").className = "error";
   }
+}
+
+// A written number: one button per digit; the picked digit is the one every card shows.
+function showPicks(p) {
+  const el = $("picks");
+  if (!p.digits) { el.hidden = true; el.innerHTML = ""; return; }
+  el.hidden = false;
+  el.innerHTML = `<span class="muted">${p.number}: digit</span>` + p.digits.map((d, i) =>
+    `<button data-pick="${i}" class="${i === p.pick ? "on" : ""}" title="${(d.confidence * 100).toFixed(1)}%">${d.digit}</button>`).join("");
+}
+$("picks").addEventListener("click", (e) => {
+  const i = e.target.dataset.pick; if (i === undefined || !lastUpload) return;
+  pick = +i; dirty = true; update(lastUpload, true);
+});
+
+// ---- Why? an attribution map for the class clicked in the bars, "why not K", the deletion
+// check played on the digit, and the randomisation check (scrambled weights).
+const METHOD_NAMES = { ig: "integrated gradients", saliency: "saliency", smoothgrad: "SmoothGrad", occlusion: "occlusion", gradcam: "Grad-CAM" };
+for (let d = 0; d < 10; d++) $("contrast").insertAdjacentHTML("beforeend", `<option value="${d}">${d}</option>`);
+["method", "contrast", "scramble"].forEach((id) => $(id).addEventListener("change", () => explainNow()));
+
+async function explainNow(stale = () => false) {
+  const clf = $("clf-run").value; if (!clf || !current) return;
+  const method = $("method").value, contrast = $("contrast").value, scrambled = $("scramble").checked;
+  let q = `/api/explain?method=${method}`;
+  if (target !== null) q += `&target=${target}`;
+  if (contrast !== "") q += `&contrast=${contrast}`;
+  if (scrambled) q += "&scrambled=1";
+  const mine = ++explainSeq;
+  try {
+    const e = await post(q, pixelsBody(), clf);
+    if (stale() || mine !== explainSeq) return;
+    explained = e;
+    drawHeat(e.input, e.attribution);
+    drawCurve(e.deletion, e.deletion.fractions.length);
+    $("why").textContent = `${METHOD_NAMES[e.method]}: why ${e.target}` + (e.contrast !== null ? `, not ${e.contrast}` : "") +
+      " (red: pushed toward it, blue: away)" + (scrambled ? " with scrambled weights" : "");
+    $("heat").dataset.target = e.target; $("heat").dataset.method = e.method; $("heat").dataset.scrambled = scrambled;
+    $("why-note").textContent = scrambled
+      ? `scrambled: the map's rank correlation with the trained model's, over the ink, is ${e.spearman.toFixed(2)}` +
+        (e.method === "ig" ? ". Integrated gradients multiply by the input, so the digit's shape survives scrambling the weights: a lesson about the method, not the model." : ": a map that explains the model should change when the model does.")
+      : "erase the hottest pixels to test the map: the probability should fall faster than erasing the ink at random (grey).";
+    $("erase").disabled = false;
+  } catch (err) {
+    if (mine !== explainSeq) return;
+    $("why").textContent = err.message; $("why").className = "error";
+  }
+}
+let explainSeq = 0;
+
+function drawHeat(pixels, attribution, erased = new Set()) {
+  const c = $("heat").getContext("2d"), img = c.createImageData(28, 28);
+  const lim = Math.max(1e-12, ...attribution.flat().map(Math.abs));
+  attribution.flat().forEach((a, i) => {
+    const v = erased.has(i) ? 0 : pixels[Math.floor(i / 28)][i % 28], t = Math.min(1, Math.abs(a) / lim) * 0.75;
+    const col = a >= 0 ? [230, 40, 30] : [40, 90, 230];
+    img.data.set([v * (1 - t) + col[0] * t, v * (1 - t) + col[1] * t, v * (1 - t) + col[2] * t, 255], i * 4);
+  });
+  const tmp = document.createElement("canvas"); tmp.width = tmp.height = 28; tmp.getContext("2d").putImageData(img, 0, 0);
+  c.imageSmoothingEnabled = false; c.drawImage(tmp, 0, 0, 280, 280);
+}
+
+function drawCurve(del, upto) {
+  const c = $("curve"), g = c.getContext("2d"), w = c.width, h = c.height;
+  g.clearRect(0, 0, w, h); g.strokeStyle = "#ccc"; g.strokeRect(0.5, 0.5, w - 1, h - 1);
+  const line = (ys, colour, n) => {
+    g.strokeStyle = colour; g.lineWidth = 2; g.beginPath();
+    ys.slice(0, n).forEach((y, i) => { const px = del.fractions[i] * (w - 10) + 5, py = h - 5 - y * (h - 10); i ? g.lineTo(px, py) : g.moveTo(px, py); });
+    g.stroke();
+  };
+  line(del.random, "#999", del.random.length); line(del.probability, "#e07b24", upto);
+  g.fillStyle = "#555"; g.font = "11px system-ui"; g.fillText("probability as the ink is erased", 8, 14);
+}
+
+$("erase").addEventListener("click", () => {
+  if (!explained) return;
+  const e = explained, del = e.deletion, n = del.order.length, btn = $("erase");
+  btn.disabled = true; $("heat").dataset.erased = "playing";
+  let i = 0;
+  const frame = () => {
+    const k = Math.round(del.fractions[i] * n);
+    drawHeat(e.input, e.attribution, new Set(del.order.slice(0, k)));
+    drawCurve(del, i + 1);
+    $("why-note").textContent = `${k} of ${n} ink pixels erased, hottest first: p(${e.target}) = ${(del.probability[i] * 100).toFixed(1)}% ` +
+      `(random order: ${(del.random[i] * 100).toFixed(1)}%)`;
+    if (++i < del.fractions.length) setTimeout(frame, 120);
+    else { btn.disabled = false; $("heat").dataset.erased = "done"; }
+  };
+  frame();
+});
+
+// ---- Open a convolution: the layer's maps; click one, then a pixel, to see its sum.
+const convState = { run: null, layer: 0, channel: null, maps: null };
+$("conv-layer").addEventListener("change", () => { convState.layer = +$("conv-layer").value; convState.channel = null; convMaps(); });
+
+function signedColour(v, lim) {
+  const t = Math.max(-1, Math.min(1, v / lim));
+  return t >= 0 ? [255, 255 * (1 - t), 255 * (1 - t)] : [255 * (1 + t), 255 * (1 + t), 255];
+}
+
+function paintMap(canvas, map, lim, mark) {
+  const h = map.length, w = map[0].length, g = canvas.getContext("2d"), img = g.createImageData(w, h);
+  map.flat().forEach((v, i) => img.data.set([...signedColour(v, lim), 255], i * 4));
+  const tmp = document.createElement("canvas"); tmp.width = w; tmp.height = h; tmp.getContext("2d").putImageData(img, 0, 0);
+  g.imageSmoothingEnabled = false; g.clearRect(0, 0, canvas.width, canvas.height); g.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+  if (mark) { g.strokeStyle = "#000"; g.lineWidth = 2; g.strokeRect(mark[1] * canvas.width / w, mark[0] * canvas.height / h, canvas.width / w, canvas.height / h); }
+}
+
+async function convMaps(stale = () => false) {
+  const clf = $("clf-run").value; if (!clf || !current) return;
+  if (convState.run !== clf) { convState.run = clf; convState.layer = 0; convState.channel = null; }
+  let r;
+  try { r = await post(`/api/conv?layer=${convState.layer}`, pixelsBody(), clf); } catch (err) {
+    $("conv-maps").textContent = err.message; return;
+  }
+  if (stale()) return;
+  $("conv-layer").innerHTML = r.layers.map((n, i) => `<option value="${i}"${i === convState.layer ? " selected" : ""}>${n}</option>`).join("");
+  convState.maps = r.maps;
+  const lim = Math.max(1e-12, ...r.maps.flat(2).map(Math.abs));
+  convState.lim = lim;
+  $("conv-maps").innerHTML = "";
+  r.maps.forEach((m, ch) => {
+    const cv = document.createElement("canvas"); cv.width = m[0].length * 4; cv.height = m.length * 4;
+    cv.dataset.channel = ch; cv.title = `${r.layer} channel ${ch}`; paintMap(cv, m, lim);
+    cv.addEventListener("click", () => openMap(ch));
+    $("conv-maps").appendChild(cv);
+  });
+  if (convState.channel !== null && convState.channel < r.maps.length) openMap(convState.channel, convState.pixel);
+  else { $("conv-open").hidden = true; }
+}
+
+function openMap(ch, pixel = null) {
+  convState.channel = ch; convState.pixel = pixel;
+  [...$("conv-maps").children].forEach((cv) => cv.classList.toggle("on", +cv.dataset.channel === ch));
+  $("conv-open").hidden = false;
+  paintMap($("conv-map"), convState.maps[ch], convState.lim, pixel);
+  $("conv-map").dataset.channel = ch;
+  if (pixel) openPixel(pixel[0], pixel[1]); else $("conv-sum").innerHTML = "<p class='muted'>click a pixel of the map</p>";
+}
+
+$("conv-map").addEventListener("click", (e) => {
+  const m = convState.maps && convState.maps[convState.channel]; if (!m) return;
+  const r = $("conv-map").getBoundingClientRect();
+  const y = Math.min(m.length - 1, Math.floor((e.clientY - r.top) / r.height * m.length));
+  const x = Math.min(m[0].length - 1, Math.floor((e.clientX - r.left) / r.width * m[0].length));
+  convState.pixel = [y, x]; paintMap($("conv-map"), m, convState.lim, [y, x]); openPixel(y, x);
+});
+
+const fmt = (v) => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(2));
+function grid(rows, caption) {
+  return `<table><caption>${caption}</caption>` + rows.map((r) => "<tr>" + r.map((v) => `<td>${fmt(v)}</td>`).join("") + "</tr>").join("") + "</table>";
+}
+
+async function openPixel(y, x) {
+  const clf = $("clf-run").value, ch = convState.channel;
+  const r = await post(`/api/conv?layer=${convState.layer}&channel=${ch}&y=${y}&x=${x}`, pixelsBody(), clf);
+  const shown = r.inputs.slice(0, 4), rest = r.inputs.slice(4);
+  const what = r.first ? "the standardised pixels" : "the previous layer's maps (after its activation and pooling)";
+  $("conv-sum").innerHTML =
+    `<p>${r.layer}, channel ${ch}, pixel (${y}, ${x}): each input channel's ${r.kernel.join("x")} kernel times the patch of ${what} under it, summed.</p>` +
+    shown.map((d) => `<div class="kernels">${grid(d.kernel, `kernel, input ${d.channel}`)}${grid(d.patch, "input patch")}${grid(d.products, "kernel × patch")}<p>sum ${fmt(d.sum)}</p></div>`).join("") +
+    (rest.length ? `<p class="muted">input channels ${rest[0].channel}–${rest[rest.length - 1].channel}: sums ${rest.map((d) => fmt(d.sum)).join(", ")}</p>` : "") +
+    `<p class="total" id="conv-total" data-total="${r.total}" data-value="${r.value}">${r.inputs.length} channel sum${r.inputs.length > 1 ? "s" : ""} ${fmt(r.total - r.bias)} + bias ${fmt(r.bias)} = ${fmt(r.total)} (the map holds ${fmt(r.value)})</p>`;
 }
 
 // An uploaded photo: its preprocessing stages, and the number read from it with boxes.
@@ -130,7 +316,7 @@ $("upload").addEventListener("change", async (e) => {
     const s = Math.min(pad.width / img.width, pad.height / img.height);
     ctx.drawImage(img, (pad.width - img.width * s) / 2, (pad.height - img.height * s) / 2, img.width * s, img.height * s);
   }; img.src = URL.createObjectURL(f);
-  dirty = true; update(f, true);  // the file itself goes to the server, preprocessed like `mnistlab predict`
+  dirty = true; pick = 0; update(f, true);  // the file itself goes to the server, preprocessed like `mnistlab predict`
 });
 
 async function loadRuns() {
