@@ -498,6 +498,19 @@ def _key_figure(r: dict) -> str:
     return "-"
 
 
+def cmd_export(args) -> int:
+    from .export import export_run
+
+    record = export_run(args.run, args.format, args.out, opset=args.opset)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"exported {record['path']} ({record['format']}, opset {record['opset']}, {record['bytes']:,} bytes); "
+              f"onnxruntime equals torch within {record['max_abs_diff']:.1e} on {record['checked_on']} held-out "
+              f"digits (allowed {record['tolerance']:g}); recorded in exports.json")
+    return 0
+
+
 def cmd_runs(args) -> int:
     from .runs import list_runs
 
@@ -728,6 +741,16 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'ae-*'")
     m.set_defaults(func=cmd_models)
+
+    ex = sub.add_parser("export", help="write a run's model as an ONNX file, checked by onnxruntime against torch; "
+                                       "needs the 'export' extra")
+    ex.add_argument("run", metavar="RUN", help="run folder of a classifier or autoencoder")
+    ex.add_argument("--format", choices=["onnx"], default="onnx", help="file format (default: onnx)")
+    ex.add_argument("--out", metavar="FILE", help="where to write it (default: RUN/model.onnx)")
+    ex.add_argument("--opset", type=int, default=18, choices=range(18, 24), metavar="18..23",
+                    help="ONNX opset (default: 18)")
+    ex.add_argument("--json", action="store_true", help="print the export's record (as exports.json keeps it)")
+    ex.set_defaults(func=cmd_export)
 
     r = sub.add_parser("runs", help="list run folders with their key metrics")
     r.add_argument("--root", type=Path, help="folder holding runs (default: runs/ or $MNISTLAB_RUNS)")
