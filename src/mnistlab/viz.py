@@ -17,7 +17,8 @@ from ._io import atomic_open
 def _plt(interactive: bool = False):
     import matplotlib
 
-    if not interactive:
+    # in a Jupyter kernel the inline backend stays, so figures show in the notebook
+    if not interactive and "ipykernel" not in sys.modules:
         matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
