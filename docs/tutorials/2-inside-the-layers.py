@@ -79,6 +79,3 @@ r = randomization(model, images, "saliency")
 print(f"saliency beats a random ink-first order on {d.beats_random:.0%} of 50 digits; "
       f"median Spearman after scrambling {r.median:.2f}")
 viz.faithfulness_figure(d);
-
-# %%
-

@@ -692,7 +692,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--save", metavar="FILE",
                     help="write the prediction picture (or, with --steps, the steps) to FILE (FILE-N.png for "
                          "several inputs)")
-    pr.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
+    pr.add_argument("--json", action="store_true",
+                    help='one JSON object per input: {"input", "run", "digit", "class", "confidence", '
+                         '"low_confidence", "probabilities": [10]} with "id", "split", "label" for a dataset id or '
+                         '"box": [x, y, w, h] for an image file; {"input", "error"} for one that failed')
     data_args(pr, default=None)
     pr.set_defaults(func=cmd_predict)
 
