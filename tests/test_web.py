@@ -456,3 +456,30 @@ def test_browser_explains_erases_scrambles_and_opens_a_convolution(server, serve
             expect(page.locator("#ae-note")).to_contain_text("no autoencoder run is served")
             assert not page.locator("#recon").is_visible()
             browser.close()
+
+
+def test_explanations_and_predictions_at_once_do_not_disturb_each_other(server, digits):
+    """Explain and conv hook into a model's layers; they do so on a copy, one at a time, so
+    predictions answered meanwhile are the same as alone, and every answer is a 200."""
+    pytest.importorskip("captum")
+    images, _ = digits
+
+    def post(path, i):
+        body = json.dumps({"pixels": images[i % 20].tolist()}).encode()
+        req = urllib.request.Request(server + path, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())
+
+    alone = [post("/api/predict", i)["probabilities"] for i in range(20)]
+    jobs = [("/api/explain?method=gradcam", i) for i in range(8)] + [("/api/conv?layer=1&channel=3&y=2&x=2", i)
+                                                                     for i in range(8)]
+    jobs += [("/api/predict", i) for i in range(40)]
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda job: (job, post(*job)), jobs))
+    for (path, i), out in answers:
+        if path == "/api/predict":
+            assert out["probabilities"] == alone[i % 20]
+        elif path.startswith("/api/explain"):
+            assert np.isfinite(np.asarray(out["attribution"])).all()
+        else:
+            assert out["total"] == pytest.approx(out["value"], abs=1e-4)

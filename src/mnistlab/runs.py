@@ -8,17 +8,23 @@
       checkpoint.pt    model name + args + weights + optimizer + epoch (tensors and plain data only)
       figures/         PNGs
 
-| file | holds |
-| --- | --- |
-| `config.json` | the final config: model name, `model`, `train`, `data` sections |
-| `metrics.jsonl` | one line per epoch: train loss/accuracy, test (or validation) loss/accuracy, seconds, lr |
-| `summary.json` | final test metrics, training time, parameter count, split sizes, device; written last: a run is finished once it exists |
-| `env.json` | mnistlab, Python, torch, numpy versions, platform, threads, device, seed, git SHA, data source, the step (eager or captured) and precision used |
-| `checkpoint.pt` | model name + args + weights + optimizer + epoch, and what resuming needs (schedule, data-order, augmentation and dropout random states, stage), written atomically after every epoch |
-| `calibration.json` | a classifier's fitted temperature and its expected calibration error before and after |
-| `confusion.csv` | a classifier's confusion matrix on the test split |
-| `figures/` | `curves.png`, `confusion.png`; autoencoders: reconstructions before and after training, code-space pictures, interpolation |
-| `exports.json` | each `mnistlab export` of the model: file, format, opset, the check against torch, sha256 |
+- `config.json`: the final config: model name, `model`, `train`, `data` sections.
+- `metrics.jsonl`: one line per epoch: train loss/accuracy, test (or validation)
+  loss/accuracy, seconds, lr.
+- `summary.json`: final test metrics, training time, parameter count, split sizes, device;
+  written last: a run is finished once it exists.
+- `env.json`: mnistlab, Python, torch, numpy versions, platform, threads, device, seed, git
+  SHA, data source, the step (eager or captured) and precision used.
+- `checkpoint.pt`: model name + args + weights + optimizer + epoch, and what resuming needs
+  (schedule, data-order, augmentation and dropout random states, stage), written atomically
+  after every epoch.
+- `calibration.json`: a classifier's fitted temperature, and its expected calibration error
+  before and after.
+- `confusion.csv`: a classifier's confusion matrix on the test split.
+- `figures/`: `curves.png`, `confusion.png`; autoencoders: reconstructions before and after
+  training, code-space pictures, interpolation.
+- `exports.json`: each `mnistlab export` of the model: file, format, opset, the check
+  against torch, sha256.
 
 Experiments write `results.json` and their parts as runs in sub-folders; sweeps write
 `sweep.json` and a folder per trial. ``load_run(path)`` rebuilds the model from the folder

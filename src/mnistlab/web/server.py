@@ -34,6 +34,8 @@ security headers on every answer; POSTs only as JSON or image bytes.
 from __future__ import annotations
 
 import base64
+import contextlib
+import copy
 import io
 import json
 import logging
@@ -41,7 +43,7 @@ import math
 import os
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,8 @@ class Served:
     task: str
     codes: dict | None = None  # cached test-set codes for small-code autoencoders
     scrambled: object = None  # the classifier with re-initialised weights (the randomisation check)
+    explainer: object = None  # a copy of the classifier that explain and conv hook into, one request at a time
+    explain_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Model:
@@ -380,29 +384,43 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
                   for lname, t in layer_outputs(s.run.model, img)]
         return {"run": s.name, "layers": layers}
 
+    @contextlib.contextmanager
+    def explaining(s: Served):
+        """The run's explainer copy, one request at a time: explanations and the convolution
+        view hook into a model's layers, and a hook on the served model would fire inside
+        other threads' predictions."""
+        with s.explain_lock:
+            if s.explainer is None:
+                s.explainer = copy.deepcopy(s.run.model).eval()
+            yield s.explainer
+
     def explain_api(req: Req) -> dict:
-        from ..attribution import METHODS, explain
-        from ..faithfulness import STEPS, curves, ink_of, randomized, spearman
+        from ..attribution import METHODS
 
         img = image_of(req)
         s = state.get(req.query.get("run"), "classify")
         method = req.query.get("method", "ig")
         if method not in METHODS:
             raise BadRequest(f"method: one of {', '.join(METHODS)}, got {method[:40]!r}")
-        model = s.run.model
-        probs = probabilities(model, img[None])[0]
+        probs = probabilities(s.run.model, img[None])[0]
         classes = len(probs)
         target = _int_arg(req.query, "target", int(probs.argmax()), 0, classes - 1)
         contrast = _int_arg(req.query, "contrast", None, 0, classes - 1)
         scrambled = req.query.get("scrambled") in ("1", "true")
         x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255)[None, None]
+        with explaining(s) as model:
+            return _explain_one(s, model, x, img, probs, method, target, contrast, scrambled)
+
+    def _explain_one(s, model, x, img, probs, method, target, contrast, scrambled) -> dict:
+        from ..attribution import explain
+        from ..faithfulness import STEPS, curves, ink_of, randomized, spearman
+
         maps = explain(model, x, method, target=target, contrast=contrast)
         out = {"run": s.name, "method": method, "digit": int(probs.argmax()), "target": target,
                "contrast": contrast, "probabilities": [round(float(p), 6) for p in probs], "input": img.tolist()}
         if scrambled:
-            with state.lock:  # one re-initialised copy per run, made once
-                if s.scrambled is None:
-                    s.scrambled = randomized(model, seed=0)
+            if s.scrambled is None:  # one re-initialised copy per run, made once
+                s.scrambled = randomized(model, seed=0)
             trained, maps = maps, explain(s.scrambled, x, method, target=target, contrast=contrast)
             ink = ink_of(x)[0].numpy()
             out["spearman"] = round(spearman(trained.reshape(-1).numpy()[ink], maps.reshape(-1).numpy()[ink]), 4)
@@ -430,7 +448,8 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         from ..infer import conv_layers
 
         layers = [name for name, _ in conv_layers(s.run.model)]
-        out = open_convolution(s.run.model, img, layer, channel, y, x)
+        with explaining(s) as model:
+            out = open_convolution(model, img, layer, channel, y, x)
 
         def rounded(v):
             return np.round(v.numpy(), 5).tolist() if torch.is_tensor(v) else v
