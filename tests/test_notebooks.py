@@ -28,6 +28,8 @@ def test_the_notebook_runs_and_shows_its_figures(path, tmp_path, monkeypatch):
     took = time.perf_counter() - t
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
+    warned = [o["text"] for o in outputs if o.get("name") == "stderr" and "Warning" in o.get("text", "")]
+    assert not warned, warned  # a reader sees no library warnings
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2, f"{path.name}: {len(images)} figures shown"
     print(f"\n{path.name}: executed in {took:.1f} s, {len(images)} figures")

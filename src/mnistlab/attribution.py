@@ -34,7 +34,9 @@ METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam")
 
 def _captum():
     try:
-        import captum.attr as attr
+        with warnings.catch_warnings():  # Captum imports tqdm.auto, which warns in a notebook without ipywidgets
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            import captum.attr as attr
     except ImportError as e:
         raise ConfigError(f"explaining a prediction needs the 'explain' extra ({e.name} is missing): "
                           "pip install 'mnistlab[explain]'") from None

@@ -75,7 +75,11 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
 
 
 def progress_bar(total: int, desc: str, enabled: bool | None):
-    from tqdm.auto import tqdm
+    try:  # a notebook's widget bar needs ipywidgets; without it tqdm.auto only warns
+        import ipywidgets  # noqa: F401
+        from tqdm.auto import tqdm
+    except ImportError:
+        from tqdm import tqdm
 
     # disable=None lets tqdm turn itself off when stderr is not a terminal (CI logs).
     return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr,
