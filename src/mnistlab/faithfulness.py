@@ -59,11 +59,21 @@ def _ranks(scores: torch.Tensor, ink: torch.Tensor, seed: int = 0) -> torch.Tens
     return ranks
 
 
+CHUNK = 128  # digits whose (steps + 1) images are built at once (128 x 21 x 784 floats: 8 MB)
+
+
 def curves(model, images: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor, *, insertion: bool = False,
            steps: int = STEPS) -> torch.Tensor:
     """(N, steps + 1) probability of each digit's target class as its ink pixels are erased
     (or, with `insertion`, put back onto the erased digit) in the order of `scores`, highest
     first, at 0, 1/steps, ..., all of the ink."""
+    targets = torch.as_tensor(targets).reshape(-1).cpu()
+    scores = torch.as_tensor(scores).reshape(len(images), -1).cpu()
+    return torch.cat([_curves(model, images[i:i + CHUNK], scores[i:i + CHUNK], targets[i:i + CHUNK], insertion, steps)
+                      for i in range(0, len(images), CHUNK)])
+
+
+def _curves(model, images, scores, targets, insertion: bool, steps: int) -> torch.Tensor:
     n = len(images)
     flat = images.reshape(n, -1).float()
     ink = ink_of(images)
