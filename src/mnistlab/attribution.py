@@ -24,10 +24,12 @@ that release). The model's train/eval mode is as it was afterwards; Captum comes
 from __future__ import annotations
 
 import warnings
+import weakref
 
 import torch
 
 from .errors import ConfigError
+from .infer import eval_mode
 
 METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam")
 
@@ -106,6 +108,19 @@ def cell_centres(model, layer) -> tuple[tuple[float, float], tuple[float, float]
     return fits[0], fits[1]
 
 
+_GEOMETRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _gradcam_geometry(model):
+    """(feature layer, its cells' centres) for Grad-CAM, found once per model: both follow
+    from the architecture, and the probe costs a forward and a backward pass per map row and
+    column (about 30 ms for cnn), too much to repeat on every request of the web page."""
+    if model not in _GEOMETRY:
+        layer = feature_layer(model)
+        _GEOMETRY[model] = (layer, cell_centres(model, layer) if layer is not None else None)
+    return _GEOMETRY[model]
+
+
 def _upsample(cam: torch.Tensor, centres) -> torch.Tensor:
     """(N, 1, h, w) cell values -> (N, 1, 28, 28), bilinear between the cells' input centres
     (the nearest cell's value beyond the outermost ones)."""
@@ -134,9 +149,7 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
         raise ConfigError(f"images must be (N, 1, 28, 28) floats in [0, 1], got shape {tuple(x.shape)}")
     device = next(model.parameters()).device
     x = x.to(device)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             logits = model(x)
         t, k = _target_and_contrast(logits, target, contrast)
@@ -166,14 +179,12 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
                                                            additional_forward_args=args,
                                                            perturbations_per_eval=max(1, 256 // len(x)))
             else:
-                layer = feature_layer(model)
+                layer, centres = _gradcam_geometry(model)
                 if layer is None:
                     raise ConfigError(f"gradcam needs a convolution; {getattr(model, 'model_name', 'this model')} "
                                       "has none (try saliency, smoothgrad, ig or occlusion)")
                 cam = attr.LayerGradCam(explained, layer).attribute(x, additional_forward_args=args)
-                maps = _upsample(cam.detach().float(), cell_centres(model, layer))
-    finally:
-        model.train(was_training)
+                maps = _upsample(cam.detach().float(), centres)
     return maps.detach().float().reshape(len(x), 28, 28).cpu()
 
 
@@ -208,13 +219,8 @@ def completeness_gap(model, images: torch.Tensor, maps: torch.Tensor, target=Non
                      baseline: float = 0.0) -> torch.Tensor:
     """|sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)| per image, for `ig`."""
     x = torch.as_tensor(images, dtype=torch.float32)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out, out0 = model(x), model(torch.full_like(x, float(baseline)))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        out, out0 = model(x), model(torch.full_like(x, float(baseline)))
     t, k = _target_and_contrast(out, target, contrast)
     f, f0 = _explained(out, t, k), _explained(out0, t, k)
     gap = maps.reshape(len(x), -1).sum(1) - (f - f0)

@@ -21,6 +21,16 @@ import torch.nn.functional as F
 BINS = 15
 
 
+def temperature_of(model) -> float:
+    """The model's fitted temperature (set by load_run from calibration.json), 1 when it has none."""
+    return float(getattr(model, "temperature", 1.0) or 1.0)
+
+
+def calibrated(model, logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities: softmax(logits / the model's temperature)."""
+    return torch.softmax(logits.float() / temperature_of(model), 1)
+
+
 def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
     return float(F.cross_entropy(logits.double() / temperature, labels))
 

@@ -386,15 +386,16 @@ def _explain_eval(run, args) -> int:
     ds = _dataset_for_run(run, args)
     split = ds.train if args.train else ds.test
     x = split.images[:args.n, None].float().div(255)
+    which = f"{args.method} on {len(x)} {'training' if args.train else 'held-out'} digits"
     if args.eval == "deletion":
         result = deletion(run.model, x, args.method, seed=args.seed)
-        line = (f"{args.method} on {len(x)} {'training' if args.train else 'held-out'} digits: deletion beats a random "
+        line = (f"{which}: deletion beats a random "
                 f"ink-first order on {result.beats_random:.1%} (area {result.deletion.mean():.3f} vs "
                 f"{result.deletion_random.mean():.3f}), insertion on {result.insertion_beats_random:.1%} (area "
                 f"{result.insertion.mean():.3f} vs {result.insertion_random.mean():.3f})")
     else:
         result = randomization(run.model, x, args.method, seed=args.seed)
-        line = (f"{args.method} on {len(x)} {'training' if args.train else 'held-out'} digits: median Spearman over "
+        line = (f"{which}: median Spearman over "
                 f"ink pixels, trained vs re-initialised weights: {result.median:.3f} (|map|: {result.abs_median:.3f})"
                 + ("; integrated gradients multiply by the input, so the digit's shape survives the scrambling"
                    if args.method == "ig" else ""))

@@ -17,7 +17,6 @@ run folder's ``exports.json``. Needs the ``export`` extra (onnx, onnxscript, onn
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 import warnings
@@ -27,7 +26,9 @@ import numpy as np
 import torch
 
 from ._io import atomic_open, read_json, write_json
+from .calibrate import temperature_of
 from .errors import ConfigError, MnistlabError
+from .infer import eval_mode
 
 OPSET = 18
 TOLERANCE = 1e-4  # largest |onnxruntime - torch| allowed on the check digits
@@ -57,10 +58,14 @@ class _Images(torch.nn.Module):
         return self.model(images)
 
 
+def output_name(model) -> str:
+    return "logits" if getattr(model, "task", "classify") == "classify" else "reconstruction"
+
+
 def onnx_bytes(model, opset: int = OPSET) -> bytes:
     """The model (in eval mode, on the CPU) as ONNX bytes with a dynamic batch axis."""
     _extra()
-    output = "logits" if getattr(model, "task", "classify") == "classify" else "reconstruction"
+    output = output_name(model)
     example = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     wrapped = _Images(model).eval()
     with warnings.catch_warnings():
@@ -78,10 +83,8 @@ def onnx_bytes(model, opset: int = OPSET) -> bytes:
             raise MnistlabError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
         finally:
             quiet.level = level
-    buf = io.BytesIO()
     program.model_proto.ir_version = min(program.model_proto.ir_version, 10)  # older runtimes load it too
-    buf.write(program.model_proto.SerializeToString())
-    return buf.getvalue()
+    return program.model_proto.SerializeToString()
 
 
 def check_onnx(data: bytes, model, images: torch.Tensor) -> float:
@@ -92,8 +95,7 @@ def check_onnx(data: bytes, model, images: torch.Tensor) -> float:
     session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     x = images.float().cpu()
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    model.eval()
-    with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         want = model(x.to(next(model.parameters()).device)).float().cpu().numpy()
     if got.shape != want.shape:
         raise MnistlabError(f"the ONNX model gives shape {got.shape}, torch {want.shape}")
@@ -124,17 +126,17 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, opset: int = OPSET, digi
                             f"(allowed {TOLERANCE:g}): not written")
     with atomic_open(path, "wb") as f:
         f.write(data)
+    with torch.no_grad():
+        one = tuple(model(x[:1]).shape[1:])
     record = {"file": os.path.relpath(path, run.path) if _inside(path, run.path) else str(path),
               "format": fmt, "opset": opset, "input": {"name": "images", "shape": ["N", 1, 28, 28],
                                                        "dtype": "float32", "range": [0, 1]},
-              "output": {"name": "logits" if run.task == "classify" else "reconstruction",
-                         "shape": ["N", getattr(model, "num_classes", None) or _classes(model)]
-                         if run.task == "classify" else ["N", 1, 28, 28]},
+              "output": {"name": output_name(model), "shape": ["N", *one]},
               "checked_on": len(x), "max_abs_diff": diff, "tolerance": TOLERANCE,
               "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
               "seconds": round(time.perf_counter() - t0, 2), "torch": torch.__version__}
     if run.task == "classify":
-        record["temperature"] = float(getattr(model, "temperature", 1.0) or 1.0)
+        record["temperature"] = temperature_of(model)
     log = run.path / "exports.json"
     try:
         old = read_json(log) if log.is_file() else []
@@ -150,8 +152,3 @@ def _inside(path: Path, folder: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def _classes(model) -> int:
-    with torch.no_grad():
-        return int(model(torch.zeros(1, 1, 28, 28)).shape[1])

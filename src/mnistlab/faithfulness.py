@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from .attribution import explain
+from .calibrate import calibrated
 from .errors import ConfigError
+from .infer import batched
 
 INK = 0.1  # a pixel brighter than this (of 1) is ink
 STEPS = 20  # points on a deletion curve, besides the start
@@ -39,21 +41,22 @@ def ink_of(images: torch.Tensor) -> torch.Tensor:
     return images.reshape(len(images), -1) > INK
 
 
-def _probs(model, x: torch.Tensor, batch: int = 2048) -> torch.Tensor:
-    temp = float(getattr(model, "temperature", 1.0) or 1.0)
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        return torch.cat([torch.softmax(model(x[i:i + batch].to(device)).float() / temp, 1).cpu()
-                          for i in range(0, len(x), batch)])
+def _probs(model, x: torch.Tensor) -> torch.Tensor:
+    """(N, classes) calibrated probabilities for float images, batched, on the CPU."""
+    return calibrated(model, batched(model, model, x, as_images=False))
 
 
-def _ranks(scores: torch.Tensor, ink: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """(N, 784) position of each pixel in the order (highest score first), ink before anything
-    else, ties in a seeded random order (not the pixels' reading order): the first k pixels of
-    the order are those with rank < k."""
+def ink_order(scores: torch.Tensor, ink: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(N, 784) pixel indices, ink first from the highest score down, ties in a seeded random
+    order (not the pixels' reading order), then the background."""
     s = torch.where(ink, scores.float(), torch.tensor(-torch.inf))
     shuffle = torch.rand(s.shape, generator=torch.Generator().manual_seed(seed)).argsort(1)
-    order = shuffle.gather(1, torch.argsort(s.gather(1, shuffle), dim=1, descending=True, stable=True))
+    return shuffle.gather(1, torch.argsort(s.gather(1, shuffle), dim=1, descending=True, stable=True))
+
+
+def _ranks(scores: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
+    """(N, 784) position of each pixel in `ink_order`: the first k are those with rank < k."""
+    order = ink_order(scores, ink)
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order).contiguous())
     return ranks
@@ -137,31 +140,21 @@ def _check(images) -> torch.Tensor:
     return x
 
 
-def _eval_mode(model):
-    was = model.training
-    model.eval()
-    return was
-
-
 def deletion(model, images, method: str, *, targets=None, maps: torch.Tensor | None = None, steps: int = STEPS,
              orders: int = RANDOM_ORDERS, seed: int = 0, **options) -> Deletion:
     """Deletion and insertion of each digit's ink in the order of `method`'s map (explaining
     `targets`, default the predicted classes) against `orders` random ink-first orders."""
     x = _check(images).cpu()
-    was = _eval_mode(model)
-    try:
-        t = _probs(model, x).argmax(1) if targets is None else torch.as_tensor(targets).reshape(-1).long()
-        m = explain(model, x, method, target=t, seed=seed, **options) if maps is None else torch.as_tensor(maps).cpu()
-        gen = torch.Generator().manual_seed(seed)
-        d = curves(model, x, m, t, steps=steps)
-        i = curves(model, x, m, t, steps=steps, insertion=True)
-        dr, ir = [], []
-        for _ in range(orders):
-            r = torch.rand(x.shape[0], 784, generator=gen)
-            dr.append(curves(model, x, r, t, steps=steps))
-            ir.append(curves(model, x, r, t, steps=steps, insertion=True))
-    finally:
-        model.train(was)
+    t = _probs(model, x).argmax(1) if targets is None else torch.as_tensor(targets).reshape(-1).long()
+    m = explain(model, x, method, target=t, seed=seed, **options) if maps is None else torch.as_tensor(maps).cpu()
+    gen = torch.Generator().manual_seed(seed)
+    d = curves(model, x, m, t, steps=steps)
+    i = curves(model, x, m, t, steps=steps, insertion=True)
+    dr, ir = [], []
+    for _ in range(orders):
+        r = torch.rand(x.shape[0], 784, generator=gen)
+        dr.append(curves(model, x, r, t, steps=steps))
+        ir.append(curves(model, x, r, t, steps=steps, insertion=True))
     dr_curves = torch.stack(dr)
     return Deletion(method, len(x), area(d).numpy(), area(dr_curves).mean(0).numpy(), area(i).numpy(),
                     area(torch.stack(ir)).mean(0).numpy(), d.mean(0).numpy(), dr_curves.mean((0, 1)).numpy())
@@ -224,14 +217,10 @@ def randomization(model, images, method: str, *, targets=None, seed: int = 0, **
     """Trained against re-initialised weights: Spearman over each digit's ink pixels between
     the two maps, both explaining the trained model's classes (or `targets`)."""
     x = _check(images).cpu()
-    was = _eval_mode(model)
-    try:
-        t = _probs(model, x).argmax(1) if targets is None else torch.as_tensor(targets).reshape(-1).long()
-        trained = explain(model, x, method, target=t, seed=seed, **options).reshape(len(x), -1).numpy()
-        scrambled = explain(randomized(model, seed), x, method, target=t, seed=seed, **options)
-        scrambled = scrambled.reshape(len(x), -1).numpy()
-    finally:
-        model.train(was)
+    t = _probs(model, x).argmax(1) if targets is None else torch.as_tensor(targets).reshape(-1).long()
+    trained = explain(model, x, method, target=t, seed=seed, **options).reshape(len(x), -1).numpy()
+    scrambled = explain(randomized(model, seed), x, method, target=t, seed=seed, **options)
+    scrambled = scrambled.reshape(len(x), -1).numpy()
     ink = ink_of(x).numpy()
     rho = np.array([spearman(a[m], b[m]) for a, b, m in zip(trained, scrambled, ink)])
     rho_abs = np.array([spearman(np.abs(a[m]), np.abs(b[m])) for a, b, m in zip(trained, scrambled, ink)])

@@ -20,21 +20,30 @@ MANY = 32  # from this many images on, a pass is worth switching the layout for
 
 
 @contextmanager
+def eval_mode(model):
+    """The model in eval mode for the block, in the mode it was in afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
 def _inference(model, n: int):
     """Eval mode, and for a pass over `n` >= MANY images the channels-last layout (what fit
     trains in); the model's mode and layout are as they were afterwards."""
-    was_training = model.training
-    model.eval()
     convs = [p for p in model.parameters() if p.dim() == 4]
     switch = n >= MANY and any(not p.is_contiguous(memory_format=torch.channels_last) for p in convs)
-    if switch:
-        _layout(model, torch.channels_last)
-    try:
-        yield
-    finally:
+    with eval_mode(model):
         if switch:
-            _layout(model, torch.contiguous_format)
-        model.train(was_training)
+            _layout(model, torch.channels_last)
+        try:
+            yield
+        finally:
+            if switch:
+                _layout(model, torch.contiguous_format)
 
 
 def _layout(model, fmt) -> None:
@@ -138,7 +147,6 @@ def reconstruct(model, image) -> tuple[torch.Tensor, torch.Tensor]:
     return z.float().cpu(), model.decode(z)[0, 0].float().cpu()
 
 
-
 def conv_layers(model) -> list[tuple[str, torch.nn.Conv2d]]:
     """The model's 2-D convolutions, named as in its state dict, in the order they are built."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
@@ -163,13 +171,11 @@ def open_convolution(model, image, layer: int, channel: int | None = None, y: in
     name, conv = convs[layer]
     grab = {}
     hook = conv.register_forward_hook(lambda m, i, o: grab.update(inp=i[0], out=o))
-    was_training = model.training
-    model.eval()
     try:
-        model(_one(image).to(_device(model)))
+        with eval_mode(model):
+            model(_one(image).to(_device(model)))
     finally:
         hook.remove()
-        model.train(was_training)
     maps = grab["out"][0].detach().float().cpu()
     out = {"layer": name, "index": layer, "shape": list(maps.shape), "kernel": list(conv.kernel_size),
            "stride": list(conv.stride), "first": layer == 0}

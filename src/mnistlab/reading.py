@@ -92,13 +92,14 @@ class NumberReading:
 def probabilities(model, images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, classes) softmax probabilities, in eval mode on the CPU, through
     the model's fitted temperature (calibrate.py; 1 for a run that has none)."""
+    from .calibrate import calibrated
     from .infer import predict
 
     logits = predict(model, torch.from_numpy(np.ascontiguousarray(images)))
     if not torch.isfinite(logits).all():
         raise RunError("the model's outputs are not finite numbers (its training diverged): train it again "
                        "with a lower learning rate")
-    return torch.softmax(logits.float() / float(getattr(model, "temperature", 1.0)), 1).numpy()
+    return calibrated(model, logits).numpy()
 
 
 def _reading(image: np.ndarray, probs: np.ndarray, box: list[int]) -> DigitReading:

@@ -395,7 +395,8 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
             yield s.explainer
 
     def explain_api(req: Req) -> dict:
-        from ..attribution import METHODS
+        from ..attribution import METHODS, explain
+        from ..faithfulness import STEPS, curves, ink_of, ink_order, randomized, spearman
 
         img = image_of(req)
         s = state.get(req.query.get("run"), "classify")
@@ -408,33 +409,28 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         contrast = _int_arg(req.query, "contrast", None, 0, classes - 1)
         scrambled = req.query.get("scrambled") in ("1", "true")
         x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255)[None, None]
-        with explaining(s) as model:
-            return _explain_one(s, model, x, img, probs, method, target, contrast, scrambled)
-
-    def _explain_one(s, model, x, img, probs, method, target, contrast, scrambled) -> dict:
-        from ..attribution import explain
-        from ..faithfulness import STEPS, curves, ink_of, randomized, spearman
-
-        maps = explain(model, x, method, target=target, contrast=contrast)
+        ink = ink_of(x)
         out = {"run": s.name, "method": method, "digit": int(probs.argmax()), "target": target,
-               "contrast": contrast, "probabilities": [round(float(p), 6) for p in probs], "input": img.tolist()}
-        if scrambled:
-            if s.scrambled is None:  # one re-initialised copy per run, made once
-                s.scrambled = randomized(model, seed=0)
-            trained, maps = maps, explain(s.scrambled, x, method, target=target, contrast=contrast)
-            ink = ink_of(x)[0].numpy()
-            out["spearman"] = round(spearman(trained.reshape(-1).numpy()[ink], maps.reshape(-1).numpy()[ink]), 4)
-        # the deletion check on this digit: its ink erased in the map's order, against a random one
-        t = torch.tensor([target])
-        order = torch.argsort(torch.where(ink_of(x)[0], maps.reshape(-1), torch.tensor(-torch.inf)),
-                              descending=True)[: int(ink_of(x).sum())]
-        shuffled = torch.rand(1, 784, generator=torch.Generator().manual_seed(0))
-        out["deletion"] = {"fractions": [round(i / STEPS, 4) for i in range(STEPS + 1)],
-                           "order": order.tolist(),
-                           "probability": [round(float(v), 5) for v in curves(model, x, maps, t)[0]],
-                           "random": [round(float(v), 5) for v in curves(model, x, shuffled, t)[0]]}
+               "contrast": contrast, "probabilities": [round(float(p), 6) for p in probs], "input": img.tolist(),
+               "scrambled": scrambled}
+        with explaining(s) as model:
+            maps = explain(model, x, method, target=target, contrast=contrast)
+            if scrambled:
+                if s.scrambled is None:  # one re-initialised copy per run, made once
+                    s.scrambled = randomized(model, seed=0)
+                trained, maps = maps, explain(s.scrambled, x, method, target=target, contrast=contrast)
+                on_ink = ink[0].numpy()
+                out["spearman"] = round(spearman(trained.reshape(-1).numpy()[on_ink],
+                                                 maps.reshape(-1).numpy()[on_ink]), 4)
+            # the deletion check on this digit: its ink erased in the map's order (the order the
+            # page plays), against a random one
+            t = torch.tensor([target])
+            shuffled = torch.rand(1, 784, generator=torch.Generator().manual_seed(0))
+            out["deletion"] = {"fractions": [round(i / STEPS, 4) for i in range(STEPS + 1)],
+                               "order": ink_order(maps.reshape(1, -1), ink)[0, :int(ink.sum())].tolist(),
+                               "probability": [round(float(v), 5) for v in curves(model, x, maps, t)[0]],
+                               "random": [round(float(v), 5) for v in curves(model, x, shuffled, t)[0]]}
         out["attribution"] = np.round(maps[0].numpy(), 6).tolist()
-        out["scrambled"] = scrambled
         return out
 
     def convolution(req: Req) -> dict:

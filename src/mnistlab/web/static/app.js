@@ -58,7 +58,9 @@ function showSeen(pixels) {
   c.imageSmoothingEnabled = false; c.drawImage(tmp, 0, 0, 140, 140);
 }
 
+let shownProbs = null;
 function showBars(probs) {
+  shownProbs = probs;
   const top = probs.indexOf(Math.max(...probs));
   const chosen = target === null ? top : target;
   $("bars").innerHTML = probs.map((p, d) =>
@@ -66,13 +68,13 @@ function showBars(probs) {
 }
 $("bars").addEventListener("click", (e) => {
   const d = e.target.dataset.class; if (d === undefined || !current) return;
-  target = +d; [...$("bars").children].forEach((el) => el.classList.toggle("chosen", el.tagName === "SPAN" && el.dataset.class === d && !el.textContent.endsWith("%")));
+  target = +d; showBars(shownProbs);
   explainNow();
 });
 
 function pixelsBody() { return new Blob([JSON.stringify({ pixels: current })], { type: "application/json" }); }
 
-async function update(blob, uploaded = false) {
+async function update(blob, uploaded = false, repick = false) {
   if (!blob && !dirty) return;
   const mine = ++seq;
   if (!uploaded) $("upload-card").hidden = true;
@@ -83,14 +85,14 @@ async function update(blob, uploaded = false) {
   try {
     if (clf) {
       if (uploaded) lastUpload = blob; else { lastUpload = null; pick = 0; }
-      const p = await post(uploaded ? `/api/predict?steps=1&pick=${pick}` : "/api/predict", blob, clf);
+      const p = await post(uploaded ? `/api/predict?pick=${pick}` + (repick ? "" : "&steps=1") : "/api/predict", blob, clf);
       if (stale()) return;
       current = p.input; target = null;
       $("digit").textContent = p.digit; $("digit").dataset.digit = p.digit;
       $("digit").classList.toggle("unsure", p.low_confidence);
       $("digit").title = p.low_confidence ? "unsure: the top probability is below 90%" : "";
       showPicks(p); showBars(p.probabilities); showSeen(p.input);
-      if (uploaded) await showUpload(blob, clf, p, stale);
+      if (uploaded && !repick) await showUpload(blob, clf, p, stale);  // a new digit picked: same photo, same reading
       const a = await post("/api/activations", pixelsBody(), clf);
       if (stale()) return;
       $("layers").innerHTML = a.layers.map((l) =>
@@ -125,7 +127,7 @@ function showPicks(p) {
 }
 $("picks").addEventListener("click", (e) => {
   const i = e.target.dataset.pick; if (i === undefined || !lastUpload) return;
-  pick = +i; dirty = true; update(lastUpload, true);
+  pick = +i; dirty = true; update(lastUpload, true, true);
 });
 
 // ---- Why? an attribution map for the class clicked in the bars, "why not K", the deletion
