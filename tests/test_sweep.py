@@ -16,6 +16,8 @@ import pytest
 from mnistlab.cli import main
 
 optuna = pytest.importorskip("optuna", reason="the 'sweep' extra is not installed")
+from mnistlab.sweep import open_storage  # noqa: E402
+
 PNG = b"\x89PNG\r\n\x1a\n"
 TINY = ["--dataset", "mnist-sample", "--epochs", "1", "--set", "limit_batches=2", "--no-progress"]
 
@@ -161,10 +163,13 @@ def _kill_mid_trial(proc: subprocess.Popen, out: Path, storage: str | None = Non
     """SIGKILL `proc` once a trial it runs has logged an epoch; returns that trial's folder.
     With `storage`, the trial is told by the pid it records, else it is the only one running."""
     deadline = time.monotonic() + timeout
+    # one storage (one connection pool) for the whole wait: a new one per poll left a pool open
+    # every 50 ms until the collector came, and PostgreSQL ran out of connections
+    rdb = open_storage(storage) if storage else None
     while time.monotonic() < deadline:
         if storage:
             try:
-                st = optuna.load_study(study_name=study, storage=storage)
+                st = optuna.load_study(study_name=study, storage=rdb)
                 trials = [t for t in st.get_trials(deepcopy=False) if t.user_attrs.get("pid") == proc.pid]
                 mine = [Path(t.user_attrs["run"]) for t in trials
                         if t.state.name == "RUNNING" and "run" in t.user_attrs]
