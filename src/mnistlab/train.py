@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -116,6 +117,7 @@ class TrainState:
     schedulers: dict[str, object]
     generators: dict[str, torch.Generator]  # data order and augmentation
     epoch: int
+    plan: steps.Plan | None = None  # how the steps ran: a failed capture turns "captured" into "eager"
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -233,7 +235,7 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
                              if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)})
         bar.close()
         history.append(row)
-        state.epoch = epoch
+        state.epoch, state.plan = epoch, step.plan
         stop = bool(on_epoch(row, state)) if on_epoch is not None else False
         if ctx.active:
             stop = distributed.agree(stop, device)  # rank 0 keeps the record and decides
@@ -276,6 +278,8 @@ def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
     a checkpoint holding what resuming needs (fit's state and `resume_extra()`)."""
     def on_epoch(row, state):
         row.update(epoch=row["epoch"] + offset, **(tag or {}))
+        if state.plan is not None:
+            record_plan(run.path, state.plan)
         append_jsonl(run.path / "metrics.jsonl", row)
         run.metrics.append(row)
         if on_row is not None:
@@ -284,6 +288,18 @@ def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
         save_checkpoint(run.path / CHECKPOINT, run.model, state.optimizer, row["epoch"], extra)
 
     return on_epoch
+
+
+def record_plan(path: Path, plan: steps.Plan) -> None:
+    """env.json's step and precision made what `plan` says the steps ran as: start_run wrote
+    what fit would do, and a capture that fails mid-fit falls back to eager steps."""
+    env_file = path / "env.json"
+    if not env_file.is_file():
+        return
+    env = json.loads(env_file.read_text())
+    now = {k: v for k, v in env.items() if k not in ("step", "amp", "step_note")} | plan.record()
+    if now != env:
+        write_json(env_file, now)
 
 
 def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int, figures: bool = True,
