@@ -362,6 +362,30 @@ def test_predict_picks_one_digit_of_a_written_number(client):
     assert r.status_code == 400 and "pick" in r.json()["error"]
 
 
+def test_a_photo_is_looked_at_once_per_prediction(client, monkeypatch):
+    """/api/predict reads the photo as one digit and as a number from one search for its ink
+    (the slow part: flattening the paper, thresholding, erasing lines), not two."""
+    from mnistlab import images as images_module
+    from mnistlab import reading
+    from mnistlab.photos import make_set
+
+    calls = []
+    real = images_module.find_ink
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(images_module, "find_ink", counted)
+    monkeypatch.setattr(reading, "find_ink", counted)
+    (img, label), = make_set("numbers", 1, seed=11, sources=("strokes",))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    p = client.post("/api/predict?run=cnn-run", content=buf.getvalue(), headers={"content-type": "image/png"})
+    assert p.status_code == 200 and len(p.json()["digits"]) >= 2
+    assert len(calls) == 1
+
+
 def _draw(page, img):
     box = page.locator("#pad").bounding_box()
     page.locator("#pen").fill("18")

@@ -130,13 +130,14 @@ def _pieces(lab: np.ndarray, blob: Blob, n: int) -> list[tuple[np.ndarray, Blob]
     return out or None
 
 
-def read_number(model, grey: np.ndarray, name: str = "image") -> NumberReading:
+def read_number(model, grey: np.ndarray, name: str = "image", *, ink: Ink | None = None) -> NumberReading:
     """A written number (one row of digits, left to right), each digit classified.
 
     Components that share a column are one digit (broken strokes); specks and marks off the
     row are dropped; a blob much wider than a digit is tried as 2, 3, ... touching digits,
-    cut at its thinnest columns, and the cut the model reads most surely is kept."""
-    ink = find_ink(grey, name)
+    cut at its thinnest columns, and the cut the model reads most surely is kept. `ink`: the
+    image's ink already found (``read_digit``'s ``prep.ink``), not looked for again."""
+    ink = find_ink(grey, name) if ink is None else ink
     lab, blobs = components(ink.mask)
     check_not_scattered(blobs, ink, name)
     digits = segment_digits(blobs, ink.mask.shape)

@@ -350,7 +350,7 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
             # a written number: the digit picked (the first by default) is the one predicted, as
             # `read` reads it, not the whole number squeezed into one 28x28 digit
             try:
-                number = read_number(s.run.model, grey)
+                number = read_number(s.run.model, grey, ink=prep.ink)  # the ink read_digit found
             except MnistlabError:
                 number = None
             if number is not None and len(number.digits) > 1:
