@@ -9,7 +9,7 @@ import torch
 pytest.importorskip("captum", reason="the explain extra (mnistlab[explain]) is not installed")
 
 import mnistlab  # noqa: E402
-from mnistlab.attribution import METHODS, completeness_gap  # noqa: E402
+from mnistlab.attribution import CAMS, METHODS, cells, completeness_gap  # noqa: E402
 from mnistlab.config import build_config  # noqa: E402
 from mnistlab.errors import ConfigError  # noqa: E402
 from mnistlab.models import create_model, list_models  # noqa: E402
@@ -46,8 +46,8 @@ def _model(name):
 def test_every_method_on_every_classifier(name, method):
     model = _model(name).train()  # in training mode: explain must leave it so
     x = _images()
-    if method == "gradcam" and not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
-        with pytest.raises(ConfigError, match="gradcam needs a convolution"):
+    if method in CAMS and not any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        with pytest.raises(ConfigError, match=f"{method} needs a convolution"):
             mnistlab.explain(model, x, method)
         return
     a = mnistlab.explain(model, x, method, steps=8, samples=4)
@@ -218,6 +218,44 @@ def test_spearman_with_ties():
     # ties get average ranks: ranks (0.5, 0.5, 2, 3) against (0, 1, 2, 3)
     assert spearman(np.array([1.0, 1, 2, 3]), np.array([1.0, 2, 3, 4])) == pytest.approx(0.9486833, abs=1e-6)
     assert spearman(np.ones(5), np.arange(5.0)) == 0.0
+
+
+def test_hirescam_cells_add_up_to_the_logit_and_gradcam_averages_their_weights(trained):
+    """HiResCAM on cnn (pool2 -> ReLU -> dropout -> fc, linear): each cell's value is what it
+    adds to the explained logit, so the cells add up to the logit less the head's bias,
+    contrast too. Grad-CAM weights each channel by its gradient averaged over the cells: both
+    computed here from fc's weights by hand."""
+    from mnistlab.models.classifiers import MNIST_MEAN, MNIST_STD
+
+    run, ds = trained
+    model = run.model.eval()
+    x = ds.test.images[:8, None].float() / 255
+    with torch.no_grad():
+        logits = model(x)
+        h = torch.relu(model.pool1(model.conv1((x - MNIST_MEAN) / MNIST_STD)))
+        pooled = model.pool2(model.conv2(h))  # (8, 64, 5, 5) the maps Grad-CAM looks at, before the ReLU
+    t = logits.argmax(1)
+    hi = cells(model, x, "hirescam")
+    assert hi.shape == (8, 5, 5)
+    assert torch.allclose(hi.sum((1, 2)), logits[torch.arange(8), t] - model.fc.bias[t], atol=1e-4)
+    hi3 = cells(model, x, "hirescam", target=t, contrast=3)
+    want = logits[torch.arange(8), t] - logits[:, 3] - (model.fc.bias[t] - model.fc.bias[3])
+    assert torch.allclose(hi3.sum((1, 2)), want, atol=1e-4)
+    grad = model.fc.weight.reshape(10, 64, 5, 5)[t] * (pooled > 0)  # d logit / d cell, through the ReLU
+    assert torch.allclose(hi, (grad * pooled).sum(1), atol=1e-5)
+    assert torch.allclose(cells(model, x, "gradcam"), (grad.mean((2, 3), keepdim=True) * pooled).sum(1), atol=1e-5)
+    up = mnistlab.explain(model, x, "hirescam")
+    assert up.shape == (8, 28, 28)
+    centre = up[:, 12:14, 12:14].mean((1, 2))  # pixels 12.5 sit on cell (2, 2)'s centre (4.5 + 4 * 2)
+    assert torch.allclose(centre, hi[:, 2, 2], atol=0.15 * hi.abs().amax((1, 2)).max())
+    with pytest.raises(ConfigError, match="cells are for"):
+        cells(model, x, "ig")
+
+
+def test_the_cli_offers_every_method():
+    from mnistlab.cli import EXPLAIN_METHODS
+
+    assert EXPLAIN_METHODS == METHODS
 
 
 def test_gradcam_cells_sit_where_their_receptive_fields_are():

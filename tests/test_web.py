@@ -295,7 +295,9 @@ def test_explain_api_maps_contrast_deletion_and_scrambled_weights(client, digits
     images, labels = digits
     body = _json(images[1])
     out = {}
-    for method in ("ig", "saliency", "smoothgrad", "occlusion", "gradcam"):
+    from mnistlab.attribution import METHODS
+
+    for method in METHODS:
         r = client.post(f"/api/explain?run=cnn-run&method={method}", **body)
         assert r.status_code == 200, r.text
         out[method] = e = r.json()
@@ -438,6 +440,9 @@ def test_browser_explains_erases_scrambles_and_opens_a_convolution(server, serve
         page.locator("#erase").click()
         expect(heat).to_have_attribute("data-erased", "done", timeout=30000)
         expect(page.locator("#why-note")).to_contain_text("ink pixels erased, hottest first")
+        page.select_option("#method", "hirescam")
+        expect(heat).to_have_attribute("data-method", "hirescam", timeout=30000)
+        expect(page.locator("#why-note")).to_contain_text("HiResCAM keeps each cell's own gradient")
         page.locator("#scramble").check()
         expect(heat).to_have_attribute("data-scrambled", "true", timeout=30000)
         expect(page.locator("#why-note")).to_contain_text("rank correlation")

@@ -79,3 +79,23 @@ r = randomization(model, images, "saliency")
 print(f"saliency beats a random ink-first order on {d.beats_random:.0%} of 50 digits; "
       f"median Spearman after scrambling {r.median:.2f}")
 viz.faithfulness_figure(d);
+
+# %% [markdown]
+# ## Grad-CAM and HiResCAM
+# Both colour the 5x5 cells of the last feature maps. Grad-CAM weighs each of the 64 maps by
+# its gradient *averaged over the cells*; HiResCAM keeps each cell's own gradient, so a cell's
+# value is exactly what it adds to the class's logit here (the dense layer is linear). The
+# deletion check tells them apart.
+
+# %%
+from mnistlab.attribution import cells  # noqa: E402
+
+for method in ("gradcam", "hirescam"):
+    print(f"{method}: beats a random ink-first order on {deletion(model, images, method).beats_random:.0%} of 50 digits")
+c = cells(model, x, "hirescam")[0]
+with torch.no_grad():
+    k = int(model(x).argmax())
+    print(f"HiResCAM's 25 cells add up to {c.sum().item():.3f}; class {k}'s logit less the dense layer's "
+          f"bias is {(model(x)[0, k] - model.fc.bias[k]).item():.3f}")
+viz.explanation_figure(digit, mnistlab.explain(model, x, "hirescam")[0].numpy(), probs, ds.classes,
+                       "held-out digit 3", "HiResCAM");

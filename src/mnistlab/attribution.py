@@ -13,9 +13,15 @@ image's predicted class; `contrast=K` explains logit(target) - logit(K). Methods
   `steps` steps: the attributions add up to f(x) - f(baseline) (completeness);
 - ``occlusion``: how much the explained logit drops when a `window` square is set to the
   baseline, slid by `stride`;
-- ``gradcam``: Grad-CAM on the last feature maps (what the dense head reads), signed,
-  upsampled to 28x28 between the input pixels each map cell is centred on (models with no
-  convolution have none).
+- ``gradcam``: Grad-CAM on the last feature maps before the dense head (``cnn``: the pooled
+  maps, whose gradients pass the ReLU after them), signed, upsampled to 28x28 between the
+  input pixels each map cell is centred on (models with no convolution have none): each
+  channel weighted by its gradient averaged over the map;
+- ``hirescam``: HiResCAM (Draelos and Carin, 2020) on the same maps, placed the same way:
+  each cell's activations times their own gradients, summed over channels, without Grad-CAM's
+  averaging. When a linear layer reads the maps (``cnn``), a cell's value is exactly what it
+  adds to the explained logit, so the cells add up to the logit less the head's bias
+  (`cells`).
 
 DeepLift is left out: Captum 0.9.0's rules are wrong for conv-ReLU-maxpool nets (fixed after
 that release). The model's train/eval mode is as it was afterwards; Captum comes with the
@@ -31,7 +37,8 @@ import torch
 from .errors import ConfigError
 from .infer import eval_mode
 
-METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam")
+METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam", "hirescam")
+CAMS = ("gradcam", "hirescam")  # coarse maps of the last feature maps' cells, upsampled
 
 
 def _captum():
@@ -179,13 +186,34 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
                                                            additional_forward_args=args,
                                                            perturbations_per_eval=max(1, 256 // len(x)))
             else:
-                layer, centres = _gradcam_geometry(model)
-                if layer is None:
-                    raise ConfigError(f"gradcam needs a convolution; {getattr(model, 'model_name', 'this model')} "
-                                      "has none (try saliency, smoothgrad, ig or occlusion)")
-                cam = attr.LayerGradCam(explained, layer).attribute(x, additional_forward_args=args)
-                maps = _upsample(cam.detach().float(), centres)
+                maps = _upsample(_cells(attr, model, x, method, explained, args), _gradcam_geometry(model)[1])
     return maps.detach().float().reshape(len(x), 28, 28).cpu()
+
+
+def _cells(attr, model, x, method, explained, args) -> torch.Tensor:
+    """(N, 1, h, w) Grad-CAM or HiResCAM values of the last feature maps' cells."""
+    layer, _ = _gradcam_geometry(model)
+    if layer is None:
+        raise ConfigError(f"{method} needs a convolution; {getattr(model, 'model_name', 'this model')} "
+                          "has none (try saliency, smoothgrad, ig or occlusion)")
+    if method == "gradcam":
+        return attr.LayerGradCam(explained, layer).attribute(x, additional_forward_args=args).detach().float()
+    grad_x_act = attr.LayerGradientXActivation(explained, layer).attribute(x, additional_forward_args=args)
+    return grad_x_act.detach().float().sum(1, keepdim=True)
+
+
+def cells(model, images: torch.Tensor, method: str = "hirescam", target=None, contrast=None) -> torch.Tensor:
+    """(N, h, w) the cell values `gradcam` or `hirescam` upsample: one per cell of the last
+    feature maps, before they are placed on the 28x28 input."""
+    if method not in CAMS:
+        raise ConfigError(f"cells are for {' and '.join(CAMS)}, got {method!r}")
+    attr = _captum()
+    x = torch.as_tensor(images, dtype=torch.float32).to(next(model.parameters()).device)
+    with eval_mode(model):
+        with torch.no_grad():
+            t, k = _target_and_contrast(model(x), target, contrast)
+        c = _cells(attr, model, x, method, lambda inp, tt, kk: _explained(model(inp), tt, kk), (t, k))
+    return c[:, 0].cpu()
 
 
 def _target_and_contrast(logits: torch.Tensor, target, contrast) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from .errors import MnistlabError
 
+# attribution.METHODS, named here so that building the parser imports no torch (a test keeps them equal)
+EXPLAIN_METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam", "hirescam")
+
 FILE_FLAGS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -711,12 +714,12 @@ def build_parser() -> argparse.ArgumentParser:
     rd.set_defaults(func=cmd_read)
 
     xp = sub.add_parser("explain", help="which pixels made the prediction: attribution maps (saliency, "
-                                        "smoothgrad, ig, occlusion, gradcam); needs the 'explain' extra")
+                                        "smoothgrad, ig, occlusion, gradcam, hirescam); needs the 'explain' extra")
     xp.add_argument("inputs", nargs="*", metavar="ID|IMAGE", help="dataset ids and/or image files (default: one "
                                                                   "random id)")
     xp.add_argument("--run", help="run folder of a classifier (default: the newest cnn-robust run, else the "
                                   "newest classifier)")
-    xp.add_argument("--method", choices=["saliency", "smoothgrad", "ig", "occlusion", "gradcam"], default="ig",
+    xp.add_argument("--method", choices=EXPLAIN_METHODS, default="ig",
                     help="attribution method (default: ig, integrated gradients from a black image)")
     xp.add_argument("--target", type=int, metavar="K", help="explain class K (default: the predicted class)")
     xp.add_argument("--contrast", type=int, metavar="K", help="explain the target's logit minus class K's: "

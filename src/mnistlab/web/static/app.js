@@ -132,7 +132,11 @@ $("picks").addEventListener("click", (e) => {
 
 // ---- Why? an attribution map for the class clicked in the bars, "why not K", the deletion
 // check played on the digit, and the randomisation check (scrambled weights).
-const METHOD_NAMES = { ig: "integrated gradients", saliency: "saliency", smoothgrad: "SmoothGrad", occlusion: "occlusion", gradcam: "Grad-CAM" };
+const METHOD_NAMES = { ig: "integrated gradients", saliency: "saliency", smoothgrad: "SmoothGrad", occlusion: "occlusion", gradcam: "Grad-CAM", hirescam: "HiResCAM" };
+const CAM_NOTES = {
+  gradcam: " Grad-CAM weighs each channel by its gradient averaged over the whole map, so a cell can glow for what the model reads elsewhere; compare HiResCAM.",
+  hirescam: " HiResCAM keeps each cell's own gradient: where a linear layer reads the last maps (cnn), a cell's value is what it adds to the class's score.",
+};
 for (let d = 0; d < 10; d++) $("contrast").insertAdjacentHTML("beforeend", `<option value="${d}">${d}</option>`);
 ["method", "contrast", "scramble"].forEach((id) => $(id).addEventListener("change", () => explainNow()));
 
@@ -156,7 +160,8 @@ async function explainNow(stale = () => false) {
     $("why-note").textContent = scrambled
       ? `scrambled: the map's rank correlation with the trained model's, over the ink, is ${e.spearman.toFixed(2)}` +
         (e.method === "ig" ? ". Integrated gradients multiply by the input, so the digit's shape survives scrambling the weights: a lesson about the method, not the model." : ": a map that explains the model should change when the model does.")
-      : "erase the hottest pixels to test the map: the probability should fall faster than erasing the ink at random (grey).";
+      : "erase the hottest pixels to test the map: the probability should fall faster than erasing the ink at random (grey)." +
+        (CAM_NOTES[e.method] || "");
     $("erase").disabled = false;
   } catch (err) {
     if (mine !== explainSeq) return;
