@@ -22,8 +22,15 @@ from mnistlab.data import dataset_for
 from mnistlab.faithfulness import deletion, randomization
 from mnistlab.runs import load_run
 
-TARGETS = {"deletion": {"saliency": 0.85, "smoothgrad": 0.85, "ig": 0.95, "occlusion": 0.95, "gradcam": 0.75},
-           "randomization": {"saliency": 0.3, "smoothgrad": 0.3, "occlusion": 0.3, "gradcam": 0.4}}
+from mnistlab.report import EXPLAIN_DELETION, EXPLAIN_SPEARMAN
+
+TARGETS = {"deletion": EXPLAIN_DELETION, "randomization": EXPLAIN_SPEARMAN}
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a fraction p of n digits (what another 200 digits could give)."""
+    centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
 
 
 def main() -> None:
@@ -127,11 +134,12 @@ def _mark(value: float, method: str, kind: str) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| model | method | deletion beats random | insertion beats random | deletion area (random) | "
+    lines = ["| model | method | deletion beats random [95% interval] | insertion beats random | deletion area (random) | "
              "Spearman, randomised | the same on abs(map) | seconds |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['method']} | {r['deletion_beats_random']:.1%}"
+            f"| {r['model']} | {r['method']} | {r['deletion_beats_random']:.1%} "
+            f"[{wilson(r['deletion_beats_random'], r['n'])[0]:.1%}, {wilson(r['deletion_beats_random'], r['n'])[1]:.1%}]"
             f"{_mark(r['deletion_beats_random'], r['method'], 'deletion')} | {r['insertion_beats_random']:.1%} | "
             f"{r['deletion_auc']:.3f} ({r['deletion_auc_random']:.3f}) | {r['median_spearman']:+.3f}"
             f"{_mark(r['median_spearman'], r['method'], 'randomization')} | {r['median_spearman_abs']:+.3f} | "

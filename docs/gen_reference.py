@@ -158,7 +158,7 @@ def main() -> None:
         with mkdocs_gen_files.open(path, "w") as f:
             f.write(text)
     # the committed figures of benchmarks/, shown by the explanation pages
-    for folder in ("report-cpu-2core", "explain", "photos"):
+    for folder in ("report-cpu-2core", "explain", "explain/report", "photos"):
         for png in sorted((ROOT / "benchmarks" / folder).glob("*.png")):
             with mkdocs_gen_files.open(f"figures/{folder}/{png.name}", "wb") as f:
                 f.write(png.read_bytes())

@@ -87,3 +87,26 @@ def test_the_photo_reader_job_reads_generated_photos(tmp_path, monkeypatch):
     assert keys | {"cnn-robust.test_acc", "cnn-robust.train_time_s"} == set(figures)
     assert all(0 <= figures[k] <= 1 and figures[k] * 4 == round(figures[k] * 4) for k in keys)  # of 4 photos
     assert set(report.jobs()["cnn-robust"].bars) == keys
+
+
+def test_the_explain_job_measures_every_method_against_the_issues_bars(tmp_path, monkeypatch):
+    """explain's job: each method's deletion/insertion fractions and randomisation Spearman on
+    a briefly trained cnn (the bars are issue 24's), here on 6 digits."""
+    pytest.importorskip("captum", reason="the explain extra (mnistlab[explain]) is not installed")
+    from mnistlab import report
+    from mnistlab.attribution import METHODS
+
+    real_train = report._train
+    monkeypatch.setattr(report, "_train", lambda model, seed, folder, sets=(): real_train(
+        model, seed, folder, ["epochs=1", "limit_batches=5", "printed=0"]))
+    monkeypatch.setattr(report, "EXPLAIN_DIGITS", 6)
+    figures = report._explain(0, tmp_path)
+    assert (tmp_path / "runs" / "cnn-seed0" / "summary.json").is_file()  # the cnn job's folder, shared
+    for m in METHODS:
+        for kind in ("deletion", "insertion"):
+            v = figures[f"explain.{m}.{kind}_beats_random"]
+            assert 0 <= v <= 1 and round(v * 6, 6) == round(v * 6)  # a fraction of 6 digits
+        assert -1 <= figures[f"explain.{m}.spearman"] <= 1
+    bars = report.jobs()["explain"].bars
+    assert bars["explain.gradcam.deletion_beats_random"] == Bar(">=", 0.75)
+    assert bars["explain.saliency.spearman"] == Bar("<=", 0.3) and "explain.ig.spearman" not in bars

@@ -107,6 +107,37 @@ def _cnn_robust(seed: int, work: Path) -> dict:
     return out
 
 
+# issue 24's faithfulness bars, on the first EXPLAIN_DIGITS held-out digits of each seed's cnn
+EXPLAIN_DIGITS = 200
+EXPLAIN_DELETION = {"saliency": 0.85, "smoothgrad": 0.85, "ig": 0.95, "occlusion": 0.95, "gradcam": 0.75}
+EXPLAIN_SPEARMAN = {"saliency": 0.3, "smoothgrad": 0.3, "occlusion": 0.3, "gradcam": 0.4}
+
+
+def _explain(seed: int, work: Path) -> dict:
+    from .attribution import METHODS
+    from .data import dataset_for
+    from .faithfulness import deletion, randomization
+    from .runs import load_run
+
+    folder = work / "runs" / f"cnn-seed{seed}"  # the cnn job's run, when it ran first
+    s = _train("cnn", seed, folder)
+    run = load_run(folder)
+    x = dataset_for(run.config.data, notice=lambda m: None).test.images[:EXPLAIN_DIGITS, None].float() / 255
+    out = {"explain.cnn.test_acc": s["test_acc"]}
+    for method in METHODS:
+        d = deletion(run.model, x, method)
+        r = randomization(run.model, x, method)
+        out[f"explain.{method}.deletion_beats_random"] = d.beats_random
+        out[f"explain.{method}.insertion_beats_random"] = d.insertion_beats_random
+        out[f"explain.{method}.spearman"] = r.median
+    return out
+
+
+def _explain_bars() -> dict[str, Bar]:
+    bars = {f"explain.{m}.deletion_beats_random": Bar(">=", v) for m, v in EXPLAIN_DELETION.items()}
+    return bars | {f"explain.{m}.spearman": Bar("<=", v) for m, v in EXPLAIN_SPEARMAN.items()}
+
+
 def _encoder_classifier(seed: int, work: Path) -> dict:
     enc = work / "runs" / f"ae-convbn-seed{seed}"
     _train("ae-convbn", seed, enc)
@@ -211,6 +242,9 @@ def jobs() -> dict[str, Job]:
         Job("unbiased", _unbiased, {"unbiased.default.loop_acc": Bar(">=", 0.95, "mean"),
                                     "unbiased.default.probe_minus_floor": Bar("<=", 0.03, "mean")},
             about="loop kept, parity shed, per λ; 'default' is the strongest λ"),
+        Job("explain", _explain, _explain_bars(),
+            about=f"attribution methods on each seed's cnn, first {EXPLAIN_DIGITS} held-out digits: deletion "
+                  "and insertion against random ink-first orders, Spearman after re-initialising the weights"),
     ]
     return {j.name: j for j in js}
 
@@ -322,7 +356,7 @@ def write_report(out: Path, chosen: list[Job], seeds: list[int]) -> dict:
                   "| figure | mean ± sd | min | max | seeds | bar | met |", "|---|---|---|---|---|---|---|"]
         for k in keys:
             f = figures[k]
-            lines.append(f"| {k} | {_num(k, f['mean'])} ± {_num(k, f['sd'])} | {_num(k, f['min'])} | "
+            lines.append(f"| {k} | {_num(k, f['mean'])} ± {_num(k, f['sd']).lstrip('+')} | {_num(k, f['min'])} | "
                          f"{_num(k, f['max'])} | {len(f['seeds'])} | {f['bar'] or '-'} | "
                          f"{'-' if f['met'] is None else 'yes' if f['met'] else 'NO'} |")
         lines.append("")
@@ -332,8 +366,10 @@ def write_report(out: Path, chosen: list[Job], seeds: list[int]) -> dict:
 
 
 def _num(key: str, v: float) -> str:
-    if key.endswith(("_acc", "_confidence")):
+    if key.endswith(("_acc", "_confidence", "_beats_random")):
         return f"{v:.2%}"
+    if key.endswith(".spearman"):
+        return f"{v:+.3f}"
     if key.endswith(("_mse", "_relative", "over_plain", "relative_error", "_floor")):
         return f"{v:.4f}"
     return f"{v:.4g}"
