@@ -54,6 +54,19 @@ def test_an_interrupted_training_goes_on_from_its_checkpoint(tmp_path, monkeypat
     assert len(rows) == 3 and (folder / "summary.json").is_file()
 
 
+def test_the_help_names_every_job(capsys, monkeypatch):
+    import fnmatch
+
+    from mnistlab import report
+
+    monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside a job's name
+    with pytest.raises(SystemExit):
+        main(["report", "--help"])
+    named = " ".join(capsys.readouterr().out.split()).split("only these jobs:")[1].split("--out")[0]
+    patterns = [p.strip() for p in named.split(",")]
+    assert all(any(fnmatch.fnmatchcase(job, p) for p in patterns) for job in report.jobs()), patterns
+
+
 def test_bars_hold_the_worst_seed_or_the_mean():
     assert Bar(">=", 0.9).met([0.95, 0.91]) and not Bar(">=", 0.9).met([0.95, 0.89])
     assert Bar("<=", 0.03, "mean").met([0.04, 0.01]) and not Bar("<=", 0.03).met([0.04, 0.01])

@@ -663,7 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="every headline figure over seeds (mean, sd, worst, bar), resumable")
     rp.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,1,2 (default 0-4)")
     rp.add_argument("--only", nargs="+", metavar="JOB",
-                    help="only these jobs: cnn, cnn-fast, ae-*, encoder-classifier, reencode, dream, unbiased")
+                    help="only these jobs: cnn, cnn-fast, cnn-robust, ae-*, encoder-classifier, reencode, dream, "
+                         "unbiased, explain")
     rp.add_argument("--out", default="report", help="folder for report.md, report.json, pictures (default report/)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     rp.set_defaults(func=cmd_report)
