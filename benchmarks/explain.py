@@ -20,9 +20,8 @@ import numpy as np
 from mnistlab.attribution import METHODS
 from mnistlab.data import dataset_for
 from mnistlab.faithfulness import deletion, randomization
-from mnistlab.runs import load_run
-
 from mnistlab.report import EXPLAIN_DELETION, EXPLAIN_SPEARMAN
+from mnistlab.runs import load_run
 
 TARGETS = {"deletion": EXPLAIN_DELETION, "randomization": EXPLAIN_SPEARMAN}
 
@@ -134,12 +133,13 @@ def _mark(value: float, method: str, kind: str) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| model | method | deletion beats random [95% interval] | insertion beats random | deletion area (random) | "
-             "Spearman, randomised | the same on abs(map) | seconds |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | method | deletion beats random [95% interval] | insertion beats random | "
+             "deletion area (random) | Spearman, randomised | the same on abs(map) | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        lo, hi = wilson(r["deletion_beats_random"], r["n"])
         lines.append(
-            f"| {r['model']} | {r['method']} | {r['deletion_beats_random']:.1%} "
-            f"[{wilson(r['deletion_beats_random'], r['n'])[0]:.1%}, {wilson(r['deletion_beats_random'], r['n'])[1]:.1%}]"
+            f"| {r['model']} | {r['method']} | {r['deletion_beats_random']:.1%} [{lo:.1%}, {hi:.1%}]"
             f"{_mark(r['deletion_beats_random'], r['method'], 'deletion')} | {r['insertion_beats_random']:.1%} | "
             f"{r['deletion_auc']:.3f} ({r['deletion_auc_random']:.3f}) | {r['median_spearman']:+.3f}"
             f"{_mark(r['median_spearman'], r['method'], 'randomization')} | {r['median_spearman_abs']:+.3f} | "

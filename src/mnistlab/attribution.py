@@ -118,8 +118,8 @@ def cell_centres(model, layer) -> tuple[tuple[float, float], tuple[float, float]
 _GEOMETRY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _gradcam_geometry(model):
-    """(feature layer, its cells' centres) for Grad-CAM, found once per model: both follow
+def _cam_geometry(model):
+    """(feature layer, its cells' centres) for Grad-CAM and HiResCAM, found once per model: both follow
     from the architecture, and the probe costs a forward and a backward pass per map row and
     column (about 30 ms for cnn), too much to repeat on every request of the web page."""
     if model not in _GEOMETRY:
@@ -160,12 +160,7 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
         with torch.no_grad():
             logits = model(x)
         t, k = _target_and_contrast(logits, target, contrast)
-
-        def explained(inp, tt, kk):
-            # tt, kk come as Captum's additional forward arguments, expanded as it expands the
-            # inputs (by steps for ig, by noisy copies for smoothgrad), so they stay aligned
-            return _explained(model(inp), tt, kk)
-
+        explained = _explainer(model)
         base = torch.full_like(x, float(baseline))
         args = (t, k)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
@@ -186,13 +181,20 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
                                                            additional_forward_args=args,
                                                            perturbations_per_eval=max(1, 256 // len(x)))
             else:
-                maps = _upsample(_cells(attr, model, x, method, explained, args), _gradcam_geometry(model)[1])
+                maps = _upsample(_cells(attr, model, x, method, explained, args), _cam_geometry(model)[1])
     return maps.detach().float().reshape(len(x), 28, 28).cpu()
+
+
+def _explainer(model):
+    """The function Captum attributes: each image's explained logit. The classes (target,
+    contrast) come as Captum's additional forward arguments, expanded as it expands the inputs
+    (by steps for ig, by noisy copies for smoothgrad), so they stay aligned."""
+    return lambda inp, tt, kk: _explained(model(inp), tt, kk)
 
 
 def _cells(attr, model, x, method, explained, args) -> torch.Tensor:
     """(N, 1, h, w) Grad-CAM or HiResCAM values of the last feature maps' cells."""
-    layer, _ = _gradcam_geometry(model)
+    layer, _ = _cam_geometry(model)
     if layer is None:
         raise ConfigError(f"{method} needs a convolution; {getattr(model, 'model_name', 'this model')} "
                           "has none (try saliency, smoothgrad, ig or occlusion)")
@@ -212,7 +214,7 @@ def cells(model, images: torch.Tensor, method: str = "hirescam", target=None, co
     with eval_mode(model):
         with torch.no_grad():
             t, k = _target_and_contrast(model(x), target, contrast)
-        c = _cells(attr, model, x, method, lambda inp, tt, kk: _explained(model(inp), tt, kk), (t, k))
+        c = _cells(attr, model, x, method, _explainer(model), (t, k))
     return c[:, 0].cpu()
 
 

@@ -48,7 +48,8 @@ def _extra():
 
 
 class _Images(torch.nn.Module):
-    """The model as the file holds it: named input and output, eval mode, float32."""
+    """The model with its forward's argument named ``images``: the exporter keys the dynamic
+    batch axis (and the file's input) by that name, and models call theirs ``x``."""
 
     def __init__(self, model):
         super().__init__()
@@ -128,7 +129,8 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, opset: int = OPSET, digi
         f.write(data)
     with torch.no_grad():
         one = tuple(model(x[:1]).shape[1:])
-    record = {"file": os.path.relpath(path, run.path) if _inside(path, run.path) else str(path),
+    inside = path.resolve().is_relative_to(run.path.resolve())
+    record = {"file": os.path.relpath(path, run.path) if inside else str(path),
               "format": fmt, "opset": opset, "input": {"name": "images", "shape": ["N", 1, 28, 28],
                                                        "dtype": "float32", "range": [0, 1]},
               "output": {"name": output_name(model), "shape": ["N", *one]},
@@ -144,11 +146,3 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, opset: int = OPSET, digi
         old = []
     write_json(log, [*(old if isinstance(old, list) else []), record])
     return {**record, "path": str(path)}
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False

@@ -276,10 +276,13 @@ def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
     """An ``on_epoch`` for fit that keeps the run's record: each epoch's row (numbered on from
     `offset`, with `tag`, e.g. the stage or round) appended to metrics.jsonl and run.metrics, and
     a checkpoint holding what resuming needs (fit's state and `resume_extra()`)."""
+    recorded = []  # the plan env.json was last checked against: re-read only when the steps change
+
     def on_epoch(row, state):
         row.update(epoch=row["epoch"] + offset, **(tag or {}))
-        if state.plan is not None:
+        if state.plan is not None and state.plan not in recorded:
             record_plan(run.path, state.plan)
+            recorded[:] = [state.plan]
         append_jsonl(run.path / "metrics.jsonl", row)
         run.metrics.append(row)
         if on_row is not None:

@@ -434,15 +434,13 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
         return out
 
     def convolution(req: Req) -> dict:
-        from ..infer import open_convolution
+        from ..infer import conv_layers, open_convolution
 
         img = image_of(req)
         s = state.get(req.query.get("run"), "classify")
         layer = _int_arg(req.query, "layer", 0, 0, 63)
         channel = _int_arg(req.query, "channel", None, 0, 1 << 16)
         y, x = _int_arg(req.query, "y", 0, 0, 1 << 16), _int_arg(req.query, "x", 0, 0, 1 << 16)
-        from ..infer import conv_layers
-
         layers = [name for name, _ in conv_layers(s.run.model)]
         with explaining(s) as model:
             out = open_convolution(model, img, layer, channel, y, x)

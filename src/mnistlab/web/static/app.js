@@ -51,11 +51,19 @@ async function post(path, body, run) {
   return data;
 }
 
+// Draw small ImageData over the whole canvas, pixels kept square (no smoothing).
+function blit(canvas, img) {
+  const tmp = document.createElement("canvas"); tmp.width = img.width; tmp.height = img.height;
+  tmp.getContext("2d").putImageData(img, 0, 0);
+  const g = canvas.getContext("2d");
+  g.imageSmoothingEnabled = false; g.clearRect(0, 0, canvas.width, canvas.height);
+  g.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+}
+
 function showSeen(pixels) {
-  const c = $("seen").getContext("2d"), img = c.createImageData(28, 28);
+  const img = new ImageData(28, 28);
   pixels.flat().forEach((v, i) => { img.data.set([v, v, v, 255], i * 4); });
-  const tmp = document.createElement("canvas"); tmp.width = tmp.height = 28; tmp.getContext("2d").putImageData(img, 0, 0);
-  c.imageSmoothingEnabled = false; c.drawImage(tmp, 0, 0, 140, 140);
+  blit($("seen"), img);
 }
 
 let shownProbs = null;
@@ -171,15 +179,14 @@ async function explainNow(stale = () => false) {
 let explainSeq = 0;
 
 function drawHeat(pixels, attribution, erased = new Set()) {
-  const c = $("heat").getContext("2d"), img = c.createImageData(28, 28);
+  const img = new ImageData(28, 28);
   const lim = Math.max(1e-12, ...attribution.flat().map(Math.abs));
   attribution.flat().forEach((a, i) => {
     const v = erased.has(i) ? 0 : pixels[Math.floor(i / 28)][i % 28], t = Math.min(1, Math.abs(a) / lim) * 0.75;
     const col = a >= 0 ? [230, 40, 30] : [40, 90, 230];
     img.data.set([v * (1 - t) + col[0] * t, v * (1 - t) + col[1] * t, v * (1 - t) + col[2] * t, 255], i * 4);
   });
-  const tmp = document.createElement("canvas"); tmp.width = tmp.height = 28; tmp.getContext("2d").putImageData(img, 0, 0);
-  c.imageSmoothingEnabled = false; c.drawImage(tmp, 0, 0, 280, 280);
+  blit($("heat"), img);
 }
 
 function drawCurve(del, upto) {
@@ -221,10 +228,9 @@ function signedColour(v, lim) {
 }
 
 function paintMap(canvas, map, lim, mark) {
-  const h = map.length, w = map[0].length, g = canvas.getContext("2d"), img = g.createImageData(w, h);
+  const h = map.length, w = map[0].length, g = canvas.getContext("2d"), img = new ImageData(w, h);
   map.flat().forEach((v, i) => img.data.set([...signedColour(v, lim), 255], i * 4));
-  const tmp = document.createElement("canvas"); tmp.width = w; tmp.height = h; tmp.getContext("2d").putImageData(img, 0, 0);
-  g.imageSmoothingEnabled = false; g.clearRect(0, 0, canvas.width, canvas.height); g.drawImage(tmp, 0, 0, canvas.width, canvas.height);
+  blit(canvas, img);
   if (mark) { g.strokeStyle = "#000"; g.lineWidth = 2; g.strokeRect(mark[1] * canvas.width / w, mark[0] * canvas.height / h, canvas.width / w, canvas.height / h); }
 }
 
