@@ -47,7 +47,7 @@ viz.curves_figure(run.metrics);
 # %%
 predictions = mnistlab.predict(run.model, ds.test.images).argmax(1)
 cm = viz.confusion_matrix(predictions, ds.test.labels, 10)
-viz.confusion_figure(cm, ds.classes, "cnn-fast on the held-out sample");
+viz.confusion_figure(cm, ds.classes, title="cnn-fast on the held-out sample");
 
 # %% [markdown]
 # ## One digit, and what the model thinks of it

@@ -72,6 +72,7 @@ def cmd_train(args) -> int:
 
     if distributed.launched():  # a rank: it ends with its launcher, even a killed one
         distributed.die_with_parent()
+        distributed.quiet_runtime()
     if args.nproc is not None:
         most, what = distributed.process_limit(args.device or "auto")
         if not 1 <= args.nproc <= most:
@@ -254,6 +255,13 @@ def _dataset_for_run(run, args):
     return dataset_for(run.config.data, notice=_notice)
 
 
+def _classes(run, ds=None) -> tuple[str, ...]:
+    """The names of the run's model's outputs (its own, or its dataset's)."""
+    from .data import dataset_classes
+
+    return run.model.classes(ds.classes if ds else dataset_classes(run.config.data.dataset))
+
+
 def _failed(item, e: Exception, as_json: bool) -> int:
     """One input of a batch failed: its error line (and JSON object); the batch goes on."""
     if as_json:
@@ -292,6 +300,8 @@ def _digit_input(run, args, item, ds):
 
 
 def cmd_predict(args) -> int:
+    import torch
+
     from .reading import LOW_CONFIDENCE
 
     run = _classifier_run(args.run)
@@ -304,7 +314,7 @@ def cmd_predict(args) -> int:
         except MnistlabError as e:
             failures += _failed(item, e, args.json)
             continue
-        classes = ds.classes if ds else tuple(str(c) for c in range(len(probs)))
+        classes = _classes(run, ds)
         top = int(probs.argmax())
         unsure = bool(probs[top] < LOW_CONFIDENCE)
         if args.json:
@@ -312,8 +322,11 @@ def cmd_predict(args) -> int:
                               "confidence": round(float(probs[top]), 6), "low_confidence": unsure,
                               "probabilities": [round(float(p), 6) for p in probs]}))
         else:
-            verdict = "(correct)" if str(label) == classes[top] else "(wrong)"
-            truth = "" if label is None else f", true {label} {verdict}"
+            truth = ""
+            if label is not None:  # the class the label stands for among the model's (loop-parity: a loop)
+                means = classes[int(run.model.target(torch.tensor([ds.classes.index(label)]))[0])]
+                verdict = "(correct)" if means == classes[top] else "(wrong)"
+                truth = f", true {label}{f' ({means})' if means != label else ''} {verdict}"
             note = f"; unsure: below {LOW_CONFIDENCE:.0%}, it may be no digit or a hard one" if unsure else ""
             print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){truth}{note}")
         pictures = []  # (figure, --save path, default name)
@@ -357,7 +370,7 @@ def cmd_explain(args) -> int:
         except MnistlabError as e:
             failures += _failed(item, e, args.json)
             continue
-        classes = ds.classes if ds else tuple(str(c) for c in range(len(probs)))
+        classes = _classes(run, ds)
         what = f"{args.method}: why {classes[target]}" + (f", not {classes[args.contrast]}"
                                                           if args.contrast is not None else "")
         if args.json:
@@ -451,14 +464,15 @@ def cmd_layers(args) -> int:
     from .viz import layers_figure, show_or_save
 
     run = _classifier_run(args.run)
+    ds = None
     if args.input is not None and is_image_path(args.input):
-        img, title, classes = load_image(args.input), args.input, None
+        img, title = load_image(args.input), args.input
     else:
         ds = _dataset_for_run(run, args)
         d = pick_digit(ds, args.train, None if args.input is None else int(args.input))
-        img, classes, title = d.image, ds.classes, f"{d.name} (label {d.label or 'unknown'})"
+        img, title = d.image, f"{d.name} (label {d.label or 'unknown'})"
     acts = activations(run.model, img)
-    classes = classes or tuple(str(c) for c in range(acts[-1][1].shape[-1]))
+    classes = _classes(run, ds)
     print(f"{title}: predicted {classes[int(acts[-1][1].argmax())]}")
     saved = show_or_save(layers_figure(acts, classes, f"{run.config.model_name}: {title}"), args.save, "layers.png")
     if saved:
@@ -797,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import distributed
 
         if distributed.peer_lost(e):  # another rank went away; its own error (or the launcher) says why
-            return 1
+            distributed.leave_job()
         raise
     finally:
         if (dist := sys.modules.get(f"{__package__}.distributed")) is not None:  # a command that used torch

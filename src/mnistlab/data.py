@@ -134,6 +134,13 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+def dataset_classes(name: str | None) -> tuple[str, ...]:
+    """A catalogued dataset's class names, without reading it; the digits for any other (the
+    user's own files)."""
+    info = DATASETS.get(name or "")
+    return info.classes if info else DIGITS
+
+
 @dataclass
 class Split:
     """One split held whole: images (N, 28, 28) uint8 and labels (N,) int64."""

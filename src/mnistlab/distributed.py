@@ -211,11 +211,21 @@ def die_with_parent(parent: int | None = None, poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="mnistlab-die-with-parent", daemon=True).start()
 
 
+# A rank that saw another rank go (an error in a collective) exits with this code at once,
+# without tearing anything down: the peer is gone, and gloo's threads, destroyed at a normal
+# exit while a transfer hangs, can abort the process ("terminate called without an active
+# exception"), which would make the survivor look like the rank that failed.
+PEER_LOST = 75
+RANK_LOGS_ENV = "MNISTLAB_RANK_LOGS"
+
+
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m mnistlab ARGV`` in `nproc` processes on this machine through torch's
     elastic launcher (what torchrun --standalone does). Returns the exit code; a failure is
-    reported on one line, naming the rank and its error."""
+    reported on one line, naming the rank that failed first by its own error or signal."""
     import logging
+    import shutil
+    import tempfile
 
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -225,13 +235,15 @@ def launch(nproc: int, argv: list[str]) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     os.environ["MNISTLAB_LAUNCHED"] = "1"  # ranks leave the error line to us
     os.environ["MNISTLAB_PARENT"] = str(os.getpid())  # and end with this process (die_with_parent)
+    logs = tempfile.mkdtemp(prefix="mnistlab-ranks-")
+    os.environ[RANK_LOGS_ENV] = logs  # where each rank's C++ runtime writes (quiet_runtime)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5,
                           start_method="spawn")
     try:
         elastic_launch(config, sys.executable)("-m", "mnistlab", *argv)
     except ChildFailedError as e:
-        rank, failure = min(e.failures.items(), key=lambda kv: (_cause_rank(kv[1]), kv[1].timestamp, kv[0]))
+        rank, failure = first_failure(e.failures)
         msg = failure.message if isinstance(failure.message, str) else json.dumps(failure.message)
         if not msg or msg.startswith("To enable traceback"):
             msg = f"exit code {failure.exitcode}"
@@ -239,17 +251,58 @@ def launch(nproc: int, argv: list[str]) -> int:
                 if "train" in argv[:1] and _cause_rank(failure) > 0 else "")
         print(f"mnistlab: error: rank {rank} of {nproc} failed: {msg}{hint}", file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+        os.environ.pop(RANK_LOGS_ENV, None)
     return 0
 
 
+def first_failure(failures: dict) -> tuple[int, object]:
+    """(rank, failure) of the rank that failed of its own accord, whatever order the launcher
+    saw the exits in: its own error first, then a signal from outside or a crash, then an exit
+    code; only after these the ranks that ended because another had (SIGABRT from the runtime
+    tearing down, the launcher's SIGTERM, a rank that saw its peer go). Ties by time, then rank."""
+    return min(failures.items(), key=lambda kv: (_cause_rank(kv[1]), kv[1].timestamp, kv[0]))
+
+
 def _cause_rank(failure) -> int:
-    """Which failure is the cause: a rank's own error, a signal from outside, an exit code,
-    and last the SIGTERM the launcher sends the others once one has failed."""
+    """How likely a failure is the cause, 0 the most."""
     if os.path.isfile(str(failure.error_file)):  # written by report_failure
         return 0
-    if failure.exitcode < 0:
-        return 3 if -failure.exitcode == 15 else 1
-    return 2
+    code = failure.exitcode
+    if code < 0:
+        return {6: 3, 15: 4}.get(-code, 1)  # SIGABRT: a runtime aborting; SIGTERM: the launcher
+    return 5 if code == PEER_LOST else 2
+
+
+def quiet_runtime() -> None:
+    """In a rank started by `launch`: what the C++ runtime writes straight to the process's
+    stderr (gloo's "terminate called without an active exception" as a survivor's threads are
+    torn down, library chatter) goes to a log file the launcher removes; Python's own output
+    (the progress bar, notices, tracebacks) still reaches the terminal through ``sys.stderr``."""
+    logs = os.environ.get(RANK_LOGS_ENV)
+    if not (logs and os.environ.get("MNISTLAB_LAUNCHED") and os.path.isdir(logs)):
+        return
+    try:
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        log = os.open(os.path.join(logs, f"rank-{os.environ.get('RANK', '0')}.log"),
+                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
+
+
+def leave_job(code: int = PEER_LOST) -> None:
+    """End this rank now, its output flushed and nothing torn down (see PEER_LOST)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def report_failure(message: str) -> bool:

@@ -383,6 +383,10 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     if get_spec(cfg.model_name).task == "classify" and not (is_labelled(ds.train) and is_labelled(ds.test)):
         raise DataError(f"{cfg.model_name} is a classifier and needs labels: give --train-labels and "
                         "--test-labels (or CSV/NPZ files that hold them)")
+    n_classes = getattr(cfg.model, "num_classes", None)
+    if n_classes is not None and len(ds.train) and (top := int(ds.train.labels.max())) >= n_classes:
+        raise DataError(f"{ds.name} has labels up to {top}, but {cfg.model_name} scores {n_classes} classes: "
+                        f"set model.num_classes={top + 1}")
     if ctx.main and tc.track:  # an unreachable tracker fails here, before any run folder is made
         from .track import check_services
 

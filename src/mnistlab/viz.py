@@ -165,36 +165,47 @@ def curves_figure(history: list[dict]):
     return fig
 
 
-def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, k: int) -> np.ndarray:
-    return torch.bincount(true * k + pred, minlength=k * k).reshape(k, k).numpy()
+def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, rows: int, cols: int | None = None) -> np.ndarray:
+    """Counts (rows: true class, columns: predicted class). Rectangular when the model scores
+    classes the labels never name (dream's "optimised image": 10 rows, 11 columns)."""
+    cols = rows if cols is None else cols
+    return torch.bincount(true.long() * cols + pred.long().cpu(), minlength=rows * cols).reshape(rows, cols).numpy()
 
 
-def write_confusion(run, ds, predictions: torch.Tensor) -> tuple[np.ndarray, tuple]:
+def run_confusion(run, ds, predictions: torch.Tensor) -> tuple[np.ndarray, tuple, tuple]:
+    """A classifier run's test confusion matrix, sized by the model's classes (columns) and the
+    classes its targets name (rows); with the row and column names."""
+    model = run.model
+    cols, rows = model.classes(ds.classes), model.true_classes(ds.classes)
+    return confusion_matrix(predictions, model.target(ds.test.labels.cpu()), len(rows), len(cols)), rows, cols
+
+
+def write_confusion(run, ds, predictions: torch.Tensor) -> np.ndarray:
     """A classifier run's test confusion matrix (rows: true class) as confusion.csv; returns it."""
-    classes = run.model.class_names or ds.classes
-    cm = confusion_matrix(predictions, run.model.target(ds.test.labels.cpu()), len(classes))
+    cm, rows, cols = run_confusion(run, ds, predictions)
     with atomic_open(run.path / "confusion.csv", "w") as f:
-        f.write("true\\pred," + ",".join(map(str, classes)) + "\n")
-        for c, row in zip(classes, cm):
+        f.write("true\\pred," + ",".join(cols) + "\n")
+        for c, row in zip(rows, cm):
             f.write(f"{c}," + ",".join(map(str, row)) + "\n")
-    return cm, classes
+    return cm
 
 
-def confusion_figure(cm: np.ndarray, classes, title: str = ""):
+def confusion_figure(cm: np.ndarray, rows, cols=None, title: str = ""):
+    """The confusion matrix with its counts; `cols` (the predicted classes) default to `rows`."""
     plt = _plt()
-    k = len(cm)
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    cols = rows if cols is None else cols
+    fig, ax = plt.subplots(figsize=(5.5 * max(1.0, len(cols) / max(len(rows), 1)) ** 0.5, 5))
     ax.imshow(cm, cmap="Blues")
     thresh = cm.max() / 2
     for (r, c), v in np.ndenumerate(cm):
         ax.text(c, r, str(v), ha="center", va="center", fontsize=7,
                 color="white" if v > thresh else "black")
-    names = [str(c)[:7] for c in classes]
-    ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, fontsize=8)
-    ax.set_yticks(range(k), names, fontsize=8)
+    xnames, ynames = [str(c)[:7] for c in cols], [str(c)[:7] for c in rows]
+    ax.set_xticks(range(len(xnames)), xnames, rotation=45 if max(map(len, xnames)) > 2 else 0, fontsize=8)
+    ax.set_yticks(range(len(ynames)), ynames, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title or f"confusion matrix ({cm.trace() / cm.sum():.2%} correct)")
+    ax.set_title(title or f"confusion matrix ({np.trace(cm) / max(cm.sum(), 1):.2%} correct)")
     fig.tight_layout()
     return fig
 
@@ -265,9 +276,8 @@ def _classify_figures(run, ds, phase: str, predictions: torch.Tensor | None = No
         from .infer import predict
 
         predictions = predict(run.model, ds.test.images, run.config.train.eval_batch_size).argmax(1)
-    classes = run.model.class_names or ds.classes
-    cm = confusion_matrix(predictions, run.model.target(ds.test.labels.cpu()), len(classes))
-    save_figure(confusion_figure(cm, classes, f"{ds.name} test: {cm.trace() / cm.sum():.2%} correct"),
+    cm, rows, cols = run_confusion(run, ds, predictions)
+    save_figure(confusion_figure(cm, rows, cols, f"{ds.name} test: {np.trace(cm) / max(cm.sum(), 1):.2%} correct"),
                 fig / "confusion.png")
 
 

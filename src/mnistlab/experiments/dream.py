@@ -192,6 +192,7 @@ def _train_rounds(ctx) -> tuple[torch.Tensor, list[dict]]:
     gen = torch.Generator().manual_seed(cfg.seed)
     run = ctx.start("model", ctx.run_config("cnn", cfg.epochs, num_classes=11))
     model, tc = run.model, run.config.train
+    model.class_names = (*ds.classes, "optimised image")  # this process's figures; a reload says "class 10"
     keep = {"progress": ctx.progress, "device": dev}
     # Each round trains on different data (the images found so far): not resumable mid-way.
     mark = {"resume_extra": lambda: {"part_of": "dream"}}
@@ -213,7 +214,7 @@ def _train_rounds(ctx) -> tuple[torch.Tensor, list[dict]]:
             on_epoch=record_epochs(run, offset=len(run.metrics), tag={"round": r}, **mark), **keep)
         acc = evaluate(model, ds.test)["acc"]
         history.append({"round": r, "model_p_optimised_class_before": p_fake, "model_test_acc_real": acc})
-    finish_run(run, ds, dev, train_time=time.perf_counter() - t0, n_train=len(ds.train), figures=False)
+    finish_run(run, ds, dev, train_time=time.perf_counter() - t0, n_train=len(ds.train))
     return torch.stack(rounds), history
 
 

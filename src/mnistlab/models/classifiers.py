@@ -24,6 +24,25 @@ class Classifier(Model):
     task = "classify"
     class_names: tuple[str, ...] | None = None  # None: the dataset's classes
 
+    @property
+    def num_outputs(self) -> int:
+        """How many classes the model scores."""
+        return len(self.class_names) if self.class_names else int(getattr(self.config, "num_classes", 10))
+
+    def classes(self, dataset_classes=()) -> tuple[str, ...]:
+        """The name of each of the model's outputs: its own class names, else the dataset's for
+        as many outputs as it has, and "class K" for outputs the dataset has no name for (the
+        dream experiment's 11th class, "optimised image", on a 10-class dataset)."""
+        if self.class_names:
+            return tuple(self.class_names)
+        names = tuple(str(c) for c in dataset_classes)[:self.num_outputs]
+        return names + tuple(f"class {k}" for k in range(len(names), self.num_outputs))
+
+    def true_classes(self, dataset_classes=()) -> tuple[str, ...]:
+        """The names of the classes `target` maps a dataset's labels to: the model's own when it
+        reads something else off a digit (loop-parity), else the dataset's."""
+        return self.classes() if type(self).target is not Classifier.target else tuple(map(str, dataset_classes))
+
     def target(self, labels: torch.Tensor) -> torch.Tensor:
         """The class each dataset label stands for in this model's outputs (the label itself,
         unless the model reads something else off the digit, as loop-parity does)."""

@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import dataset_for
+from ..data import dataset_classes, dataset_for
 from ..errors import MnistlabError
 from ..images import boxes_image, load_grey, preprocess, stage_images
 from ..infer import activations as layer_outputs
@@ -334,7 +334,9 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
                         "dataset": s.run.config.data.dataset,
                         "summary": {k: v for k, v in s.run.summary.items() if isinstance(v, (int, float, str))},
                         "figures": figs,
-                        "code_shape": list(s.run.model.code_shape) if s.task == "reconstruct" else None})
+                        "code_shape": list(s.run.model.code_shape) if s.task == "reconstruct" else None,
+                        "classes": (list(s.run.model.classes(dataset_classes(s.run.config.data.dataset)))
+                                    if s.task == "classify" else None)})
         return {"runs": out}
 
     def predict(req: Req) -> dict:

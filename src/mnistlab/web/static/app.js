@@ -1,6 +1,7 @@
 // mnistlab web page: draw, then ask the local API what the networks make of it.
 "use strict";
 const $ = (id) => document.getElementById(id);
+const escapeHtml = (t) => String(t).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 const pad = $("pad"), ctx = pad.getContext("2d");
 let drawing = false, last = null, timer = null, dirty = false, runs = [];
 // The one 28x28 digit every card shows, as the classifier saw it (for a written number: the
@@ -67,12 +68,18 @@ function showSeen(pixels) {
 }
 
 let shownProbs = null;
+// a class's name as the served classifier calls it (a digit, a garment, "loop")
+function className(d) {
+  const run = runs.find((r) => r.name === $("clf-run").value);
+  return (run && run.classes && run.classes[d]) ?? String(d);
+}
+
 function showBars(probs) {
   shownProbs = probs;
   const top = probs.indexOf(Math.max(...probs));
   const chosen = target === null ? top : target;
   $("bars").innerHTML = probs.map((p, d) =>
-    `<span data-class="${d}" class="${d === chosen ? "chosen" : ""}">${d}</span><div data-class="${d}" class="bar${d === top ? " top" : ""}" style="width:${(p * 100).toFixed(1)}%"></div><span data-class="${d}">${(p * 100).toFixed(1)}%</span>`).join("");
+    `<span data-class="${d}" class="${d === chosen ? "chosen" : ""}">${escapeHtml(className(d))}</span><div data-class="${d}" class="bar${d === top ? " top" : ""}" style="width:${(p * 100).toFixed(1)}%"></div><span data-class="${d}">${(p * 100).toFixed(1)}%</span>`).join("");
 }
 $("bars").addEventListener("click", (e) => {
   const d = e.target.dataset.class; if (d === undefined || !current) return;
@@ -96,7 +103,7 @@ async function update(blob, uploaded = false, repick = false) {
       const p = await post(uploaded ? `/api/predict?pick=${pick}` + (repick ? "" : "&steps=1") : "/api/predict", blob, clf);
       if (stale()) return;
       current = p.input; target = null;
-      $("digit").textContent = p.digit; $("digit").dataset.digit = p.digit;
+      $("digit").textContent = className(p.digit); $("digit").dataset.digit = p.digit;
       $("digit").classList.toggle("unsure", p.low_confidence);
       $("digit").title = p.low_confidence ? "unsure: the top probability is below 90%" : "";
       showPicks(p); showBars(p.probabilities); showSeen(p.input);
