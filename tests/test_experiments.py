@@ -136,7 +136,8 @@ def test_dream_finishes_when_its_model_calls_real_digits_optimised(tmp_path, sam
     monkeypatch.setattr(dream, "fit", fit_then_prefer_optimised)
     cfg = build_experiment_config("dream", sets=["rounds=1", "steps=2", "epochs=1", "judge_epochs=1",
                                                  "epochs_per_round=1", "per_digit=1"])
-    small = dataclasses.replace(sample, train=sample.train.subset(slice(0, 512)), test=sample.test.subset(slice(0, 300)))
+    small = dataclasses.replace(sample, train=sample.train.subset(slice(0, 512)),
+                                test=sample.test.subset(slice(0, 300)))
     path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=small, progress=False)
     lines = (path / "model" / "confusion.csv").read_text().splitlines()
     header, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
