@@ -75,6 +75,30 @@ def test_torchrun_itself_runs_the_same_training(tmp_path):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
 
 
+def _ranks_of(parent: int) -> dict[int, int]:
+    """rank -> pid of the processes under `parent` that torch's launcher started."""
+    def ancestors(pid):
+        while pid > 1:
+            try:
+                pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                return
+            yield pid
+
+    found = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            env = dict(kv.split("=", 1) for kv in (d / "environ").read_bytes().decode(errors="replace").split("\0")
+                       if "=" in kv)
+        except OSError:
+            continue
+        if env.get("MNISTLAB_LAUNCHED") == "1" and "RANK" in env and parent in ancestors(int(d.name)):
+            found[int(env["RANK"])] = int(d.name)
+    return found
+
+
 # Started in every rank of the job below: once the run's first checkpoint is written, rank 1 is
 # killed from outside, and rank 0, as a survivor torn down by gloo would, prints the C++
 # runtime's line and aborts, both within a few milliseconds (the launcher sees them in one pass).
