@@ -108,6 +108,29 @@ def test_bench_quick_smoke(tmp_path, capsys):
     assert whole["ratio"] == pytest.approx(whole["rows"][2]["wall_s"] / whole["rows"][0]["wall_s"])
     md = (tmp_path / "bench.md").read_text()
     assert "## 1. Pipeline" in md and "## 7. Whole process" in md and "python -m mnistlab.tutorial" in md
+    machine = res["machine"]  # every figure says where it was measured
+    assert machine["cpu"] and machine["isa"] == torch.backends.cpu.get_cpu_capability() and machine["cores"] >= 1
+    assert f"Measured on {machine['cpu']}, {machine['isa']} kernels" in md
+
+
+def test_a_bench_that_fails_midway_keeps_the_sections_before(tmp_path, monkeypatch):
+    from mnistlab import bench
+
+    monkeypatch.setattr(bench, "pipeline_ratio", lambda *a, **k: {"images": 1, "mnistlab_img_s": 2.0,
+                                                                    "tutorial_img_s": 1.0, "ratio": 2.0})
+    monkeypatch.setattr(bench, "time_to_accuracy", lambda name, *a, **k: {
+        "model": name, "target": 0.97, "seeds": 1, "reached": 1, "mean_s": 1.0, "sd_s": 0.0})
+
+    def broken(*a, **k):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(bench, "ae_throughput", broken)
+    with pytest.raises(RuntimeError):
+        bench.run_bench(quick=True, device="cpu", out=tmp_path)
+    res = json.loads((tmp_path / "bench.json").read_text())
+    assert res["pipeline"]["ratio"] == 2.0 and len(res["time_to_accuracy"]) == 2 and "ae_throughput" not in res
+    md = (tmp_path / "bench.md").read_text()
+    assert "## 2. Time to accuracy" in md and "## 3-4" not in md
 
 
 def test_conventional_script_trains_and_reports(capsys):

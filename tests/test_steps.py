@@ -3,6 +3,7 @@ plan each model gets, the static step's hyper-parameter tensors, and that runs a
 go the same either way. The CUDA-graph replay itself is checked in test_gpu.py."""
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -18,30 +19,39 @@ def _cfg(model="cnn-fast", **sets):
     return build_config(model, sets=[f"{k}={v}" for k, v in {"epochs": 1, **sets}.items()])
 
 
+@pytest.mark.parametrize("verified", [False, True])
 @pytest.mark.parametrize("model,device,graph,step,amp", [
     ("cnn", "cpu", "auto", "eager", "fp32"),
     ("cnn", "cpu", "on", "static", "fp32"),
     ("cnn", "cuda", "auto", "captured", "bf16"),  # bf16 measured faster inside a graph for cnn
     ("cnn-fast", "cuda", "auto", "captured", "fp32"),  # ... and slower for cnn-fast
+    ("cnn", "cuda", "on", "captured", "bf16"),
     ("cnn", "cuda", "off", "eager", "fp32"),  # eagerly fp32 won for every model
     ("loop-parity", "cuda", "auto", "eager", "fp32"),  # coupled optimisers: eager, said so
     ("ae-reencode", "cpu", "on", "eager", "fp32"),
 ])
-def test_each_model_gets_a_plan(model, device, graph, step, amp):
+def test_each_model_gets_a_plan(monkeypatch, model, device, graph, step, amp, verified):
+    """Until the captured step has passed on a GPU (CAPTURE_VERIFIED), graph=auto runs eagerly
+    on CUDA, in fp32, and graph=on captures saying it is unverified."""
+    monkeypatch.setattr(steps, "CAPTURE_VERIFIED", verified)
+    if not verified and (device, graph, step) == ("cuda", "auto", "captured"):
+        step, amp = "eager", "fp32"
     cfg = _cfg(model, graph=graph)
     how = steps.plan(create_model(model, cfg.model), cfg.train, torch.device(device))
     assert (how.graph, how.amp) == (step, amp)
-    asked_and_refused = graph == "on" or (device == "cuda" and graph == "auto" and step == "eager")
-    assert bool(how.why) == asked_and_refused, how
-    if model in ("loop-parity", "ae-reencode"):
+    asked = graph == "on" or (graph == "auto" and device == "cuda" and verified)
+    assert bool(how.why) == (asked and (step != "captured" or not verified)), how
+    if model in ("loop-parity", "ae-reencode") and asked:
         assert "coupled optimisers" in how.why
+    assert (how.why == steps.UNVERIFIED) == (step == "captured" and not verified)
 
 
 @pytest.mark.parametrize("sets,reason", [({"optimizer": "sgd"}, "sgd has no capturable form"),
                                          ({"compile": "true"}, "train.compile is on"),
                                          ({"channels_last": "off"}, "channels_last is off"),
                                          ({"amp": "bf16"}, None)])
-def test_what_keeps_a_step_from_being_captured_is_named(sets, reason):
+def test_what_keeps_a_step_from_being_captured_is_named(sets, reason, monkeypatch):
+    monkeypatch.setattr(steps, "CAPTURE_VERIFIED", True)
     cfg = _cfg("cnn", graph="on", **sets)
     how = steps.plan(create_model("cnn", cfg.model), cfg.train, torch.device("cuda"))
     assert how.graph == ("eager" if reason else "captured") and (reason or "") in how.why
@@ -146,3 +156,113 @@ def test_graph_is_a_checked_config_key():
 
     with pytest.raises(ConfigError, match="train.graph"):
         build_config("cnn", sets=["graph=maybe"])
+
+
+def test_a_model_with_state_of_its_own_between_epochs_is_not_captured(monkeypatch):
+    """A replayed graph never sees Python attributes start_epoch sets: such a model runs eagerly."""
+    monkeypatch.setattr(steps, "CAPTURE_VERIFIED", True)
+    model = create_model("cnn")
+    model.start_epoch = lambda epoch: None  # not enough: the type's own method is what counts
+    assert steps.plan(model, _cfg("cnn").train, torch.device("cuda")).graph == "captured"
+
+    class Warming(type(model)):
+        def start_epoch(self, epoch):
+            self.warm = epoch < 3
+
+    how = steps.plan(Warming(model.config), _cfg("cnn").train, torch.device("cuda"))
+    assert how.graph == "eager" and "state of its own" in how.why
+
+
+class _HostReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Every read of a tensor's value by the host (``.item()``, a 0-dim tensor passed where an op
+    takes a Python number): on CUDA each is a device sync, which a graph capture refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.ops.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name,optimizer", [("cnn", "adam"), ("cnn-fast", "adam"), ("cnn-robust", "adamw")])
+def test_the_step_a_graph_captures_never_reads_a_value_back_to_the_host(toy, monkeypatch, name, optimizer):
+    """The whole captured function (gather, augmentation, dropout, forward, loss, backward, the
+    capturable optimiser with its tensor learning rate and beta1, the metric sums), run on the
+    CPU with the optimisers set up exactly as on CUDA: no host read at all. Tensor betas on the
+    foreach path made three a step, so every capture on a GPU would have failed."""
+    _capturable_on_the_cpu(monkeypatch)
+    real_prepare, real_call = steps.prepare_optimizers, steps.Step.__call__
+
+    def as_on_cuda(optimizers, plan, device):
+        real_prepare(optimizers, plan, device)
+        for opt in optimizers.values():
+            steps.make_capturable(opt)
+
+    reads, calls = _HostReads(), []
+
+    def watched(self, idx):
+        calls.append(len(idx))
+        with reads:
+            real_call(self, idx)
+
+    monkeypatch.setattr(steps, "prepare_optimizers", as_on_cuda)
+    monkeypatch.setattr(steps.Step, "__call__", watched)
+    cfg = _cfg(name, graph="on", optimizer=optimizer, epochs=2, batch_size=24, limit_batches=5)
+    torch.manual_seed(0)
+    model = create_model(name, cfg.model)
+    hist = train.fit(model, toy.train, {}, cfg.train, progress=False)
+    assert len(calls) == 10 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in hist)
+    assert reads.ops == [], f"{len(reads.ops)} host reads in {len(calls)} steps"
+
+
+def _capturable_on_the_cpu(monkeypatch):
+    """Let Adam run its capturable update on CPU tensors (it checks the device, nothing more)."""
+    adam = importlib.import_module("torch.optim.adam")
+    monkeypatch.setattr(adam, "_get_capturable_supported_devices", lambda *a, **k: ["cpu", "cuda"])
+
+
+def test_after_a_failed_capture_the_optimiser_is_the_plain_one_again(monkeypatch):
+    """make_plain: what graph=off would run (float lr and betas, not capturable, foreach as torch
+    chooses, step counts on the host), so the eager steps after a fallback pay no device syncs."""
+    _capturable_on_the_cpu(monkeypatch)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    steps.prepare_optimizers({"main": opt}, steps.Plan("static", "fp32"), "cpu")
+    steps.make_capturable(opt)
+    model(torch.ones(4, 3)).sum().backward()
+    opt.step()
+    g = opt.param_groups[0]
+    assert isinstance(g["lr"], torch.Tensor) and isinstance(g["betas"][0], torch.Tensor)
+    assert isinstance(g["betas"][1], float) and g["capturable"] and g["foreach"] is False
+    steps.make_plain(opt)
+    assert isinstance(g["lr"], float) and all(isinstance(b, float) for b in g["betas"]) and "_beta1" not in g
+    assert not g["capturable"] and g["foreach"] is None and not opt.defaults["capturable"]
+    assert all(st["step"].device.type == "cpu" for st in opt.state.values())
+    opt.step()  # the plain update takes the host-side step counts
+    assert g["lr"] == pytest.approx(0.01, rel=1e-6)  # the float32 tensor, read back once
+
+
+def test_the_cosine_schedule_is_closed_form_in_python_floats():
+    """The values of torch's CosineAnnealingLR on a float lr, at every step, with the lr a tensor
+    as the static and captured steps hold it (float32: 1e-6 relative), never drifting as the
+    recursive form computed on the tensor would; an older CosineAnnealingLR state resumes."""
+    w = [torch.nn.Parameter(torch.zeros(2))]
+    ref_opt, ours_opt = torch.optim.Adam(w, lr=0.01), torch.optim.Adam(w, lr=0.01)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=500)
+    ours = steps.CosineSchedule(ours_opt, 500)
+    steps.tensor_hypers(ours_opt, "cpu")
+    expected, got = [], []
+    for _ in range(500):
+        ref_opt.step()
+        ours_opt.step()
+        ref.step()
+        ours.step()
+        expected.append(ref_opt.param_groups[0]["lr"])
+        got.append(float(ours_opt.param_groups[0]["lr"]))
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-12) and got[-1] == 0.0
+    again = steps.CosineSchedule(torch.optim.Adam(w, lr=0.01), 500)
+    again.load_state_dict(ref.state_dict())
+    assert again.last_epoch == 500

@@ -293,9 +293,8 @@ STEP_MODELS = ("cnn", "cnn-fast", "convnet-fast", "cnn-robust")
 
 
 def step_modes(ds, device, models=STEP_MODELS, limit_batches: int = 0) -> list[dict]:
-    """Per model: the second epoch's training seconds with ``graph=off`` and ``graph=on`` (CUDA)."""
-    from . import steps
-
+    """Per model: the second epoch's training seconds with ``graph=off`` and ``graph=on`` (CUDA),
+    each with the step kind and precision that ran (a capture that fell back says eager)."""
     rows = []
     for name in models:
         row = {"model": name, "images": len(ds.train)}
@@ -303,10 +302,11 @@ def step_modes(ds, device, models=STEP_MODELS, limit_batches: int = 0) -> list[d
             cfg = build_config(name, sets=["epochs=2", f"graph={graph}", f"limit_batches={limit_batches}"])
             runtime.seed_everything(0)
             model = create_model(name, cfg.model)
-            how = steps.plan(model, cfg.train, device)
-            hist = fit(model, ds.train, {}, cfg.train, device=device, progress=False)
+            ran = []
+            hist = fit(model, ds.train, {}, cfg.train, device=device, progress=False,
+                       on_epoch=lambda r, state, ran=ran: ran.append(state.plan))
             row[f"{graph}_s"] = hist[-1]["train_time_s"]
-            row[f"{graph}_step"], row[f"{graph}_amp"] = how.graph, how.amp
+            row[f"{graph}_step"], row[f"{graph}_amp"] = ran[-1].graph, ran[-1].amp
         row["speedup"] = row["off_s"] / row["on_s"] if row["on_s"] else None
         rows.append(row)
     return rows
@@ -322,48 +322,54 @@ def _outcome(r: dict, acc) -> dict:
 
 def run_bench(quick: bool = False, device: str = "auto", seeds: int = 3, out: Path | None = None,
               log=lambda m: None) -> dict:
+    """Every section in turn; with `out`, bench.json and bench.md are rewritten after each one, so
+    a section that fails keeps what came before it."""
     dev = runtime.resolve_device(device)
     runtime.seed_everything(0)
     sample = load_dataset("mnist-sample")
     available = [n for n in ("mnist-sample", "fashion-mnist", "mnist") if _available(n)]
-    res: dict = {"machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                             "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(dev),
-                             "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
-                             "torch": torch.__version__, "quick": quick}}
-    log("1/7 pipeline ratio")
-    res["pipeline"] = {"dataset": "mnist-sample", "model": "cnn", "batch_size": 128,
-                       **pipeline_ratio(sample, dev, epochs=1, batch_size=128, limit_batches=10 if quick else 0,
-                                       repeats=1 if quick else 3)}
-    log("2/7 time to accuracy")
-    tta = []
-    for name in (["mnist-sample"] if quick else available):
-        ds = sample if name == "mnist-sample" else load_dataset(name)
-        for model in ("cnn-fast", "cnn"):
-            row = time_to_accuracy(model, ds, dev, TARGETS[name], range(1 if quick else seeds),
-                                   max_epochs=2 if quick else 12)
-            tta.append({"dataset": name, **row})
-    res["time_to_accuracy"] = tta
-    log("3/7 autoencoder throughput")
-    res["ae_throughput"] = {"dataset": "mnist-sample", "model": "ae-convtranspose",
-                            **ae_throughput(sample, dev, limit_batches=20 if quick else 0)}
-    log("4/7 inference")
-    res["inference"] = {"dataset": "mnist-sample", "model": "cnn", **inference(sample, dev, 50 if quick else 200)}
-    log("5/7 data loading")
-    res["data"] = data_loading(["mnist-sample"] if quick else [n for n in DATASETS if _available(n)])
-    log("6/7 memory")
+    res: dict = {"machine": {"platform": platform.platform(), **runtime.hardware(dev),
+                             "threads": torch.get_num_threads(), "device": str(dev), "torch": torch.__version__,
+                             "quick": quick}}
     mem_ds = "fashion-mnist" if "fashion-mnist" in available and not quick else "mnist-sample"
-    res["memory"] = peak_memory(mem_ds, 1, limit_batches=5 if quick else 0)
-    log("7/7 whole processes")
-    res["whole_process"] = whole_process(mem_ds, quick)
+
+    def tta():
+        rows = []
+        for name in (["mnist-sample"] if quick else available):
+            ds = sample if name == "mnist-sample" else load_dataset(name)
+            for model in ("cnn-fast", "cnn"):
+                row = time_to_accuracy(model, ds, dev, TARGETS[name], range(1 if quick else seeds),
+                                       max_epochs=2 if quick else 12)
+                rows.append({"dataset": name, **row})
+        return rows
+
+    sections = [
+        ("pipeline", "pipeline ratio", lambda: {
+            "dataset": "mnist-sample", "model": "cnn", "batch_size": 128,
+            **pipeline_ratio(sample, dev, epochs=1, batch_size=128, limit_batches=10 if quick else 0,
+                             repeats=1 if quick else 3)}),
+        ("time_to_accuracy", "time to accuracy", tta),
+        ("ae_throughput", "autoencoder throughput", lambda: {
+            "dataset": "mnist-sample", "model": "ae-convtranspose",
+            **ae_throughput(sample, dev, limit_batches=20 if quick else 0)}),
+        ("inference", "inference", lambda: {"dataset": "mnist-sample", "model": "cnn",
+                                            **inference(sample, dev, 50 if quick else 200)}),
+        ("data", "data loading", lambda: data_loading(["mnist-sample"] if quick
+                                                      else [n for n in DATASETS if _available(n)])),
+        ("memory", "memory", lambda: peak_memory(mem_ds, 1, limit_batches=5 if quick else 0)),
+        ("whole_process", "whole processes", lambda: whole_process(mem_ds, quick)),
+    ]
     if dev.type == "cuda":
-        log("8 eager vs captured step")
-        step_ds = load_dataset(mem_ds)
-        res["step"] = {"dataset": mem_ds, "rows": step_modes(step_ds, dev, limit_batches=20 if quick else 0)}
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "bench.json", res)
-        with atomic_open(out / "bench.md", "w") as f:
-            f.write(to_markdown(res))
+        sections.append(("step", "eager vs captured step", lambda: {
+            "dataset": mem_ds, "rows": step_modes(load_dataset(mem_ds), dev, limit_batches=20 if quick else 0)}))
+    for k, (key, what, section) in enumerate(sections, start=1):
+        log(f"{k}/{len(sections)} {what}")
+        res[key] = section()
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "bench.json", res)
+            with atomic_open(out / "bench.md", "w") as f:
+                f.write(to_markdown(res))
     return res
 
 
@@ -376,40 +382,47 @@ def _available(name: str) -> bool:
 
 
 def to_markdown(r: dict) -> str:
+    """The figures as Markdown, each section that has run (a partial bench writes what it has)."""
     m = r["machine"]
-    p = r["pipeline"]
     lines = [f"# mnistlab bench{' (quick)' if m['quick'] else ''}", "",
-             f"{m['platform']}, {m['processor']}, {m['cpu_count']} CPUs, {m['threads']} torch threads, "
-             f"device {m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}, torch {m['torch']}", "",
-             "## 1. Pipeline: same cnn, data, epochs, batch size", "",
-             "| path | images/s |", "|---|---|",
-             f"| mnistlab (uint8 on device, batches by index) | {p['mnistlab_img_s']:,.0f} |",
-             f"| tutorial (Dataset + PIL + per-item transforms + DataLoader) | {p['tutorial_img_s']:,.0f} |",
-             f"| **ratio** | **{p['ratio']:.2f}x** |", "",
-             f"{p['images']:,} training images of {p['dataset']}, batch {p['batch_size']}; median of "
-             f"{p.get('repeats', 1)} alternating runs (ratios: {', '.join(f'{x:.2f}' for x in p.get('ratios', []))}).",
-             "",
-             "## 2. Time to accuracy (training seconds, evaluation excluded)", "",
-             "| dataset | model | target | reached | mean ± sd s |", "|---|---|---|---|---|"]
-    for t in r["time_to_accuracy"]:
-        mean = "-" if t["mean_s"] is None else f"{t['mean_s']:.1f} ± {t['sd_s']:.1f}"
-        lines.append(f"| {t['dataset']} | {t['model']} | {t['target']:.0%} | {t['reached']}/{t['seeds']} | {mean} |")
-    a, i = r["ae_throughput"], r["inference"]
-    lines += ["", "## 3-4. Throughput and inference", "", "| what | figure |", "|---|---|",
-              f"| ae-convtranspose training (batch {a['batch_size']}) | {a['img_s']:,.0f} images/s |",
-              f"| cnn batched prediction | {i['batched_img_s']:,.0f} images/s |",
-              f"| cnn single image latency p50 / p95 | {i['single_p50_ms']:.2f} / {i['single_p95_ms']:.2f} ms |",
-              "", "## 5. Data loading", "", "| dataset | from files s | from cache s | images |", "|---|---|---|---|"]
-    for d in r["data"]:
-        cache = f"{d['cache_s']:.3f}" if "cache_s" in d else "-"
-        lines.append(f"| {d['dataset']} | {d['files_s']:.3f} | {cache} | {d['images']:,} |")
-    mem = r["memory"]
-    lines += ["", "## 6. Memory", "",
-              f"Peak resident memory of `mnistlab train cnn --dataset {mem['dataset']}`: "
-              + (f"{mem['peak_rss_mb']:.0f} MB" if mem.get("peak_rss_mb") is not None else mem.get("error", "?")),
-              ""]
-    if "whole_process" in r:
-        w = r["whole_process"]
+             f"Measured on {m['line']}; {m['threads']} torch threads, device {m['device']}, torch {m['torch']}, "
+             f"{m['platform']}.", ""]
+    if p := r.get("pipeline"):
+        lines += ["## 1. Pipeline: same cnn, data, epochs, batch size", "",
+                  "| path | images/s |", "|---|---|",
+                  f"| mnistlab (uint8 on device, batches by index) | {p['mnistlab_img_s']:,.0f} |",
+                  f"| tutorial (Dataset + PIL + per-item transforms + DataLoader) | {p['tutorial_img_s']:,.0f} |",
+                  f"| **ratio** | **{p['ratio']:.2f}x** |", "",
+                  f"{p['images']:,} training images of {p['dataset']}, batch {p['batch_size']}; median of "
+                  f"{p.get('repeats', 1)} alternating runs (ratios: "
+                  f"{', '.join(f'{x:.2f}' for x in p.get('ratios', []))}).", ""]
+    if "time_to_accuracy" in r:
+        lines += ["## 2. Time to accuracy (training seconds, evaluation excluded)", "",
+                  "| dataset | model | target | reached | mean ± sd s |", "|---|---|---|---|---|"]
+        for t in r["time_to_accuracy"]:
+            mean = "-" if t["mean_s"] is None else f"{t['mean_s']:.1f} ± {t['sd_s']:.1f}"
+            lines.append(f"| {t['dataset']} | {t['model']} | {t['target']:.0%} | {t['reached']}/{t['seeds']} "
+                         f"| {mean} |")
+        lines.append("")
+    if "ae_throughput" in r and "inference" in r:
+        a, i = r["ae_throughput"], r["inference"]
+        lines += ["## 3-4. Throughput and inference", "", "| what | figure |", "|---|---|",
+                  f"| ae-convtranspose training (batch {a['batch_size']}) | {a['img_s']:,.0f} images/s |",
+                  f"| cnn batched prediction | {i['batched_img_s']:,.0f} images/s |",
+                  f"| cnn single image latency p50 / p95 | {i['single_p50_ms']:.2f} / {i['single_p95_ms']:.2f} ms |",
+                  ""]
+    if "data" in r:
+        lines += ["## 5. Data loading", "", "| dataset | from files s | from cache s | images |", "|---|---|---|---|"]
+        for d in r["data"]:
+            cache = f"{d['cache_s']:.3f}" if "cache_s" in d else "-"
+            lines.append(f"| {d['dataset']} | {d['files_s']:.3f} | {cache} | {d['images']:,} |")
+        lines.append("")
+    if mem := r.get("memory"):
+        lines += ["## 6. Memory", "",
+                  f"Peak resident memory of `mnistlab train cnn --dataset {mem['dataset']}`: "
+                  + (f"{mem['peak_rss_mb']:.0f} MB" if mem.get("peak_rss_mb") is not None else mem.get("error", "?")),
+                  ""]
+    if w := r.get("whole_process"):
         lines += ["## 7. Whole process: start-up, data, training, test, figures", "",
                   "| what | command | wall s | test accuracy | peak memory |", "|---|---|---|---|---|"]
         for row in w["rows"]:
@@ -425,7 +438,7 @@ def to_markdown(r: dict) -> str:
                   "| model | eager | captured | speed-up | precision (eager / captured) |", "|---|---|---|---|---|"]
         for row in r["step"]["rows"]:
             up = f"{row['speedup']:.1f}x" if row["speedup"] else "-"
-            lines.append(f"| {row['model']} | {row['off_s']:.3f} | {row['on_s']:.3f} ({row['on_step']}) | {up} | "
+            lines.append(f"| {row['model']} | {row['off_s']:.3f} | {row['on_s']:.3f} (ran {row['on_step']}) | {up} | "
                          f"{row['off_amp']} / {row['on_amp']} |")
         lines += ["", f"{r['step']['rows'][0]['images']:,} training images of {r['step']['dataset']} an epoch.", ""]
     return "\n".join(lines)

@@ -786,15 +786,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    code = _call(args)
+    if (dist := sys.modules.get(f"{__package__}.distributed")) is not None and dist.launched():
+        dist.leave_job(code)  # a rank of a distributed job: out now, nothing torn down (distributed.PEER_LOST)
+    return code
+
+
+def _call(args) -> int:
+    """The command's exit code, its errors told as one line."""
     try:
         return args.func(args)
     except MnistlabError as e:
-        from . import distributed
-
-        if distributed.launched():  # one rank of a distributed job
-            rank = os.environ.get("RANK", "?")
-            if not distributed.report_failure(str(e)):
-                _err(f"rank {rank}: {e}")
+        dist = sys.modules.get(f"{__package__}.distributed")
+        if dist is not None and dist.launched():  # one rank of a distributed job
+            if not dist.report_failure(str(e)):
+                _err(f"rank {os.environ.get('RANK', '?')}: {e}")
         else:
             _err(str(e))
         return 1
@@ -808,14 +814,15 @@ def main(argv: list[str] | None = None) -> int:
         _err(f"{where}{e.strerror or brief(str(e), 160)}")
         return 1
     except Exception as e:
-        from . import distributed
+        dist = sys.modules.get(f"{__package__}.distributed")
+        if dist is not None and dist.launched():
+            if dist.peer_lost(e):  # another rank went away; its own error (or the launcher) says why
+                dist.leave_job(dist.PEER_LOST)
+            import traceback
 
-        if distributed.peer_lost(e):  # another rank went away; its own error (or the launcher) says why
-            distributed.leave_job()
+            traceback.print_exc()  # a bug: its traceback, then out without the teardown that can abort
+            dist.leave_job(1)
         raise
-    finally:
-        if (dist := sys.modules.get(f"{__package__}.distributed")) is not None:  # a command that used torch
-            dist.teardown()
 
 
 if __name__ == "__main__":

@@ -211,10 +211,11 @@ def die_with_parent(parent: int | None = None, poll_s: float = 0.5) -> None:
     threading.Thread(target=watch, name="mnistlab-die-with-parent", daemon=True).start()
 
 
-# A rank that saw another rank go (an error in a collective) exits with this code at once,
-# without tearing anything down: the peer is gone, and gloo's threads, destroyed at a normal
-# exit while a transfer hangs, can abort the process ("terminate called without an active
-# exception"), which would make the survivor look like the rank that failed.
+# A rank leaves the job with os._exit once its command is done (after the last barrier) or has
+# failed, tearing nothing down: destroying the process group and the C++ objects at a normal exit
+# raced with the other ranks doing the same, and gloo then aborted a rank now and then ("terminate
+# called without an active exception", SIGABRT), after a successful run as after a failed one,
+# naming the wrong rank. A rank that saw another go (an error in a collective) exits with PEER_LOST.
 PEER_LOST = 75
 RANK_LOGS_ENV = "MNISTLAB_RANK_LOGS"
 
@@ -295,8 +296,8 @@ def quiet_runtime() -> None:
     sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
 
 
-def leave_job(code: int = PEER_LOST) -> None:
-    """End this rank now, its output flushed and nothing torn down (see PEER_LOST)."""
+def leave_job(code: int) -> None:
+    """End this rank now with `code`, its output flushed and nothing torn down (see PEER_LOST)."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

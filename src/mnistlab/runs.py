@@ -50,6 +50,7 @@ from ._io import Unreadable, atomic_open, read_json, read_jsonl, read_regular, w
 from .checks import as_number, brief
 from .errors import RunError
 from .models import create_model, get_spec
+from .runtime import cpu_model
 
 CHECKPOINT = "checkpoint.pt"
 CLAIM = ".mnistlab-run"  # made first, exclusively: this folder is taken
@@ -117,6 +118,8 @@ def environment(device: torch.device, seed: int) -> dict:
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "processor": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_isa": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "device": str(device),
@@ -130,12 +133,13 @@ def environment(device: torch.device, seed: int) -> dict:
 
 
 def save_checkpoint(path: Path, model, optimizer=None, epoch: int = 0, extra: dict | None = None) -> None:
+    """Model name, settings and weights, with `optimizer` (a torch optimiser or its state dict)."""
     state = {
         "format": 1,
         "model_name": model.model_name,
         "model_args": _plain(dataclasses.asdict(model.config)),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "optimizer": optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer,
         "epoch": epoch,
         "extra": extra or {},
     }

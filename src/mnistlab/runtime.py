@@ -1,7 +1,8 @@
-"""The one place for seed, device and threads."""
+"""The one place for seed, device, threads, and what the machine is."""
 from __future__ import annotations
 
 import os
+import platform
 import random
 import sys
 
@@ -29,6 +30,35 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"device {name!r} asked for, but MPS is not available (use --device cpu)")
     return dev
+
+
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (Linux: /proc/cpuinfo), else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: torch.device | None = None) -> dict:
+    """What a speed figure was measured on: the CPU model, the instruction set torch's CPU kernels
+    run (and any cap set on it), the cores, and the GPU when `device` is one. ``line`` says it in
+    words, for the figures' captions."""
+    isa = torch.backends.cpu.get_cpu_capability()
+    caps = {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
+    out = {"cpu": cpu_model(), "isa": isa, "cores": os.cpu_count(), **({"isa_caps": caps} if caps else {})}
+    line = f"{out['cpu']}, {isa} kernels{' (capped)' if caps else ''}, {out['cores']} cores"
+    if device is not None and torch.device(device).type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+        line = f"{out['gpu']} (host: {line})"
+    return {**out, "line": line}
 
 
 def seed_everything(seed: int) -> None:

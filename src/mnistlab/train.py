@@ -70,7 +70,7 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
         "none": lambda: None,
         "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=[float(g["lr"]) for g in opt.param_groups], total_steps=total),
-        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total),
+        "cosine": lambda: steps.CosineSchedule(opt, total),
     }
     return factories[cfg.schedule]()
 
@@ -185,12 +185,6 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     steps.prepare_optimizers(opts, how, device)
     compiled = _compiled(model.loss) if cfg.compile else model.loss
     step_opts, step_loss = distributed.wrap(model, opts, compiled, ctx, device) if ctx.active else (opts, compiled)
-    amp = steps.autocast(device, how.amp)
-
-    def loss_fn(x, y):
-        with amp:
-            return step_loss(x, y)
-
     state = TrainState(opts, scheds, {"data": gen, "augment": aug_gen}, 0)
     if resume is not None:
         state.load_state_dict(resume)
@@ -198,7 +192,8 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     if ctx.rank:  # dropout masks of their own on the other ranks
         torch.manual_seed(cfg.seed + 7919 * ctx.rank + state.epoch)
     shard = (ctx.rank, ctx.world) if ctx.active else None
-    step = steps.Step(model, batches, step_opts, loss_fn, how, generators=(aug_gen,))
+    step = steps.Step(model, batches, step_opts, step_loss, how, device=device, generators=(aug_gen,),
+                      eager_amp=steps.precision(model, cfg, device.type == "cuda", "eager"))
     history = []
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         model.train()
@@ -288,7 +283,8 @@ def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
         if on_row is not None:
             on_row(row)
         extra = {"resume": {**state.state_dict(), **resume_extra()}}
-        save_checkpoint(run.path / CHECKPOINT, run.model, state.optimizer, row["epoch"], extra)
+        save_checkpoint(run.path / CHECKPOINT, run.model, extra["resume"]["optimizers"][next(iter(state.optimizers))],
+                        row["epoch"], extra)  # the main optimiser's state, with plain-float hyper-parameters
 
     return on_epoch
 
