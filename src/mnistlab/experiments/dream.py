@@ -142,24 +142,31 @@ def judge_rounds(judge, images: torch.Tensor) -> list[dict]:
 
 
 def _figure(images: torch.Tensor, verdicts: list[dict], path) -> None:
-    from ..viz import _plt, save_figure
+    """The first image of each digit in each round, one row a round, each under the judge's
+    reading (green when it reads the intended digit, red when not)."""
+    import numpy as np
+
+    from ..viz import _plt, save_figure, tile
 
     plt = _plt()
-    rounds = len(images)
-    fig, axes = plt.subplots(rounds, 10, figsize=(11, 1.25 * rounds + 0.6), squeeze=False)
+    rounds, gap, side = len(images), 10, 28
+    sheet = np.full((rounds * (side + gap), 10 * (side + 2) - 2), np.nan)
+    for r in range(rounds):
+        sheet[r * (side + gap) + gap:(r + 1) * (side + gap), :] = tile(images[r, :, 0].numpy() / 255.0)
+    fig, ax = plt.subplots(figsize=(11, 1.25 * rounds + 0.6))
+    ax.imshow(sheet, cmap=plt.get_cmap("gray").with_extremes(bad="white"), vmin=0, vmax=1, interpolation="nearest")
     for r in range(rounds):
         for d in range(10):
-            ax = axes[r, d]
-            ax.imshow(images[r, d, 0].numpy(), cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
             judged = verdicts[r]["judged_as"][d]
-            ax.set_title(f"judge: {judged}", fontsize=7, color="green" if judged == d else "red")
-            if d == 0:
-                ax.set_ylabel(f"round {r + 1}", fontsize=8)
-            if r == rounds - 1:
-                ax.set_xlabel(f"digit {d}", fontsize=8)
-    fig.suptitle("optimised class images per round (judge: a CNN trained on real digits only)", fontsize=10)
+            ax.text(d * (side + 2) + side / 2, r * (side + gap) + gap - 2, f"judge: {judged}", ha="center",
+                    va="bottom", fontsize=7, color="green" if judged == d else "red")
+    ax.set_yticks([r * (side + gap) + gap + side / 2 for r in range(rounds)], [f"round {r + 1}" for r in range(rounds)],
+                  fontsize=8)
+    ax.set_xticks([d * (side + 2) + side / 2 for d in range(10)], [f"digit {d}" for d in range(10)], fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title("optimised class images per round (judge: a CNN trained on real digits only)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
 
