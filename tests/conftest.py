@@ -102,6 +102,19 @@ def toy():
 
 
 @pytest.fixture(scope="session")
+def cnn_run_dir(tmp_path_factory):
+    """The one trained classifier most tests read: a cnn trained 2 epochs on the sample through
+    the CLI, with its figures (trained once a session; ~97% held-out). Read it only: a test that
+    changes a run works on a copy (``shutil.copytree``)."""
+    from mnistlab.cli import main
+
+    run = tmp_path_factory.mktemp("shared") / "cnn-run"
+    assert main(["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    return run
+
+
+@pytest.fixture(scope="session")
 def postgres_url():
     """A PostgreSQL server on a loopback port for this test session (skips without one)."""
     from postgres import Postgres

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +20,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """One CNN trained for two epochs on mnist-sample through the CLI."""
-    run = tmp_path_factory.mktemp("cli") / "cnn-run"
-    assert main(["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--run-dir", str(run),
-                 "--no-progress"]) == 0
-    return run
+def trained(tmp_path_factory, cnn_run_dir):
+    """One CNN trained for two epochs on mnist-sample through the CLI (the session's, copied:
+    --reuse writes its figures again)."""
+    return Path(shutil.copytree(cnn_run_dir, tmp_path_factory.mktemp("cli") / "cnn-run"))
 
 
 def test_train_writes_the_run_and_prints_accuracy(trained, capsys):

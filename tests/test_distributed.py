@@ -50,21 +50,6 @@ def test_nproc_errors_are_one_line_before_any_process_starts(capsys, args, messa
     assert "MNISTLAB_LAUNCHED" not in os.environ
 
 
-def test_two_processes_train_one_run_written_once(tmp_path):
-    run = tmp_path / "ddp"
-    p = mnistlab("train", "cnn", *DRY, "--nproc", "2", "--run-dir", str(run))
-    assert p.returncode == 0, p.stderr
-    assert p.stdout.count("test accuracy") == 1 and "Traceback" not in p.stderr  # rank 0 reports, once
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == [1] and 0 < rows[0]["test_acc"] <= 1
-    env = json.loads((run / "env.json").read_text())
-    assert env["distributed"] == {"world_size": 2, "local_world_size": 2, "nodes": 1, "backend": "gloo"}
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["processes"] == 2 and summary["epochs"] == 1
-    assert len(list(Path(os.environ["MNISTLAB_RUNS"]).glob("*"))) == 0  # no stray run folder from rank 1
-    assert (run / "figures" / "curves.png").is_file()
-
-
 def test_torchrun_itself_runs_the_same_training(tmp_path):
     run = tmp_path / "tr"
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -159,10 +144,18 @@ def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mnistlab: error: rank 1 of 2 failed: Signal 9"), p.stderr
     assert "terminate called" not in p.stderr and "--resume" in lines[0] and not (run / "summary.json").exists()
+    # resumed by 2 processes: one run, written once, by rank 0
     p = mnistlab("train", "cnn", "--resume", str(run), "--nproc", "2", "--no-progress")
     assert p.returncode == 0, p.stderr
+    assert p.stdout.count("test accuracy") == 1 and "Traceback" not in p.stderr  # rank 0 reports, once
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in rows] == list(range(1, 5))
+    assert [r["epoch"] for r in rows] == list(range(1, 5)) and all(0 < r["test_acc"] <= 1 for r in rows)
+    env = json.loads((run / "env.json").read_text())
+    assert env["distributed"] == {"world_size": 2, "local_world_size": 2, "nodes": 1, "backend": "gloo"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["epochs"] == 4
+    assert len(list(Path(os.environ["MNISTLAB_RUNS"]).glob("*"))) == 0  # no stray run folder from rank 1
+    assert (run / "figures" / "curves.png").is_file()
 
 
 @pytest.mark.slow

@@ -89,6 +89,14 @@ def sample():
     return load_dataset("mnist-sample")
 
 
+@pytest.fixture(scope="module")
+def small(sample):
+    """The sample's first 1,024 training and 300 held-out digits: for tests of an experiment's
+    record, not of how well it learns."""
+    return dataclasses.replace(sample, train=sample.train.subset(slice(0, 1024)),
+                               test=sample.test.subset(slice(0, 300)))
+
+
 def _no_training(monkeypatch):
     def fail(*a, **k):
         raise AssertionError("--reuse must not train")
@@ -120,7 +128,7 @@ def test_dream_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
     assert again["rounds"] == m["rounds"]
 
 
-def test_dream_finishes_when_its_model_calls_real_digits_optimised(tmp_path, sample, monkeypatch):
+def test_dream_finishes_when_its_model_calls_real_digits_optimised(tmp_path, small, monkeypatch):
     """The 11-class model may call a real test digit "optimised image" (on some CPUs' rounding a
     small one did, and the 10x10 confusion crashed the run): forced here on every digit, the run
     finishes with a 10-row, 11-column confusion and its figures."""
@@ -136,12 +144,10 @@ def test_dream_finishes_when_its_model_calls_real_digits_optimised(tmp_path, sam
     monkeypatch.setattr(dream, "fit", fit_then_prefer_optimised)
     cfg = build_experiment_config("dream", sets=["rounds=1", "steps=2", "epochs=1", "judge_epochs=1",
                                                  "epochs_per_round=1", "per_digit=1"])
-    small = dataclasses.replace(sample, train=sample.train.subset(slice(0, 512)),
-                                test=sample.test.subset(slice(0, 300)))
     path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=small, progress=False)
     lines = (path / "model" / "confusion.csv").read_text().splitlines()
     header, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
-    assert header[1:] == [*sample.classes, "optimised image"] and len(rows) == 10
+    assert header[1:] == [*small.classes, "optimised image"] and len(rows) == 10
     assert all(int(r[-1]) > 0 and sum(map(int, r[1:-1])) == 0 for r in rows)  # each digit read as class 10
     assert sum(int(r[-1]) for r in rows) == len(small.test)
     for f in ("figures/rounds.png", "figures/judge.png", "model/figures/confusion.png", "model/figures/curves.png"):
@@ -192,16 +198,16 @@ def test_reencode_end_to_end_and_reuse_via_cli(tmp_path, capsys, monkeypatch):
     assert "no reencode experiment here" in capsys.readouterr().err
 
 
-def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
+def test_runs_lists_every_kind_with_its_headline(tmp_path, small, capsys):
     """Experiments, a sweep and its trials show in `mnistlab runs` (and --json) beside trainings;
     a broken folder or a dangling link is listed or skipped, never a crash."""
     pytest.importorskip("optuna", reason="the sweep extra (mnistlab[sweep]) is not installed")
     dream_cfg = build_experiment_config("dream", sets=["rounds=1", "steps=5", "epochs=1", "judge_epochs=1",
                                                        "epochs_per_round=1", "per_digit=1"])
-    run_experiment("dream", dream_cfg, run_dir=tmp_path / "experiment-dream", dataset=sample, progress=False)
+    run_experiment("dream", dream_cfg, run_dir=tmp_path / "experiment-dream", dataset=small, progress=False)
     unb_cfg = build_experiment_config("unbiased", sets=["lambdas=0,1", "epochs=1", "probe_epochs=1",
                                                         "warmup_epochs=0"])
-    run_experiment("unbiased", unb_cfg, run_dir=tmp_path / "experiment-unbiased", dataset=sample, progress=False)
+    run_experiment("unbiased", unb_cfg, run_dir=tmp_path / "experiment-unbiased", dataset=small, progress=False)
     assert main(["sweep", "cnn", "--grid", "lr=0.001,0.002", "--dataset", "mnist-sample", "--epochs", "1",
                  "--set", "limit_batches=3", "--out", str(tmp_path / "sweep-cnn"), "--no-progress"]) == 0
     (tmp_path / "broken").mkdir()
@@ -243,7 +249,7 @@ def test_runs_lists_every_kind_with_its_headline(tmp_path, sample, capsys):
     assert load_run(tmp_path / "sweep-cnn").path.name == sweep_row["summary"]["best_trial"]
 
 
-def test_an_experiment_is_recorded_as_runs(tmp_path, sample):
+def test_an_experiment_is_recorded_as_runs(tmp_path, small):
     """Sectioned config.json, metrics.jsonl rows, results.json, summary.json naming the main
     part; each part a run that load_run, the web server and resume understand."""
     from mnistlab.runs import load_run
@@ -252,7 +258,7 @@ def test_an_experiment_is_recorded_as_runs(tmp_path, sample):
 
     cfg = build_experiment_config("dream", sets=["rounds=2", "steps=5", "epochs=1", "judge_epochs=1",
                                                  "epochs_per_round=1", "per_digit=1"])
-    path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=sample, progress=False)
+    path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=small, progress=False)
     config = json.loads((path / "config.json").read_text())
     assert config["kind"] == "experiment" and config["name"] == "dream"
     assert config["experiment"]["rounds"] == 2 and config["data"]["dataset"] == "mnist-sample"

@@ -19,7 +19,8 @@ optuna = pytest.importorskip("optuna", reason="the 'sweep' extra is not installe
 from mnistlab.sweep import open_storage  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
-TINY = ["--dataset", "mnist-sample", "--epochs", "1", "--set", "limit_batches=2", "--no-progress"]
+# each trial's own figures are a training's (tested there); a sweep's figures are drawn either way
+TINY = ["--dataset", "mnist-sample", "--epochs", "1", "--set", "limit_batches=2", "--no-progress", "--figures", "none"]
 
 
 def table(out: Path) -> list[dict]:
@@ -83,7 +84,7 @@ def test_search_with_pruning_stops_hopeless_trials(tmp_path, capsys):
     out = tmp_path / "p"
     assert main(["sweep", "cnn", "--grid", "lr=0.000001,0.0000012,0.002,0.003", "--prune",
                  "--dataset", "mnist-sample", "--epochs", "3", "--set", "limit_batches=12", "--no-progress",
-                 "--out", str(out)]) == 0
+                 "--figures", "none", "--out", str(out)]) == 0
     rows = table(out)
     pruned = [r for r in rows if r["status"] == "pruned"]
     # the grid sampler's seeded order puts the two good rates first (the start-up trials)
@@ -203,7 +204,7 @@ def _assert_complete(out: Path, points: int) -> list[dict]:
 
 
 SLOWER = ["--dataset", "mnist-sample", "--epochs", "3", "--set", "limit_batches=12", "--no-progress",
-          "--heartbeat", "1"]
+          "--heartbeat", "1", "--figures", "none"]
 
 
 def test_a_killed_worker_s_trial_is_redone_when_the_sweep_is_run_again(tmp_path, capsys):

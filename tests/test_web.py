@@ -31,13 +31,12 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A CNN (3 epochs) and a 2-D-code autoencoder trained on the sample, served."""
+def served(tmp_path_factory, cnn_run_dir):
+    """A CNN (the session's, 2 epochs) and a 2-D-code autoencoder trained on the sample, served."""
     root = tmp_path_factory.mktemp("web")
-    clf = train_run(build_config("cnn", sets=["dataset=mnist-sample", "epochs=3"]), root / "cnn-run", progress=False)
     ae = train_run(build_config("ae-code2d", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=30"]),
                    root / "ae-run", progress=False)
-    return clf.path, ae.path
+    return cnn_run_dir, ae.path
 
 
 @pytest.fixture(scope="module")

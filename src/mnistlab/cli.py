@@ -215,7 +215,7 @@ def cmd_serve(args) -> int:
     except ImportError as e:
         raise MnistlabError(f"the web page needs the 'web' extra ({e.name} is missing): "
                             "pip install 'mnistlab[web]'") from None
-    serve([Path(r) for r in args.run] or None, host=args.host, port=args.port)
+    serve([Path(r) for r in args.run] or None, host=args.host, port=args.port, head_timeout=args.head_timeout)
     return 0
 
 
@@ -688,6 +688,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run folder to serve (repeatable; default: the newest classifier and autoencoder runs)")
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    sv.add_argument("--head-timeout", type=float, default=10.0, metavar="S",
+                    help="seconds a connection has to send a request's head before it is closed, 1-300 "
+                         "(default: 10; slow clients holding connections open are cut off)")
     sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("show", help="show one digit (random when no ID)")

@@ -22,17 +22,15 @@ from PIL import Image
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
-from mnistlab.config import build_config  # noqa: E402
 from mnistlab.errors import MnistlabError  # noqa: E402
-from mnistlab.train import train_run  # noqa: E402
-from mnistlab.web.server import HEAD_TIMEOUT, create_app  # noqa: E402
+from mnistlab.web.server import create_app  # noqa: E402
+
+HEAD_TIMEOUT = 3  # the live server's --head-timeout: the same guard as the default 10 s, waited out sooner
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile-web")
-    cfg = build_config("cnn", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=20"])
-    return train_run(cfg, root / "a" / "cnn", progress=False, figures=False).path
+def runs(cnn_run_dir):
+    return cnn_run_dir  # any trained classifier: the session's
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +112,7 @@ def test_a_nan_summary_and_a_nan_model(runs, tmp_path):
 
     from mnistlab.runs import load_checkpoint, save_state
 
-    bad = tmp_path / "b" / "cnn"
+    bad = tmp_path / "b" / runs.name  # the same name as the good run
     shutil.copytree(runs, bad)
     summary = json.loads((bad / "summary.json").read_text())
     (bad / "summary.json").write_text(json.dumps({**summary, "test_acc": float("nan")}))
@@ -126,11 +124,11 @@ def test_a_nan_summary_and_a_nan_model(runs, tmp_path):
     listed = client.get("/api/runs")
     assert listed.status_code == 200
     names = [r["name"] for r in listed.json()["runs"]]
-    assert names == ["cnn", "cnn-2"]  # two runs of one name: both served
+    assert names == [runs.name, f"{runs.name}-2"]  # two runs of one name: both served
     assert listed.json()["runs"][1]["summary"]["test_acc"] is None
     pixels = np.zeros((28, 28), int)
     pixels[5:23, 12:16] = 255
-    r = _json_post(client, json.dumps({"pixels": pixels.tolist()}).encode(), "/api/predict?run=cnn-2")
+    r = _json_post(client, json.dumps({"pixels": pixels.tolist()}).encode(), f"/api/predict?run={runs.name}-2")
     assert r.status_code == 400 and "not finite" in r.json()["error"]
     (bad / "summary.json").write_text("[1, 2]")
     with pytest.raises(MnistlabError, match="summary.json"):
@@ -156,7 +154,8 @@ def live(runs, tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--run", str(runs), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--run", str(runs), "--port", str(port),
+                             "--head-timeout", str(HEAD_TIMEOUT)],
                             stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -250,3 +249,12 @@ def test_small_requests_stay_fast_while_large_images_are_posted(live):
     print(f"small requests: median {statistics.median(small) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms; "
           f"{len(heavy_done)} large images answered meanwhile")
     assert heavy_done and p95 < 0.100, f"p95 {p95 * 1000:.0f} ms"
+
+
+@pytest.mark.parametrize("value", ["0", "301", "nan"])
+def test_a_head_timeout_out_of_range_is_one_line(runs, capsys, value):
+    from mnistlab.cli import main
+
+    assert main(["serve", "--run", str(runs), "--head-timeout", value]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mnistlab: error: --head-timeout") and "1..300" in err and len(err.splitlines()) == 1

@@ -552,9 +552,9 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
     return app
 
 
-def _guarded_protocol(max_connections: int = MAX_CONNECTIONS):
+def _guarded_protocol(max_connections: int = MAX_CONNECTIONS, head_timeout: float = HEAD_TIMEOUT):
     """uvicorn's h11 protocol with the two limits it lacks: a request head must arrive within
-    HEAD_TIMEOUT of connecting (or of the previous answer), else the connection is closed; and
+    `head_timeout` seconds of connecting (or of the previous answer), else the connection is closed; and
     past MAX_CONNECTIONS open connections, the oldest idle one is closed for each new one. So
     half-sent requests can neither pile up nor run the process out of file descriptors."""
     import time
@@ -570,7 +570,7 @@ def _guarded_protocol(max_connections: int = MAX_CONNECTIONS):
             timer = getattr(self, "_head_timer", None)
             if timer is not None:
                 timer.cancel()
-            self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timeout)
+            self._head_timer = self.loop.call_later(head_timeout, self._head_timeout)
 
         def _head_timeout(self) -> None:
             if not self._busy() and not self.transport.is_closing():
@@ -620,13 +620,16 @@ def _connection_cap() -> int:
     return max(16, min(MAX_CONNECTIONS, soft - BACKLOG - 128))
 
 
-def serve(run_dirs: list[Path] | None, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(run_dirs: list[Path] | None, host: str = "127.0.0.1", port: int = 8000,
+          head_timeout: float = HEAD_TIMEOUT) -> None:
     import socket
 
     import uvicorn
 
     if not 0 <= port <= 65535:
         raise MnistlabError(f"--port {port}: must be in 0..65535 (0: any free port)")
+    if not (math.isfinite(head_timeout) and 1 <= head_timeout <= 300):
+        raise MnistlabError(f"--head-timeout {head_timeout:g}: must be in 1..300 seconds")
     local = host in ("127.0.0.1", "localhost", "::1")
     hosts = None if local else ["*"] if host in ("0.0.0.0", "::") else [host, "localhost", "127.0.0.1"]
     app = create_app(run_dirs, allowed_hosts=hosts)
@@ -644,7 +647,7 @@ def serve(run_dirs: list[Path] | None, host: str = "127.0.0.1", port: int = 8000
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"mnistlab: serving {names} at http://{shown}:{bound}/ (Ctrl-C to stop)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", http=_guarded_protocol(cap), backlog=BACKLOG,
+    config = uvicorn.Config(app, log_level="warning", http=_guarded_protocol(cap, head_timeout), backlog=BACKLOG,
                             timeout_keep_alive=5)
     uvicorn.Server(config).run(sockets=[sock])
 
