@@ -19,7 +19,7 @@ from PIL import Image
 from mnistlab.config import build_config
 from mnistlab.errors import ImageError
 from mnistlab.images import components, find_ink, load_image, preprocess, segment_digits, to_grey
-from mnistlab.photos import CONDITIONS, Page, _lines, _place, _settings, digit_ink, make_set, photo, write_set
+from mnistlab.photos import CONDITIONS, Page, _lines, _settings, digit_ink, make_set, photo, write_set
 from mnistlab.reading import LOW_CONFIDENCE, read_digit, read_number, score
 from mnistlab.train import train_run
 
@@ -71,13 +71,13 @@ def test_ruled_lines_are_erased_and_crossing_strokes_kept():
     ink = digit_ink(7, np.random.default_rng(7), 160, "strokes")
     page = Page(rng, 360, 420)
     page.lay(_lines(rng, 360, 420, grid=False), (70, 70, 80))
-    page.lay(_place(page, ink, 100, 150), (25, 25, 30))
+    page.lay(ink, (25, 25, 30), at=(100, 150))
     found = find_ink(page.image()[..., 0].astype(np.float32))
     assert found.lines.sum() > 0  # ruling was found and erased
     _, blobs = components(found.mask)
     assert max(b.w for b in blobs) < 0.6 * found.mask.shape[1]  # nothing spans the page any more
     clean = Page(rng, 360, 420)
-    clean.lay(_place(clean, ink, 100, 150), (25, 25, 30))
+    clean.lay(ink, (25, 25, 30), at=(100, 150))
     assert _similarity(preprocess(page.image()[..., 0]), preprocess(clean.image()[..., 0])) > 0.85
 
 

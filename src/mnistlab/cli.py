@@ -790,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     code = _call(args)
-    if (dist := sys.modules.get(f"{__package__}.distributed")) is not None and dist.launched():
+    if (dist := sys.modules.get(f"{__package__}.distributed")) is not None and dist.joined():
         dist.leave_job(code)  # a rank of a distributed job: out now, nothing torn down (distributed.PEER_LOST)
     return code
 
@@ -818,7 +818,7 @@ def _call(args) -> int:
         return 1
     except Exception as e:
         dist = sys.modules.get(f"{__package__}.distributed")
-        if dist is not None and dist.launched():
+        if dist is not None and dist.joined():
             if dist.peer_lost(e):  # another rank went away; its own error (or the launcher) says why
                 dist.leave_job(dist.PEER_LOST)
             import traceback

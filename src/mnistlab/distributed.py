@@ -59,6 +59,11 @@ def launched() -> bool:
         return False
 
 
+def joined() -> bool:
+    """This process is a rank of a distributed job that has joined its process group."""
+    return launched() and dist.is_available() and dist.is_initialized()
+
+
 def current() -> Context:
     if not (dist.is_available() and dist.is_initialized()):
         return Context()

@@ -222,9 +222,15 @@ class Page:
         self.rgb = np.empty((h, w, 3), np.float32)
         self.rgb[:] = paper
 
-    def lay(self, coverage: np.ndarray, colour, strength: float = 1.0) -> None:
-        c = np.clip(coverage, 0, 1)[..., None] * strength
-        self.rgb = self.rgb * (1 - c) + np.asarray(colour, np.float32) * c
+    def lay(self, coverage: np.ndarray, colour, strength: float = 1.0, at: tuple[int, int] = (0, 0)) -> None:
+        """Blend ink of `coverage` (0-1) with its top left at `at` (y, x); what falls off the page
+        is dropped. Only the ink's box is touched (blending the whole page for each digit was
+        most of a photo's making; outside the box the blend changed nothing)."""
+        y, x = at
+        cov = coverage[:self.h - y, :self.w - x]
+        box = (slice(y, y + cov.shape[0]), slice(x, x + cov.shape[1]))
+        c = np.clip(cov, 0, 1)[..., None] * strength
+        self.rgb[box] = self.rgb[box] * (1 - c) + np.asarray(colour, np.float32) * c
 
     def light(self, field: np.ndarray) -> None:
         self.rgb *= field[..., None]
@@ -234,13 +240,6 @@ class Page:
 
     def image(self) -> np.ndarray:
         return np.clip(self.rgb, 0, 255).astype(np.uint8)
-
-
-def _place(page: Page, ink: np.ndarray, y: int, x: int) -> np.ndarray:
-    cov = np.zeros((page.h, page.w), np.float32)
-    ih, iw = ink.shape
-    cov[y:y + ih, x:x + iw] = ink[:page.h - y, :page.w - x]
-    return cov
 
 
 def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
@@ -388,7 +387,7 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
     strength = rng.uniform(0.75, 0.95) if s["light_on_dark"] else rng.uniform(0.85, 1.0)
     for ink, sp in zip(inks, spacing):
         y = int(np.clip(y0 + rng.normal(0, 1) * wander, 0, h - ink.shape[0]))
-        page.lay(_place(page, ink, y, x), colour, strength)
+        page.lay(ink, colour, strength, at=(y, x))
         boxes.append([x, y, ink.shape[1], ink.shape[0]])
         x += ink.shape[1] + sp
     if s["specks"]:
