@@ -1,13 +1,21 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    create .venv if missing, install, train the CNN on the bundled sample
-#   make test   install the dev extras, run the test suite
-#   make docs   the documentation site (site/), built with --strict
+#   make run          create .venv if missing, install, train the CNN on the bundled sample
+#   make test         install the dev extras, run the whole suite (what CI runs)
+# and for development:
+#   make test-fast    the inner loop: every test not marked slow (each slow mark says why)
+#   make test-kernels the tests of what a training reaches, and the tutorials, on another CPU
+#                     kernel path (oneDNN capped to SSE4.1, ATen's default kernels): an outcome
+#                     that holds only on one CPU's rounding fails here, not for a user
+#   make docs         the documentation site (site/), built with --strict
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints-dev.txt
+# pytest-xdist workers: one per core, each training on one thread (tests/conftest.py)
+WORKERS ?= auto
+KERNELS := ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
 
-.PHONY: run test docs bench clean
+.PHONY: run test test-fast test-kernels docs clean
 
 $(VENV)/.installed: pyproject.toml constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,7 +31,13 @@ run: $(VENV)/.installed
 	$(VENV)/bin/mnistlab train cnn --dataset mnist-sample
 
 test: $(VENV)/.dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(WORKERS) $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -n $(WORKERS) -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-kernels: $(VENV)/.dev
+	$(KERNELS) $(PY) -m pytest -n $(WORKERS) -m outcome $(PYTEST_ARGS)
 
 $(VENV)/.docs: $(VENV)/.dev
 	$(PIP) -e '.[docs]'

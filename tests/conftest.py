@@ -1,6 +1,18 @@
-"""Shared fixtures. Every test runs offline, with its own cache and runs folders."""
+"""Shared fixtures and the suite's markers. Every test runs offline, with its own cache and runs
+folders.
+
+Markers (pyproject.toml): ``slow(reason)`` keeps a test out of the inner loop (``make
+test-fast``) and must say why; ``outcome`` marks a test that asserts what a training reaches,
+which CI runs again on another CPU kernel path (``make test-kernels``); ``alone`` runs a test
+with no other test beside it when the suite runs on several workers (it measures time or starts
+processes of its own); ``gpu`` needs CUDA.
+
+Under pytest-xdist each worker trains on one thread (two workers on two cores); an ``alone``
+test takes both, once the other worker's current test has ended (a readers-writer lock on a
+file the workers share)."""
 from __future__ import annotations
 
+import fcntl
 import gzip
 import os
 import struct
@@ -87,7 +99,20 @@ def device() -> torch.device:
     return resolve_device("auto")
 
 
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def pytest_configure(config):
+    if WORKER:  # two workers on two cores: one thread each, children too (alone tests take two)
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config, items):
+    silent = [item.nodeid for item in items for m in item.iter_markers("slow")
+              if not (m.args or m.kwargs.get("reason"))]
+    if silent:
+        raise pytest.UsageError(f"slow tests must say why (@pytest.mark.slow(\"...\")): {', '.join(silent[:5])}")
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -96,9 +121,50 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _cores(request, tmp_path_factory, monkeypatch):
+    """On pytest-xdist workers: an `alone` test holds both cores; any other holds its share."""
+    if not WORKER:
+        yield
+        return
+    shared = tmp_path_factory.getbasetemp().parent  # the session's folder, above each worker's own
+    with open(shared / "cores.lock", "a") as cores, open(shared / "turnstile.lock", "a") as turnstile:
+        if request.node.get_closest_marker("alone"):
+            fcntl.flock(turnstile, fcntl.LOCK_EX)  # no test starts on the other worker ...
+            fcntl.flock(cores, fcntl.LOCK_EX)  # ... and the one running there ends
+            torch.set_num_threads(2)
+            monkeypatch.setenv("OMP_NUM_THREADS", "2")
+            monkeypatch.setenv("MKL_NUM_THREADS", "2")
+            try:
+                yield
+            finally:
+                torch.set_num_threads(1)
+                fcntl.flock(cores, fcntl.LOCK_UN)
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(cores, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(cores, fcntl.LOCK_UN)
+
+
 @pytest.fixture
 def toy():
     return synthetic_dataset()
+
+
+@pytest.fixture(scope="session")
+def cnn_report(tmp_path_factory):
+    """`mnistlab report --only cnn --seeds 0`: cnn trained with its defaults on the sample (8
+    epochs), once a session, for the report's tests and the real-data bar. Read it only."""
+    from mnistlab.cli import main
+
+    out = tmp_path_factory.mktemp("shared") / "report"
+    assert main(["report", "--only", "cnn", "--seeds", "0", "--out", str(out), "--no-progress"]) == 0
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -179,6 +179,7 @@ def test_deletion_curves_erase_the_ink_in_the_order_given(trained):
     assert step1[10, 7] == 0 and step1.sum() == 9 and torch.equal(seen[0][0, 0], img[0, 0])
 
 
+@pytest.mark.outcome
 def test_a_map_that_follows_the_model_beats_random_and_its_reverse(trained):
     from mnistlab.faithfulness import deletion
 

@@ -108,6 +108,7 @@ def test_interactive_terminal_asks_again():
     assert got.model.code == 7
 
 
+@pytest.mark.slow("starts mnistlab in child processes")
 def test_interactive_cli_saves_answers_in_the_run(tmp_path):
     cfg = build_config("ae-dense", validate=False)
     answers = ["12"] + [""] * (len(questions(cfg)) - 4) + ["1", "64", ""]

@@ -50,6 +50,7 @@ def test_nproc_errors_are_one_line_before_any_process_starts(capsys, args, messa
     assert "MNISTLAB_LAUNCHED" not in os.environ
 
 
+@pytest.mark.slow("starts a two-process distributed job")
 def test_torchrun_itself_runs_the_same_training(tmp_path):
     run = tmp_path / "tr"
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -129,7 +130,7 @@ def test_the_rank_that_died_is_named_not_the_survivor_it_took_down(tmp_path, sur
     assert first_failure(failures)[0] == 0 and first_failure(failures)[1].message == "train.lr: must be > 0"
 
 
-@pytest.mark.slow
+@pytest.mark.slow("starts a two-process distributed job")
 def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(tmp_path):
     run = tmp_path / "k"
     (tmp_path / "site").mkdir()
@@ -158,7 +159,8 @@ def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(
     assert (run / "figures" / "curves.png").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.outcome
+@pytest.mark.slow("starts a two-process distributed job")
 def test_two_processes_reach_the_single_process_accuracy(tmp_path):
     """The bar: 2 gloo processes train cnn to within 0.5 points of one process, same global
     batch and seed."""
@@ -172,6 +174,7 @@ def test_two_processes_reach_the_single_process_accuracy(tmp_path):
     assert acc[0] > 0.94 and abs(acc[0] - acc[1]) <= 0.005, acc
 
 
+@pytest.mark.slow("starts a two-process distributed job")
 def test_every_registered_model_trains_under_ddp(tmp_path):
     """One 2-process job trains each registered model (coupled optimisers and the two-stage
     encoder classifier too) for a few batches; rank 0 writes each run."""

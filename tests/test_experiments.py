@@ -59,6 +59,7 @@ def test_normalized_code_cannot_shrink_to_a_point():
     assert torch.allclose(z1, z0, rtol=0.1, atol=0.01)  # the plain code halved
 
 
+@pytest.mark.outcome
 def test_input_optimisation_raises_the_target_probability(toy):
     torch.manual_seed(0)
     model = create_model("cnn", num_classes=11)
@@ -106,6 +107,8 @@ def _no_training(monkeypatch):
     monkeypatch.setattr(dream, "optimise_inputs", fail)
 
 
+@pytest.mark.slow("trains on the whole sample for seconds")
+@pytest.mark.outcome
 def test_dream_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
     cfg = build_experiment_config("dream", sets=["rounds=2", "steps=15", "epochs=1", "judge_epochs=1",
                                                  "epochs_per_round=1", "per_digit=2"])
@@ -155,6 +158,8 @@ def test_dream_finishes_when_its_model_calls_real_digits_optimised(tmp_path, sma
     assert m["rounds"][0]["model_test_acc_real"] == 0.0
 
 
+@pytest.mark.slow("trains on the whole sample for seconds")
+@pytest.mark.outcome
 def test_unbiased_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
     cfg = build_experiment_config("unbiased", sets=["lambdas=0,1", "epochs=2", "probe_epochs=3",
                                                     "warmup_epochs=1"])
@@ -175,6 +180,8 @@ def test_unbiased_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
     assert [r["loop_acc"] for r in again["rows"]] == [r["loop_acc"] for r in rows]
 
 
+@pytest.mark.slow("trains on the whole sample for seconds")
+@pytest.mark.outcome
 def test_reencode_end_to_end_and_reuse_via_cli(tmp_path, capsys, monkeypatch):
     run = tmp_path / "r"
     assert main(["experiment", "reencode", "--set", "epochs=1", "--run-dir", str(run), "--quiet"]) == 0
@@ -198,6 +205,7 @@ def test_reencode_end_to_end_and_reuse_via_cli(tmp_path, capsys, monkeypatch):
     assert "no reencode experiment here" in capsys.readouterr().err
 
 
+@pytest.mark.slow("trains on the whole sample for seconds")
 def test_runs_lists_every_kind_with_its_headline(tmp_path, small, capsys):
     """Experiments, a sweep and its trials show in `mnistlab runs` (and --json) beside trainings;
     a broken folder or a dangling link is listed or skipped, never a crash."""

@@ -25,6 +25,7 @@ def ae_run(tmp_path_factory):
                      root / "ae", progress=False, figures=False)
 
 
+@pytest.mark.slow("exports and checks every registered model with onnxruntime")
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_round_trips(name, ae_run):
     torch.manual_seed(0)
@@ -39,6 +40,7 @@ def test_every_registered_model_round_trips(name, ae_run):
         assert check_onnx(data, model, x) <= TOLERANCE
 
 
+@pytest.mark.slow("exports and checks every registered model with onnxruntime")
 def test_the_cli_exports_checks_and_records(tmp_path, capsys, monkeypatch):
     import onnxruntime as ort
 

@@ -17,6 +17,8 @@ def test_there_are_four_tutorials():
     assert len(NOTEBOOKS) >= 4
 
 
+@pytest.mark.slow("runs a notebook in a fresh kernel")
+@pytest.mark.outcome
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_notebook_runs_and_shows_its_figures(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MNISTLAB_RUNS", str(tmp_path / "runs"))

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -11,9 +13,10 @@ from mnistlab.report import Bar, parse_seeds
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_one_job_one_seed_then_resumes_without_redoing(tmp_path, capsys):
-    out = tmp_path / "rep"
-    assert main(["report", "--only", "cnn", "--seeds", "0", "--out", str(out), "--no-progress"]) == 0
+@pytest.mark.slow("trains on the whole sample for seconds")
+@pytest.mark.outcome
+def test_one_job_one_seed_then_resumes_without_redoing(tmp_path, capsys, cnn_report):
+    out = Path(shutil.copytree(cnn_report, tmp_path / "rep"))  # `report --only cnn --seeds 0`, run once a session
     rep = json.loads((out / "report.json").read_text())
     f = rep["figures"]["cnn.test_acc"]
     assert set(f) >= {"mean", "sd", "min", "max", "seeds", "bar", "met", "values"}

@@ -49,6 +49,7 @@ def test_random_affine_is_small_and_batched():
     assert corr.mean() > 0.5 and (y - x).abs().sum() > 0  # thin strokes: a 2 px shift lowers overlap a lot
 
 
+@pytest.mark.outcome
 def test_augmented_training_keeps_labels_and_learns(toy):
     cfg = build_config("cnn", sets=["epochs=3", "batch_size=32", "augment=shift"]).train
     torch.manual_seed(0)
@@ -93,6 +94,7 @@ def test_compile_option_falls_back_or_trains(toy, monkeypatch):
     assert hist[0]["train_loss"] > 0
 
 
+@pytest.mark.slow("runs the whole quick benchmark")
 def test_bench_quick_smoke(tmp_path, capsys):
     assert main(["bench", "--quick", "--out", str(tmp_path), "--quiet"]) == 0
     res = json.loads((tmp_path / "bench.json").read_text())
@@ -133,6 +135,8 @@ def test_a_bench_that_fails_midway_keeps_the_sections_before(tmp_path, monkeypat
     assert "## 2. Time to accuracy" in md and "## 3-4" not in md
 
 
+@pytest.mark.slow("starts mnistlab in child processes")
+@pytest.mark.outcome
 def test_conventional_script_trains_and_reports(capsys):
     from mnistlab import tutorial
 

@@ -37,6 +37,7 @@ def test_parser_names_are_the_registries_names():
     assert DATASET_NAMES == tuple(DATASETS) and EXPERIMENT_NAMES == tuple(EXPERIMENTS)
 
 
+@pytest.mark.slow("starts mnistlab in child processes")
 def test_a_dry_run_imports_no_dynamo(tmp_path):
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnistlab", "train", "cnn-fast", "--dataset",
                           "mnist-sample", "--dry-run", "--no-progress", "--run-dir", str(tmp_path / "run")],
@@ -48,6 +49,7 @@ def test_a_dry_run_imports_no_dynamo(tmp_path):
     assert (tmp_path / "run" / "figures" / "confusion.png").is_file()
 
 
+@pytest.mark.slow("starts mnistlab in child processes")
 def test_deferred_optimisers_become_torch_s_own_once_dynamo_is_imported():
     """In a fresh process: no torch._dynamo through a whole training step; once something
     imports it, the methods take torch's real dynamo-disabled form."""

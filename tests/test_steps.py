@@ -84,6 +84,7 @@ def test_onecycle_momentum_reaches_the_tensor_a_graph_reads():
     assert "_beta1" not in saved
 
 
+@pytest.mark.outcome
 def test_the_static_step_trains_as_the_eager_one(toy):
     """Same seed, same batches: the first step is the same to float rounding, and after a short
     fit the two reach the same accuracy (Adam amplifies rounding differences step by step)."""
@@ -103,6 +104,7 @@ def test_the_static_step_trains_as_the_eager_one(toy):
     assert isinstance(on[-1]["lr"], float)
 
 
+@pytest.mark.outcome
 def test_a_static_run_records_its_plan_and_resumes_eagerly(toy, tmp_path, monkeypatch, capsys):
     """graph=on on a CPU: said once, recorded in env.json; its checkpoint (plain floats in the
     optimiser state) resumes under graph=off, and the other way round."""

@@ -59,6 +59,7 @@ def test_grid_sweep_end_to_end_records_failures(tmp_path, capsys):
     assert "trial" in capsys.readouterr().err
 
 
+@pytest.mark.slow("starts sweep worker processes")
 def test_rerunning_a_finished_sweep_trains_nothing_and_show_reprints_it(tmp_path, capsys):
     out = tmp_path / "s"
     args = ["sweep", "cnn", "--grid", "lr=0.001,0.002", *TINY, "--out", str(out)]
@@ -78,6 +79,8 @@ def test_rerunning_a_finished_sweep_trains_nothing_and_show_reprints_it(tmp_path
     assert table(tmp_path / "shown") == first
 
 
+@pytest.mark.slow("starts sweep worker processes")
+@pytest.mark.outcome
 def test_search_with_pruning_stops_hopeless_trials(tmp_path, capsys):
     """Two learning rates too small to learn in 3 epochs among good ones: the median pruner
     (two start-up trials) stops the hopeless ones after an epoch; their run folders stay unfinished."""
@@ -207,6 +210,7 @@ SLOWER = ["--dataset", "mnist-sample", "--epochs", "3", "--set", "limit_batches=
           "--heartbeat", "1", "--figures", "none"]
 
 
+@pytest.mark.slow("starts sweep worker processes")
 def test_a_killed_worker_s_trial_is_redone_when_the_sweep_is_run_again(tmp_path, capsys):
     out = tmp_path / "k"
     args = ["cnn", "--grid", "lr=0.001,0.002,0.003", *SLOWER, "--out", str(out)]
@@ -219,6 +223,7 @@ def test_a_killed_worker_s_trial_is_redone_when_the_sweep_is_run_again(tmp_path,
     assert (killed / "metrics.jsonl").is_file()  # the cut-off run's record is kept
 
 
+@pytest.mark.slow("starts sweep worker processes")
 def test_workers_on_one_machine_share_the_study(tmp_path):
     out = tmp_path / "w"
     assert main(["sweep", "ae-dense", "--grid", "code=2,4,8", "--grid", "hidden=32,64", *TINY, "--workers", "2",
@@ -226,7 +231,7 @@ def test_workers_on_one_machine_share_the_study(tmp_path):
     _assert_complete(out, 6)
 
 
-@pytest.mark.slow
+@pytest.mark.slow("starts PostgreSQL and sweep workers")
 def test_two_workers_share_a_postgresql_study_and_survive_a_kill(tmp_path, postgres_url):
     """The bar: two worker processes on one PostgreSQL study of a 6-point grid share it out;
     one is killed mid-trial, the other waits out its heartbeat and redoes that point, and the

@@ -20,6 +20,7 @@ def _cfg(**train):
     return build_config("cnn", flags={"epochs": 2, "batch_size": 64, "track": "tensorboard,mlflow", **train})
 
 
+@pytest.mark.slow("writes to TensorBoard and MLflow and reads them back")
 def test_scalars_params_and_figures_reach_both(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -46,6 +47,7 @@ def test_scalars_params_and_figures_reach_both(tmp_path, monkeypatch):
     assert {a.path for a in client.list_artifacts(known["run_id"], "figures")} >= {"figures/curves.png"}
 
 
+@pytest.mark.slow("writes to TensorBoard and MLflow and reads them back")
 def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path, monkeypatch):
     import mnistlab.train as tr
 

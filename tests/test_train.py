@@ -20,6 +20,7 @@ def _cfg(**sets):
     return build_config("cnn", sets=[f"{k}={v}" for k, v in {"epochs": 2, "batch_size": 32, **sets}.items()])
 
 
+@pytest.mark.outcome
 def test_fit_learns_the_toy_task(toy):
     torch.manual_seed(0)
     model = create_model("cnn")
@@ -125,6 +126,7 @@ def test_load_run_errors(tmp_path):
         load_run(tmp_path / "empty")
 
 
+@pytest.mark.slow("starts mnistlab in child processes")
 def test_resume_after_sigkill_ends_as_if_never_stopped(tmp_path):
     """A cnn killed with SIGKILL after epoch 2 of 4 and resumed: the same final metrics (1e-6)
     as the same run uninterrupted (CPU; dropout and data order continue from saved RNG state)."""

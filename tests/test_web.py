@@ -63,6 +63,7 @@ def test_runs_lists_both_with_metrics_and_figures(client):
     assert "confusion.png" in runs[0]["figures"] and runs[1]["code_shape"] == [2]
 
 
+@pytest.mark.outcome
 def test_predict_png_and_pixels(client, digits):
     images, labels = digits
     hits = 0
@@ -214,6 +215,8 @@ def _strokes(img: np.ndarray, scale: int = 10) -> list[list[tuple[float, float]]
     return out
 
 
+@pytest.mark.slow("drives a real browser")
+@pytest.mark.outcome
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path):
     from playwright.sync_api import expect, sync_playwright
@@ -403,6 +406,8 @@ def _browser(p):
         "--disable-component-update", "--disable-sync"])
 
 
+@pytest.mark.slow("drives a real browser")
+@pytest.mark.outcome
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_browser_explains_erases_scrambles_and_opens_a_convolution(server, served, digits, tmp_path):
     """Under the page's CSP: the map for the predicted class and for a clicked one, why-not,

@@ -133,7 +133,7 @@ def time_to_accuracy(model_name: str, ds, device, target: float, seeds, max_epoc
     times, reached = [], []
     for seed in seeds:
         cfg = build_config(model_name, sets=[f"seed={seed}"]).train
-        cfg = dataclasses.replace(cfg, epochs=max_epochs if model_name == "cnn" else max(cfg.epochs, 1))
+        cfg = dataclasses.replace(cfg, epochs=max_epochs if model_name == "cnn" else min(max(cfg.epochs, 1), max_epochs))
         torch.manual_seed(seed)
         model = create_model(model_name).to(device)
         hit = {}
@@ -339,7 +339,7 @@ def run_bench(quick: bool = False, device: str = "auto", seeds: int = 3, out: Pa
             ds = sample if name == "mnist-sample" else load_dataset(name)
             for model in ("cnn-fast", "cnn"):
                 row = time_to_accuracy(model, ds, dev, TARGETS[name], range(1 if quick else seeds),
-                                       max_epochs=2 if quick else 12)
+                                       max_epochs=1 if quick else 12)
                 rows.append({"dataset": name, **row})
         return rows
 

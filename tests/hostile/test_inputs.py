@@ -100,6 +100,7 @@ def test_bad_folders_under_runs_break_nothing(capsys, tmp_path, monkeypatch):
     fails_cleanly(["predict", "3", "--run", str(runs / "list")], capsys, "config.json")
 
 
+@pytest.mark.slow("starts mnistlab in child processes")
 def test_a_killed_run_is_never_complete_nor_reused(capsys, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
     monkeypatch.setenv("MNISTLAB_RUNS", str(runs))
@@ -161,6 +162,7 @@ def _idx(arr: np.ndarray, magic: int) -> bytes:
     return struct.pack(f">I{arr.ndim}I", magic, *arr.shape) + arr.astype(np.uint8).tobytes()
 
 
+@pytest.mark.slow("measures memory in a child process")
 def test_a_gzip_bomb_is_refused_in_bounded_memory(tmp_path):
     """1.5 GiB of zeros behind an IDX header claiming 3 images: refused before it is inflated."""
     import subprocess
@@ -283,6 +285,7 @@ def test_one_unreadable_image_does_not_stop_the_batch(tmp_path, capsys, monkeypa
     assert "digit" in rows[0] and "error" in rows[1] and "digit" in rows[2]
 
 
+@pytest.mark.slow("measures memory in a child process")
 def test_a_huge_rgba_png_is_read_in_bounded_memory(tmp_path):
     import subprocess
     import sys

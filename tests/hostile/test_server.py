@@ -184,6 +184,7 @@ def _post_pixels(url: str, pixels) -> float:
     return time.perf_counter() - t
 
 
+@pytest.mark.slow("starts a server and loads it")
 def test_1100_half_open_connections_do_not_stop_the_server(live):
     import resource
 
@@ -219,6 +220,8 @@ def test_1100_half_open_connections_do_not_stop_the_server(live):
     assert log.stat().st_size < 100_000, log.read_text()[:2000]  # no flood of tracebacks
 
 
+@pytest.mark.slow("starts a server and loads it")
+@pytest.mark.alone
 def test_small_requests_stay_fast_while_large_images_are_posted(live):
     """8 clients post 2048x2048 RGBA photos without pause; the small requests' p95 < 100 ms."""
     url, _, _ = live
