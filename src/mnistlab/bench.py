@@ -133,7 +133,8 @@ def time_to_accuracy(model_name: str, ds, device, target: float, seeds, max_epoc
     times, reached = [], []
     for seed in seeds:
         cfg = build_config(model_name, sets=[f"seed={seed}"]).train
-        cfg = dataclasses.replace(cfg, epochs=max_epochs if model_name == "cnn" else min(max(cfg.epochs, 1), max_epochs))
+        epochs = max_epochs if model_name == "cnn" else min(max(cfg.epochs, 1), max_epochs)
+        cfg = dataclasses.replace(cfg, epochs=epochs)
         torch.manual_seed(seed)
         model = create_model(model_name).to(device)
         hit = {}
