@@ -90,6 +90,7 @@ def test_report_errors_are_one_line(tmp_path, capsys, args, message):
     assert err.startswith("mnistlab: error:") and message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.slow("generates and reads photos")
 def test_the_photo_reader_job_reads_generated_photos(tmp_path, monkeypatch):
     """cnn-robust's job: held-out accuracy and each photo set's accuracy, on a short training."""
     from mnistlab import report
@@ -105,6 +106,7 @@ def test_the_photo_reader_job_reads_generated_photos(tmp_path, monkeypatch):
     assert set(report.jobs()["cnn-robust"].bars) == keys
 
 
+@pytest.mark.slow("trains on the whole sample for seconds")
 def test_the_explain_job_measures_every_method_against_the_issues_bars(tmp_path, monkeypatch):
     """explain's job: each method's deletion/insertion fractions and randomisation Spearman on
     a briefly trained cnn (the bars are issue 24's), here on 6 digits."""

@@ -31,6 +31,7 @@ def finished_runs(out: Path) -> list[Path]:
     return sorted(p for p in out.glob("t*") if (p / "summary.json").is_file())
 
 
+@pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_grid_sweep_end_to_end_records_failures(tmp_path, capsys):
     out = tmp_path / "sweep"
     code = main(["sweep", "ae-dense", "--grid", "code=4,8", "--grid", "hidden=32|64", *TINY, "--out", str(out)])
@@ -59,7 +60,7 @@ def test_grid_sweep_end_to_end_records_failures(tmp_path, capsys):
     assert "trial" in capsys.readouterr().err
 
 
-@pytest.mark.slow("starts sweep worker processes")
+@pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_rerunning_a_finished_sweep_trains_nothing_and_show_reprints_it(tmp_path, capsys):
     out = tmp_path / "s"
     args = ["sweep", "cnn", "--grid", "lr=0.001,0.002", *TINY, "--out", str(out)]
@@ -79,7 +80,7 @@ def test_rerunning_a_finished_sweep_trains_nothing_and_show_reprints_it(tmp_path
     assert table(tmp_path / "shown") == first
 
 
-@pytest.mark.slow("starts sweep worker processes")
+@pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 @pytest.mark.outcome
 def test_search_with_pruning_stops_hopeless_trials(tmp_path, capsys):
     """Two learning rates too small to learn in 3 epochs among good ones: the median pruner
@@ -100,6 +101,7 @@ def test_search_with_pruning_stops_hopeless_trials(tmp_path, capsys):
     assert "pruned" in capsys.readouterr().out
 
 
+@pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_tpe_search_over_ranges(tmp_path):
     out = tmp_path / "t"
     assert main(["sweep", "ae-dense", "--search", "lr=0.0001:0.01:log", "--search", "code=2:16",
@@ -146,6 +148,7 @@ def test_show_and_model_errors_are_one_line(tmp_path, capsys):
     assert "no study 'x'" in capsys.readouterr().err
 
 
+@pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_a_joining_worker_with_another_sweep_is_refused(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'shared.db'}"
     assert main(["sweep", "ae-dense", "--grid", "code=4,8", *TINY, "--storage", db, "--study", "s",
@@ -210,7 +213,7 @@ SLOWER = ["--dataset", "mnist-sample", "--epochs", "3", "--set", "limit_batches=
           "--heartbeat", "1", "--figures", "none"]
 
 
-@pytest.mark.slow("starts sweep worker processes")
+@pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_a_killed_worker_s_trial_is_redone_when_the_sweep_is_run_again(tmp_path, capsys):
     out = tmp_path / "k"
     args = ["cnn", "--grid", "lr=0.001,0.002,0.003", *SLOWER, "--out", str(out)]
@@ -223,7 +226,7 @@ def test_a_killed_worker_s_trial_is_redone_when_the_sweep_is_run_again(tmp_path,
     assert (killed / "metrics.jsonl").is_file()  # the cut-off run's record is kept
 
 
-@pytest.mark.slow("starts sweep worker processes")
+@pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_workers_on_one_machine_share_the_study(tmp_path):
     out = tmp_path / "w"
     assert main(["sweep", "ae-dense", "--grid", "code=2,4,8", "--grid", "hidden=32,64", *TINY, "--workers", "2",
