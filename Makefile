@@ -4,7 +4,7 @@
 # and for development:
 #   make test-fast    the inner loop: every test not marked slow (each slow mark says why)
 #   make test-kernels the tests of what a training reaches, and the tutorials, on another CPU
-#                     kernel path (oneDNN capped to SSE4.1, ATen's default kernels): an outcome
+#                     kernel path (oneDNN and MKL capped to AVX, ATen's default kernels): an outcome
 #                     that holds only on one CPU's rounding fails here, not for a user
 #   make docs         the documentation site (site/), built with --strict
 PYTHON ?= python3
@@ -13,7 +13,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints-dev.txt
 # pytest-xdist workers: one per core, each training on one thread (tests/conftest.py)
 WORKERS ?= auto
-KERNELS := ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2
+KERNELS := ONEDNN_MAX_CPU_ISA=AVX ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX
 
 .PHONY: run test test-fast test-kernels docs clean
 

@@ -16,6 +16,7 @@ import fcntl
 import gzip
 import os
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,15 +157,33 @@ def toy():
     return synthetic_dataset()
 
 
+def shared(tmp_path_factory, name: str, make) -> Path:
+    """A folder made once a test session by `make(folder)`, whichever worker asks first (the
+    others wait on a lock, then read it): a session fixture of pytest-xdist is per worker."""
+    root = tmp_path_factory.getbasetemp().parent if WORKER else tmp_path_factory.getbasetemp()
+    folder, done = root / "shared" / name, root / "shared" / f"{name}.done"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(root / "shared" / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not done.exists():
+                make(folder)
+                done.touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def cnn_report(tmp_path_factory):
     """`mnistlab report --only cnn --seeds 0`: cnn trained with its defaults on the sample (8
     epochs), once a session, for the report's tests and the real-data bar. Read it only."""
     from mnistlab.cli import main
 
-    out = tmp_path_factory.mktemp("shared") / "report"
-    assert main(["report", "--only", "cnn", "--seeds", "0", "--out", str(out), "--no-progress"]) == 0
-    return out
+    def make(out):
+        assert main(["report", "--only", "cnn", "--seeds", "0", "--out", str(out), "--no-progress"]) == 0
+
+    return shared(tmp_path_factory, "cnn-report", make)
 
 
 @pytest.fixture(scope="session")
@@ -174,10 +193,11 @@ def cnn_run_dir(tmp_path_factory):
     changes a run works on a copy (``shutil.copytree``)."""
     from mnistlab.cli import main
 
-    run = tmp_path_factory.mktemp("shared") / "cnn-run"
-    assert main(["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--run-dir", str(run),
-                 "--no-progress"]) == 0
-    return run
+    def make(run):
+        assert main(["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--run-dir", str(run),
+                     "--no-progress"]) == 0
+
+    return shared(tmp_path_factory, "cnn-run", make)
 
 
 @pytest.fixture(scope="session")
