@@ -10,16 +10,22 @@ import dataclasses
 import inspect
 import io
 import re
+import sys
+import tempfile
 import tokenize
 from pathlib import Path
 
 import mkdocs_gen_files
+import nbformat
 
 from mnistlab import cli
 from mnistlab.config import DataConfig, TrainConfig
 from mnistlab.registry import _REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "docs"))
+import executed  # noqa: E402
+
 API_MODULES = {
     "Training and runs": ["mnistlab.train", "mnistlab.runs", "mnistlab.config", "mnistlab.registry"],
     "Data and images": ["mnistlab.data", "mnistlab.images", "mnistlab.reading", "mnistlab.photos"],
@@ -157,6 +163,14 @@ def main() -> None:
     for path, text in api_pages():
         with mkdocs_gen_files.open(path, "w") as f:
             f.write(text)
+    # the tutorials with their outputs: as `make test` executed them, or executed here
+    for source in sorted((ROOT / "docs" / "tutorials").glob("*.py")):
+        nb = executed.kept(source)
+        if nb is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                nb = executed.execute(source, Path(tmp))
+        with mkdocs_gen_files.open(f"tutorials/{source.stem}.ipynb", "w") as f:
+            nbformat.write(nb, f)
     # the committed figures of benchmarks/, shown by the explanation pages
     for folder in ("report-cpu-2core", "explain", "explain/report", "photos"):
         for png in sorted((ROOT / "benchmarks" / folder).glob("*.png")):
