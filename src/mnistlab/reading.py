@@ -205,7 +205,8 @@ def score(model, condition: str, items: list[tuple[np.ndarray, str]], *, thresho
             for d, t in zip(read, label):
                 records.append((d.probabilities, int(t)))
                 digits_right += d.digit == int(t)
-    probs = torch.tensor([p for p, _ in records], dtype=torch.float64).reshape(-1, 10)
+    classes = len(records[0][0]) if records else 10  # the model's own class count
+    probs = torch.tensor([p for p, _ in records], dtype=torch.float64).reshape(-1, classes)
     truth = torch.tensor([t for _, t in records], dtype=torch.int64)
     conf, pred = probs.max(1) if len(records) else (torch.zeros(0), truth)  # (none read: empty columns)
     ok, low = pred == truth, conf < threshold
