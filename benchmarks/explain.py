@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mnistlab.attribution import METHODS
-from mnistlab.data import dataset_for
-from mnistlab.faithfulness import deletion, randomization
-from mnistlab.report import EXPLAIN_DELETION, EXPLAIN_SPEARMAN
+from mnistlab.attribution.faithfulness import deletion, randomization
+from mnistlab.attribution.maps import METHODS
+from mnistlab.data.sources import dataset_for
 from mnistlab.runs import load_run
+from mnistlab.studies.report import EXPLAIN_DELETION, EXPLAIN_SPEARMAN
 
 TARGETS = {"deletion": EXPLAIN_DELETION, "randomization": EXPLAIN_SPEARMAN}
 
@@ -80,7 +80,7 @@ def _api(run_dirs: list[str], methods: list[str], out: Path) -> None:
     import torch
     from starlette.testclient import TestClient
 
-    from mnistlab.web.server import create_app
+    from mnistlab.web.app import create_app
 
     rows = []
     for run_dir in run_dirs:

@@ -4,7 +4,7 @@ the expected calibration error with and without the run's fitted temperature.
 
     python benchmarks/photos.py --run runs/cnn --run runs/cnn-robust --out benchmarks/photos
 
-Sets come from ``mnistlab.photos`` (no MNIST in them, and none of their fonts or of
+Sets come from ``mnistlab.reading.photos`` (no MNIST in them, and none of their fonts or of
 scikit-learn's digits in any training set); each condition has its own seeded set of single
 digits, ``numbers`` and ``numbers-<condition>`` hold 3-5 digit numbers read whole. Writes
 photos.md and photos.json to --out and prints the table.
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from mnistlab.calibrate import ece
-from mnistlab.photos import CONDITIONS, NUMBER_SETS, make_set
-from mnistlab.reading import LOW_CONFIDENCE, score
+from mnistlab.reading.photos import CONDITIONS, NUMBER_SETS, make_set
+from mnistlab.reading.reader import LOW_CONFIDENCE, score
 from mnistlab.runs import load_run
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     args = p.parse_args()
     import numpy as np
 
-    from mnistlab import images
+    from mnistlab.reading import images
 
     if args.render == "mask":
         images.grey_ink = lambda mask, darkness: mask.astype(np.float32)

@@ -18,10 +18,10 @@ import time
 import torch
 
 from mnistlab.config import build_config
-from mnistlab.data import load_dataset
+from mnistlab.data.sources import load_dataset
 from mnistlab.infer import evaluate
-from mnistlab.registry import create_model
-from mnistlab.train import fit
+from mnistlab.models._registry import create_model
+from mnistlab.train.run import fit
 
 
 def one(model: str, sets: list[str], ds, seed: int, epochs: int) -> tuple[float, float]:

@@ -20,24 +20,28 @@ import nbformat
 
 from mnistlab import cli
 from mnistlab.config import DataConfig, TrainConfig
-from mnistlab.registry import _REGISTRY
+from mnistlab.models._registry import _REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
 import executed  # noqa: E402
 
 API_MODULES = {
-    "Training and runs": ["mnistlab.train", "mnistlab.runs", "mnistlab.config", "mnistlab.registry"],
-    "Data and images": ["mnistlab.data", "mnistlab.images", "mnistlab.reading", "mnistlab.photos"],
+    "Training and runs": ["mnistlab.train", "mnistlab.train.run", "mnistlab.train.steps", "mnistlab.train.track",
+                          "mnistlab.runs", "mnistlab.config", "mnistlab.models._registry"],
+    "Data": ["mnistlab.data", "mnistlab.data.sources", "mnistlab.data.batches", "mnistlab.data.augment"],
+    "Reading images": ["mnistlab.reading", "mnistlab.reading.images", "mnistlab.reading.reader",
+                       "mnistlab.reading.photos"],
     "Models": ["mnistlab.models.classifiers", "mnistlab.models.autoencoders", "mnistlab.models.coupled",
-               "mnistlab.layers"],
-    "Inference, explanation, export": ["mnistlab.infer", "mnistlab.attribution", "mnistlab.faithfulness",
-                                       "mnistlab.calibrate", "mnistlab.export"],
-    "Figures, reports, experiments": ["mnistlab.viz", "mnistlab.report", "mnistlab.experiments",
-                                      "mnistlab.experiments.dream", "mnistlab.experiments.unbiased",
-                                      "mnistlab.experiments.reencode"],
-    "Scale": ["mnistlab.sweep", "mnistlab.distributed", "mnistlab.track", "mnistlab.steps", "mnistlab.bench"],
-    "Web page": ["mnistlab.web.server"],
+               "mnistlab.models.layers"],
+    "Inference, explanation, export": ["mnistlab.infer", "mnistlab.attribution", "mnistlab.attribution.maps",
+                                       "mnistlab.attribution.faithfulness", "mnistlab.calibrate", "mnistlab.export"],
+    "Figures": ["mnistlab.viz"],
+    "Studies": ["mnistlab.studies.report", "mnistlab.studies.experiments", "mnistlab.studies.experiments.dream",
+                "mnistlab.studies.experiments.unbiased", "mnistlab.studies.experiments.reencode",
+                "mnistlab.studies.sweep", "mnistlab.studies.bench", "mnistlab.studies.baseline"],
+    "Scale": ["mnistlab.distributed"],
+    "Web page": ["mnistlab.web.app"],
 }
 
 
@@ -119,7 +123,7 @@ def config_page() -> str:
 
 
 def json_page() -> str:
-    from mnistlab.web import server
+    from mnistlab.web import app as server
 
     out = ["# JSON shapes", "",
            "Generated at build time from the `--json` options' help and the web server's docstring.", "",

@@ -1,6 +1,6 @@
 """Write the generated photo test sets to disk: one folder per condition (PNG files and
 labels.csv), plus `numbers` (3-5 digit numbers read whole). No MNIST in them: digits come
-from stroke templates, Liberation fonts and scikit-learn's 8x8 digits (see mnistlab.photos).
+from stroke templates, Liberation fonts and scikit-learn's 8x8 digits (see mnistlab.reading.photos).
 
     python scripts/make_photos.py --out photos --per-condition 200 --numbers 200
     mnistlab predict photos/mixed/0000.png --steps --save steps.png
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mnistlab.photos import CONDITIONS, make_set, write_set
+from mnistlab.reading.photos import CONDITIONS, make_set, write_set
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab.data import Dataset, Split
+from mnistlab.data.sources import Dataset, Split
 
 # cuBLAS is deterministic only with a fixed workspace, set before its first use (GPU tests
 # compare a captured step with an eager one, and a resumed run with a whole one).
@@ -78,7 +78,7 @@ def kill_at_epoch(monkeypatch, epoch: int):
     """Make the next train_run stop with KeyboardInterrupt as epoch `epoch` is about to be
     recorded (a kill between epochs: its checkpoint is the one before). Returns a function that
     puts recording back, for the resume that follows."""
-    from mnistlab import train
+    from mnistlab.train import run as train
 
     real = train.append_jsonl
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from mnistlab import distributed
 from mnistlab.config import build_config
 from mnistlab.models import list_models
-from mnistlab.train import train_run
+from mnistlab.train.run import train_run
 
 out = Path(sys.argv[1])
 flags = {"dataset": "mnist-sample", "epochs": 1, "limit_batches": 4, "device": "cpu"}  # gloo, even beside a GPU

@@ -9,12 +9,12 @@ import torch
 pytest.importorskip("captum", reason="the explain extra (mnistlab[explain]) is not installed")
 
 import mnistlab  # noqa: E402
-from mnistlab.attribution import CAMS, METHODS, cells, completeness_gap  # noqa: E402
+from mnistlab.attribution.maps import CAMS, METHODS, cells, completeness_gap  # noqa: E402
 from mnistlab.config import build_config  # noqa: E402
 from mnistlab.errors import ConfigError  # noqa: E402
 from mnistlab.models import create_model, list_models  # noqa: E402
 from mnistlab.runs import load_run  # noqa: E402
-from mnistlab.train import train_run  # noqa: E402
+from mnistlab.train.run import train_run  # noqa: E402
 
 CLASSIFIERS = [m for m in list_models(task="classify") if m != "encoder-classifier"]
 
@@ -149,7 +149,7 @@ def test_the_cli_prints_one_object_per_input_and_draws_the_picture(trained, tmp_
 def test_deletion_curves_erase_the_ink_in_the_order_given(trained):
     """The curve's ends are the digit and the digit with all its ink erased; ink goes in the
     order of the scores, and background pixels are never touched."""
-    from mnistlab.faithfulness import INK, curves, ink_of
+    from mnistlab.attribution.faithfulness import INK, curves, ink_of
 
     run, ds = trained
     x = ds.test.images[:6, None].float() / 255
@@ -181,7 +181,7 @@ def test_deletion_curves_erase_the_ink_in_the_order_given(trained):
 
 @pytest.mark.outcome
 def test_a_map_that_follows_the_model_beats_random_and_its_reverse(trained):
-    from mnistlab.faithfulness import deletion
+    from mnistlab.attribution.faithfulness import deletion
 
     run, ds = trained
     x = ds.test.images[:24, None].float() / 255
@@ -196,7 +196,7 @@ def test_a_map_that_follows_the_model_beats_random_and_its_reverse(trained):
 def test_randomisation_changes_gradient_maps_and_ig_keeps_the_digit(trained):
     """Adebayo's check on the toy model: saliency after re-initialising is unrelated to the
     trained map; integrated gradients' |map| keeps the input's shape (it multiplies by it)."""
-    from mnistlab.faithfulness import randomization, randomized
+    from mnistlab.attribution.faithfulness import randomization, randomized
 
     run, ds = trained
     x = ds.test.images[:30, None].float() / 255
@@ -212,7 +212,7 @@ def test_randomisation_changes_gradient_maps_and_ig_keeps_the_digit(trained):
 def test_spearman_with_ties():
     import numpy as np
 
-    from mnistlab.faithfulness import spearman
+    from mnistlab.attribution.faithfulness import spearman
 
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([10.0, 20, 30, 40])) == pytest.approx(1)
     assert spearman(np.array([1.0, 2, 3, 4]), np.array([4.0, 3, 2, 1])) == pytest.approx(-1)
@@ -262,7 +262,7 @@ def test_the_cli_offers_every_method():
 def test_gradcam_cells_sit_where_their_receptive_fields_are():
     """cnn's last maps (5x5 after two valid convolutions and poolings) are centred on input
     pixels 4.5 + 4i, not spread over the whole 28x28 as a plain resize would put them."""
-    from mnistlab.attribution import cell_centres, feature_layer
+    from mnistlab.attribution.maps import cell_centres, feature_layer
 
     model = _model("cnn").eval()
     layer = feature_layer(model)

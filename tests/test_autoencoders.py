@@ -14,9 +14,9 @@ from mnistlab.cli import main
 from mnistlab.config import build_config
 from mnistlab.errors import ConfigError
 from mnistlab.interactive import ask_config, questions
-from mnistlab.registry import create_model
+from mnistlab.models._registry import create_model
 from mnistlab.runs import load_run
-from mnistlab.train import fit, train_run
+from mnistlab.train.run import fit, train_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -12,11 +12,11 @@ import torch
 from mnistlab import calibrate
 from mnistlab.cli import main
 from mnistlab.config import build_config
-from mnistlab.images import holes, prepare, render
-from mnistlab.photos import NUMBER_SETS, SOFT_CONDITIONS, make_set
-from mnistlab.reading import probabilities
+from mnistlab.reading.images import holes, prepare, render
+from mnistlab.reading.photos import NUMBER_SETS, SOFT_CONDITIONS, make_set
+from mnistlab.reading.reader import probabilities
 from mnistlab.runs import load_run
-from mnistlab.train import train_run
+from mnistlab.train.run import train_run
 
 
 def test_a_known_temperature_is_recovered_and_the_ece_falls():
@@ -112,7 +112,7 @@ def test_the_grey_rendering_keeps_a_blurred_digits_loops(photo, centres):
 def test_thickening_never_closes_a_gap():
     """A thin-pen "3" whose gaps are narrower than the disc that would bring it to MNIST's
     stroke width: thickened only as far as no loop appears."""
-    from mnistlab.images import normalise_stroke
+    from mnistlab.reading.images import normalise_stroke
 
     m = np.zeros((100, 70), np.uint8)
     cv2.ellipse(m, (35, 27), (28, 24), 0, 200, 450, 1, 2)
@@ -140,9 +140,9 @@ def test_the_page_and_read_use_the_runs_temperature(toy, tmp_path, monkeypatch):
     pytest.importorskip("starlette")
     from starlette.testclient import TestClient
 
-    from mnistlab.photos import make_set
-    from mnistlab.reading import read_number
-    from mnistlab.web.server import create_app
+    from mnistlab.reading.photos import make_set
+    from mnistlab.reading.reader import read_number
+    from mnistlab.web.app import create_app
 
     train_run(build_config("cnn", sets=["epochs=2", "batch_size=32"]), tmp_path / "r", dataset=toy,
               progress=False, figures=False)
@@ -155,7 +155,7 @@ def test_the_page_and_read_use_the_runs_temperature(toy, tmp_path, monkeypatch):
         img, _ = make_set("numbers", 1, seed=3, sources=("strokes",))[0]
         from PIL import Image
 
-        from mnistlab.images import to_grey
+        from mnistlab.reading.images import to_grey
 
         readings.append(read_number(load_run(tmp_path / "r").model, to_grey(Image.fromarray(img))))
     with torch.no_grad():

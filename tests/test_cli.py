@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from mnistlab.cli import main
-from mnistlab.data import load_dataset
+from mnistlab.data.sources import load_dataset
 from test_images import photo_of
 
 PNG = b"\x89PNG\r\n\x1a\n"

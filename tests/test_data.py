@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import idx_bytes, write_idx_set
-from mnistlab import data
-from mnistlab.data import FileCheck, is_labelled, load_dataset, load_path, read_idx
+from mnistlab.data import sources as data
+from mnistlab.data.sources import FileCheck, is_labelled, load_dataset, load_path, read_idx
 from mnistlab.errors import DataError
 
 # ---------------------------------------------------------------- bundled sample
@@ -344,7 +344,7 @@ def _sample_files(folder, n_train=300, n_test=100):
 
 def test_autoencoder_from_one_images_file_with_any_name(tmp_path):
     from mnistlab.config import build_config
-    from mnistlab.train import train_run
+    from mnistlab.train.run import train_run
 
     tr_img, *_ = _sample_files(tmp_path / "d")
     notes = []
@@ -362,7 +362,7 @@ def test_autoencoder_from_one_images_file_with_any_name(tmp_path):
 
 def test_classifier_from_four_named_files_and_labels_required(tmp_path):
     from mnistlab.config import build_config
-    from mnistlab.train import train_run
+    from mnistlab.train.run import train_run
 
     tr_img, tr_lab, te_img, te_lab = _sample_files(tmp_path / "d")
     d = tmp_path / "d"
@@ -394,7 +394,7 @@ def test_files_by_path_errors_name_the_file(tmp_path):
 
 def test_files_by_path_as_npy_and_npz(tmp_path):
     """A lone .npy of images (and one of labels) and an .npz without Keras' names load too."""
-    from mnistlab.data import pick_digit
+    from mnistlab.data.sources import pick_digit
 
     ds = load_dataset("mnist-sample")
     imgs, labs = ds.train.images[:50].numpy(), ds.train.labels[:50].numpy()

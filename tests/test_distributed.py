@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnistlab.batches import Batches
 from mnistlab.cli import main
+from mnistlab.data.batches import Batches
 from mnistlab.models import list_models
 
 # Two gloo processes on the CPU, asked for: on a one-GPU machine 'auto' would mean NCCL and refuse two.

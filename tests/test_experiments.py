@@ -8,23 +8,24 @@ from pathlib import Path
 import pytest
 import torch
 
-import mnistlab.experiments.dream as dream
-import mnistlab.experiments.unbiased as unbiased
-import mnistlab.train as train
+import mnistlab.studies.experiments.dream as dream
+import mnistlab.studies.experiments.unbiased as unbiased
+import mnistlab.train.run as train
 from mnistlab._io import read_jsonl
 from mnistlab.cli import main
-from mnistlab.data import load_dataset
+from mnistlab.data.sources import load_dataset
 from mnistlab.errors import ConfigError, RunError
-from mnistlab.experiments import build_experiment_config, run_experiment
-from mnistlab.registry import create_model
-from mnistlab.train import fit
+from mnistlab.models import create_model
+from mnistlab.models.coupled import conditional_mmd, loop_of, parity_of
+from mnistlab.studies.experiments import build_experiment_config, run_experiment
+from mnistlab.train.run import fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_loop_only_floor_on_hand_made_labels():
     labels = torch.tensor([0, 0, 9, 1, 3, 2, 8, 7])
-    loop, parity = unbiased.loop_of(labels), unbiased.parity_of(labels)
+    loop, parity = loop_of(labels), parity_of(labels)
     assert loop.tolist() == [1, 1, 1, 0, 0, 0, 1, 0]
     assert parity.tolist() == [0, 0, 1, 1, 1, 0, 0, 1]
     # loop digits {0,0,9,8}: 3 even of 4; no-loop {1,3,2,7}: 3 odd of 4 -> 6/8
@@ -38,7 +39,7 @@ def test_conditional_mmd_sees_parity_inside_a_loop_class():
     same = torch.randn(80, 4, generator=g)
     shifted = same.clone()
     shifted[parity == 1] += 3.0
-    assert unbiased.conditional_mmd(shifted, loop, parity) > 5 * unbiased.conditional_mmd(same, loop, parity)
+    assert conditional_mmd(shifted, loop, parity) > 5 * conditional_mmd(same, loop, parity)
 
 
 def test_normalized_code_cannot_shrink_to_a_point():
@@ -167,7 +168,7 @@ def test_unbiased_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
     assert (path / "figures" / "tradeoff.png").read_bytes()[:8] == PNG
     assert "| λ | loop acc |" in (path / "table.md").read_text()
     test = sample.test.labels
-    floor = unbiased.loop_only_floor(unbiased.loop_of(test), unbiased.parity_of(test))
+    floor = unbiased.loop_only_floor(loop_of(test), parity_of(test))
     rows = m["rows"]
     assert [r["lambda"] for r in rows] == [0.0, 1.0]
     assert all(r["loop_only_floor"] == pytest.approx(floor) for r in rows)
@@ -261,8 +262,8 @@ def test_an_experiment_is_recorded_as_runs(tmp_path, small):
     """Sectioned config.json, metrics.jsonl rows, results.json, summary.json naming the main
     part; each part a run that load_run, the web server and resume understand."""
     from mnistlab.runs import load_run
-    from mnistlab.train import resume_run
-    from mnistlab.web import server
+    from mnistlab.train.run import resume_run
+    from mnistlab.web import app as server
 
     cfg = build_experiment_config("dream", sets=["rounds=2", "steps=5", "epochs=1", "judge_epochs=1",
                                                  "epochs_per_round=1", "per_digit=1"])
@@ -339,7 +340,7 @@ def test_spread_terms_punish_collapsed_and_copied_codes():
 def test_adversary_ensemble_renews_one_head_at_a_time():
     from mnistlab.config import build_config
     from mnistlab.models import create_model
-    from mnistlab.train import make_optimizer
+    from mnistlab.train.run import make_optimizer
 
     cfg = build_config("loop-parity", flags={"lam": 1.0, "code_dim": 16, "adversaries": 3, "adversary_reset_epochs": 2})
     net = create_model("loop-parity", cfg.model)

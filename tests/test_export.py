@@ -14,7 +14,7 @@ from mnistlab.config import build_config  # noqa: E402
 from mnistlab.export import TOLERANCE, check_onnx, onnx_bytes  # noqa: E402
 from mnistlab.models import create_model, list_models  # noqa: E402
 from mnistlab.runs import load_run  # noqa: E402
-from mnistlab.train import train_run  # noqa: E402
+from mnistlab.train.run import train_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")

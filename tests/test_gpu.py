@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from conftest import kill_at_epoch
-from mnistlab import steps, train
 from mnistlab.config import build_config
 from mnistlab.models import create_model
+from mnistlab.train import run as train
+from mnistlab.train import steps
 
 pytestmark = pytest.mark.gpu
 
@@ -92,7 +93,8 @@ _CHILD = """
 import json, sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import synthetic_dataset
-from mnistlab import steps, train
+from mnistlab.train import run as train
+from mnistlab.train import steps
 from mnistlab.config import build_config
 from mnistlab.models import create_model
 

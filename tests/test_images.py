@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnistlab.data import load_dataset
+from mnistlab.data.sources import load_dataset
 from mnistlab.errors import ImageError
-from mnistlab.images import load_image, preprocess
+from mnistlab.reading.images import load_image, preprocess
 
 
 def _centre_of_mass(a):

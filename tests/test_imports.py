@@ -93,6 +93,6 @@ def test_no_import_circle_in_mnistlab():
 
 def test_the_registry_is_a_leaf():
     graph = import_graph()
-    assert graph["mnistlab.registry"] <= {"mnistlab.checks", "mnistlab.errors"}
+    assert graph["mnistlab.models._registry"] <= {"mnistlab.checks", "mnistlab.errors"}
     assert graph["mnistlab.checks"] <= {"mnistlab.errors"}
-    assert "mnistlab.train" not in graph["mnistlab.viz"]
+    assert "mnistlab.train.run" not in graph["mnistlab.viz"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mnistlab.errors import RunError
-from mnistlab.registry import create_model, get_spec, list_models
+from mnistlab.models._registry import create_model, get_spec, list_models
 from mnistlab.runs import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 MODELS = list_models()

@@ -1,6 +1,6 @@
 """Real-world inputs: photos of digits under each condition, whole numbers, bad images.
 
-The photos are generated (``mnistlab.photos``: stroke templates and fonts, no MNIST).
+The photos are generated (``mnistlab.reading.photos``: stroke templates and fonts, no MNIST).
 Preprocessing is checked without a model: a digit photographed under a condition must come
 out as the same 28x28 image as the same ink on clean paper. Reading is checked with models
 trained on the bundled sample."""
@@ -18,10 +18,10 @@ from PIL import Image
 
 from mnistlab.config import build_config
 from mnistlab.errors import ImageError
-from mnistlab.images import components, find_ink, load_image, preprocess, segment_digits, to_grey
-from mnistlab.photos import CONDITIONS, Page, _lines, _settings, digit_ink, make_set, photo, write_set
-from mnistlab.reading import LOW_CONFIDENCE, read_digit, read_number, score
-from mnistlab.train import train_run
+from mnistlab.reading.images import components, find_ink, load_image, preprocess, segment_digits, to_grey
+from mnistlab.reading.photos import CONDITIONS, Page, _lines, _settings, digit_ink, make_set, photo, write_set
+from mnistlab.reading.reader import LOW_CONFIDENCE, read_digit, read_number, score
+from mnistlab.train.run import train_run
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mnistlab.cli import main
-from mnistlab.report import Bar, parse_seeds
+from mnistlab.studies.report import Bar, parse_seeds
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -34,12 +34,12 @@ def test_one_job_one_seed_then_resumes_without_redoing(tmp_path, capsys, cnn_rep
 
 def test_an_interrupted_training_goes_on_from_its_checkpoint(tmp_path, monkeypatch):
     """A model job killed mid-training resumes from its checkpoint on the next report."""
-    from mnistlab import report
+    from mnistlab.studies import report
 
     work = tmp_path / "rep"
     folder = work / "runs" / "ae-dense-seed0"
     from mnistlab.config import build_config
-    from mnistlab.train import train_run
+    from mnistlab.train.run import train_run
 
     class Stop(Exception):
         pass
@@ -60,7 +60,7 @@ def test_an_interrupted_training_goes_on_from_its_checkpoint(tmp_path, monkeypat
 def test_the_help_names_every_job(capsys, monkeypatch):
     import fnmatch
 
-    from mnistlab import report
+    from mnistlab.studies import report
 
     monkeypatch.setenv("COLUMNS", "400")  # no line breaks inside a job's name
     with pytest.raises(SystemExit):
@@ -93,7 +93,7 @@ def test_report_errors_are_one_line(tmp_path, capsys, args, message):
 @pytest.mark.slow("generates and reads photos")
 def test_the_photo_reader_job_reads_generated_photos(tmp_path, monkeypatch):
     """cnn-robust's job: held-out accuracy and each photo set's accuracy, on a short training."""
-    from mnistlab import report
+    from mnistlab.studies import report
 
     real_train = report._train
     monkeypatch.setattr(report, "_train", lambda model, seed, folder, sets=(): real_train(
@@ -111,8 +111,8 @@ def test_the_explain_job_measures_every_method_against_the_issues_bars(tmp_path,
     """explain's job: each method's deletion/insertion fractions and randomisation Spearman on
     a briefly trained cnn (the bars are issue 24's), here on 6 digits."""
     pytest.importorskip("captum", reason="the explain extra (mnistlab[explain]) is not installed")
-    from mnistlab import report
-    from mnistlab.attribution import METHODS
+    from mnistlab.attribution.maps import METHODS
+    from mnistlab.studies import report
 
     real_train = report._train
     monkeypatch.setattr(report, "_train", lambda model, seed, folder, sets=(): real_train(

@@ -6,14 +6,14 @@ import json
 import pytest
 import torch
 
-from mnistlab.augment import random_affine, random_shift
-from mnistlab.bench import tutorial_loader
 from mnistlab.cli import main
 from mnistlab.config import build_config
-from mnistlab.data import images_to_float
-from mnistlab.layers import Dropout
-from mnistlab.registry import create_model
-from mnistlab.train import batch_indices, fit
+from mnistlab.data.augment import random_affine, random_shift
+from mnistlab.data.sources import images_to_float
+from mnistlab.models._registry import create_model
+from mnistlab.models.layers import Dropout
+from mnistlab.studies.bench import tutorial_loader
+from mnistlab.train.run import batch_indices, fit
 
 
 def test_fast_path_and_tutorial_pipeline_give_the_same_batches(toy):
@@ -40,7 +40,7 @@ def test_random_shift_moves_whole_pixels_and_keeps_shapes():
 
 
 def test_random_affine_is_small_and_batched():
-    from mnistlab.data import load_dataset
+    from mnistlab.data.sources import load_dataset
 
     x = images_to_float(load_dataset("mnist-sample").test.images[:32])
     y = random_affine(x, generator=torch.Generator().manual_seed(0))
@@ -109,14 +109,14 @@ def test_bench_quick_smoke(tmp_path, capsys):
         assert row["peak_rss_mb"] > 50
     assert whole["ratio"] == pytest.approx(whole["rows"][2]["wall_s"] / whole["rows"][0]["wall_s"])
     md = (tmp_path / "bench.md").read_text()
-    assert "## 1. Pipeline" in md and "## 7. Whole process" in md and "python -m mnistlab.tutorial" in md
+    assert "## 1. Pipeline" in md and "## 7. Whole process" in md and "python -m mnistlab.studies.baseline" in md
     machine = res["machine"]  # every figure says where it was measured
     assert machine["cpu"] and machine["isa"] == torch.backends.cpu.get_cpu_capability() and machine["cores"] >= 1
     assert f"Measured on {machine['cpu']}, {machine['isa']} kernels" in md
 
 
 def test_a_bench_that_fails_midway_keeps_the_sections_before(tmp_path, monkeypatch):
-    from mnistlab import bench
+    from mnistlab.studies import bench
 
     monkeypatch.setattr(bench, "pipeline_ratio", lambda *a, **k: {"images": 1, "mnistlab_img_s": 2.0,
                                                                     "tutorial_img_s": 1.0, "ratio": 2.0})
@@ -138,7 +138,7 @@ def test_a_bench_that_fails_midway_keeps_the_sections_before(tmp_path, monkeypat
 @pytest.mark.slow("starts mnistlab in child processes")
 @pytest.mark.outcome
 def test_conventional_script_trains_and_reports(capsys):
-    from mnistlab import tutorial
+    from mnistlab.studies import baseline as tutorial
 
     assert tutorial.main(["--dataset", "mnist-sample", "--limit-batches", "30", "--quiet"]) == 0
     words = capsys.readouterr().out.split()

@@ -14,7 +14,7 @@ import torch
 from mnistlab import runtime
 from mnistlab.cli import main
 from mnistlab.infer import evaluate, evaluate_and_predict, predict
-from mnistlab.registry import create_model
+from mnistlab.models._registry import create_model
 
 
 def _python(code: str) -> str:
@@ -30,9 +30,9 @@ def test_import_and_parser_pull_in_no_torch():
 
 
 def test_parser_names_are_the_registries_names():
-    from mnistlab.data import DATASETS
-    from mnistlab.experiments import EXPERIMENTS
+    from mnistlab.data.sources import DATASETS
     from mnistlab.names import DATASET_NAMES, EXPERIMENT_NAMES
+    from mnistlab.studies.experiments import EXPERIMENTS
 
     assert DATASET_NAMES == tuple(DATASETS) and EXPERIMENT_NAMES == tuple(EXPERIMENTS)
 

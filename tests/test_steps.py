@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from conftest import kill_at_epoch
-from mnistlab import steps, train
 from mnistlab.config import build_config
 from mnistlab.models import create_model
+from mnistlab.train import run as train
+from mnistlab.train import steps
 
 
 def _cfg(model="cnn-fast", **sets):

@@ -16,7 +16,7 @@ import pytest
 from mnistlab.cli import main
 
 optuna = pytest.importorskip("optuna", reason="the 'sweep' extra is not installed")
-from mnistlab.sweep import open_storage  # noqa: E402
+from mnistlab.studies.sweep.study import open_storage  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # each trial's own figures are a training's (tested there); a sweep's figures are drawn either way

@@ -10,7 +10,7 @@ from conftest import kill_at_epoch, synthetic_dataset
 from mnistlab._io import read_jsonl
 from mnistlab.config import build_config
 from mnistlab.errors import ConfigError
-from mnistlab.train import resume_run, train_run
+from mnistlab.train.run import resume_run, train_run
 
 pytest.importorskip("tensorboard", reason="the 'track' extra is not installed")
 mlflow = pytest.importorskip("mlflow", reason="the 'track' extra is not installed")
@@ -49,7 +49,7 @@ def test_scalars_params_and_figures_reach_both(tmp_path, monkeypatch):
 
 @pytest.mark.slow("writes to TensorBoard and MLflow and reads them back")
 def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path, monkeypatch):
-    import mnistlab.train as tr
+    import mnistlab.train.run as tr
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     ds = synthetic_dataset()
@@ -69,7 +69,7 @@ def test_a_resumed_run_goes_on_in_the_same_mlflow_run(tmp_path, monkeypatch):
 def test_unknown_tracker_and_missing_extra_are_clear(monkeypatch):
     import importlib
 
-    from mnistlab import track
+    from mnistlab.train import track
 
     with pytest.raises(ConfigError, match="train.track"):
         build_config("cnn", flags={"track": "wandb"})

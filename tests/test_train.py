@@ -11,9 +11,9 @@ from conftest import synthetic_dataset
 from mnistlab._io import read_jsonl
 from mnistlab.config import build_config
 from mnistlab.errors import RunError
-from mnistlab.registry import create_model
+from mnistlab.models._registry import create_model
 from mnistlab.runs import latest_run, list_runs, load_run
-from mnistlab.train import batch_indices, evaluate, fit, reuse_run, train_run
+from mnistlab.train.run import batch_indices, evaluate, fit, reuse_run, train_run
 
 
 def _cfg(**sets):
@@ -110,7 +110,7 @@ def test_listing_and_latest(toy, tmp_path):
 def test_reuse_loads_instead_of_training(tmp_path, monkeypatch):
     ds = synthetic_dataset()
     train_run(_cfg(epochs=1), tmp_path / "r", dataset=ds, progress=False)
-    import mnistlab.train as tr
+    import mnistlab.train.run as tr
 
     monkeypatch.setattr(tr, "dataset_for", lambda *a, **k: ds)
     monkeypatch.setattr(tr, "fit", lambda *a, **k: pytest.fail("reuse must not train"))
@@ -171,7 +171,7 @@ def test_resume_after_sigkill_ends_as_if_never_stopped(tmp_path):
 
 def test_resume_continues_a_two_stage_model(tmp_path, monkeypatch):
     """The encoder classifier stopped in its second stage goes on in that stage."""
-    import mnistlab.train as tr
+    import mnistlab.train.run as tr
 
     ds = synthetic_dataset()
     ae = train_run(build_config("ae-dense", flags={"epochs": 1}), tmp_path / "ae", dataset=ds, progress=False)

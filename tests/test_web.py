@@ -23,9 +23,9 @@ starlette = pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 from mnistlab.config import build_config  # noqa: E402
-from mnistlab.data import load_dataset  # noqa: E402
-from mnistlab.train import train_run  # noqa: E402
-from mnistlab.web.server import MAX_BODY, create_app  # noqa: E402
+from mnistlab.data.sources import load_dataset  # noqa: E402
+from mnistlab.train.run import train_run  # noqa: E402
+from mnistlab.web.app import MAX_BODY, create_app  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -247,7 +247,7 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
         assert page.locator("#layers img").count() >= 5
         page.screenshot(path=shot, full_page=True)
         # An uploaded photo of a number: its stages and the digits found, boxed.
-        from mnistlab.photos import make_set, write_set
+        from mnistlab.reading.photos import make_set, write_set
 
         photos = write_set(tmp_path / "photos", make_set("numbers", 1, seed=11, sources=("strokes",)))
         page.set_input_files("#upload", str(photos / "0000.png"))
@@ -262,7 +262,7 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
 
 
 def test_read_and_predict_steps_for_an_uploaded_photo(client, tmp_path):
-    from mnistlab.photos import make_set
+    from mnistlab.reading.photos import make_set
 
     (img, label), = make_set("numbers", 1, seed=4, sources=("strokes",))
     body = io.BytesIO()
@@ -297,7 +297,7 @@ def test_explain_api_maps_contrast_deletion_and_scrambled_weights(client, digits
     images, labels = digits
     body = _json(images[1])
     out = {}
-    from mnistlab.attribution import METHODS
+    from mnistlab.attribution.maps import METHODS
 
     for method in METHODS:
         r = client.post(f"/api/explain?run=cnn-run&method={method}", **body)
@@ -350,7 +350,7 @@ def test_a_convolution_opened_at_a_pixel_adds_up_to_its_map(client, digits):
 
 
 def test_predict_picks_one_digit_of_a_written_number(client):
-    from mnistlab.photos import make_set
+    from mnistlab.reading.photos import make_set
 
     (img, label), = make_set("numbers", 1, seed=11, sources=("strokes",))
     buf = io.BytesIO()
@@ -369,9 +369,9 @@ def test_predict_picks_one_digit_of_a_written_number(client):
 def test_a_photo_is_looked_at_once_per_prediction(client, monkeypatch):
     """/api/predict reads the photo as one digit and as a number from one search for its ink
     (the slow part: flattening the paper, thresholding, erasing lines), not two."""
-    from mnistlab import images as images_module
-    from mnistlab import reading
-    from mnistlab.photos import make_set
+    from mnistlab.reading import images as images_module
+    from mnistlab.reading import reader as reading
+    from mnistlab.reading.photos import make_set
 
     calls = []
     real = images_module.find_ink
@@ -463,7 +463,7 @@ def test_browser_explains_erases_scrambles_and_opens_a_convolution(server, serve
         expect(page.locator("#conv-maps canvas")).to_have_count(64, timeout=30000)
         page.screenshot(path=shot.replace(".png", "-why.png"), full_page=True)
         # a written number: the Prediction card reads the digit picked, as "Your image" does
-        from mnistlab.photos import make_set, write_set
+        from mnistlab.reading.photos import make_set, write_set
 
         photos = write_set(tmp_path / "photos", make_set("numbers", 1, seed=11, sources=("strokes",)))
         page.set_input_files("#upload", str(photos / "0000.png"))

@@ -53,7 +53,7 @@ viz.confusion_figure(cm, ds.classes, title="cnn-fast on the held-out sample");
 # ## One digit, and what the model thinks of it
 
 # %%
-from mnistlab.reading import probabilities  # noqa: E402
+from mnistlab.reading.reader import probabilities  # noqa: E402
 
 digit = ds.test.images[7].numpy()
 probs = probabilities(run.model, digit[None])[0]

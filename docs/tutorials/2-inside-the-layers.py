@@ -71,7 +71,7 @@ viz.explanation_figure(digit, maps[0].numpy(), probs, ds.classes, "held-out digi
 # explains the model should change.
 
 # %%
-from mnistlab.faithfulness import deletion, randomization  # noqa: E402
+from mnistlab.attribution.faithfulness import deletion, randomization  # noqa: E402
 
 images = ds.test.images[:50, None].float() / 255
 d = deletion(model, images, "saliency")
@@ -88,7 +88,7 @@ viz.faithfulness_figure(d);
 # deletion check tells them apart.
 
 # %%
-from mnistlab.attribution import cells  # noqa: E402
+from mnistlab.attribution.maps import cells  # noqa: E402
 
 for method in ("gradcam", "hirescam"):
     won = deletion(model, images, method).beats_random

@@ -27,7 +27,7 @@ from pathlib import Path
 from IPython.display import Image, display
 
 import mnistlab
-from mnistlab.experiments import build_experiment_config, run_experiment, summary_lines
+from mnistlab.studies.experiments import build_experiment_config, run_experiment, summary_lines
 
 ds = mnistlab.load_dataset("mnist-sample")
 root = Path(tempfile.mkdtemp())

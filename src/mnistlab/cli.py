@@ -26,7 +26,7 @@ def _data_flags(args) -> dict:
 
 
 def _load_data(args, name=None):
-    from .data import load_dataset
+    from .data.sources import load_dataset
 
     files = {k: getattr(args, k) for k in FILE_FLAGS}
     return load_dataset(name or args.dataset, args.data_dir, notice=_notice, files=files)
@@ -68,7 +68,7 @@ def cmd_train(args) -> int:
     from . import distributed
     from .config import build_config
     from .runs import latest_run
-    from .train import resume_run, reuse_run, train_run
+    from .train.run import resume_run, reuse_run, train_run
 
     if distributed.launched():  # a rank: it ends with its launcher, even a killed one
         distributed.die_with_parent()
@@ -125,7 +125,7 @@ def _print_summary(run) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import run_sweep, show_sweep
+    from .studies.sweep.study import run_sweep, show_sweep
 
     if args.show:
         out, table = show_sweep(args.storage, args.study, args.out)
@@ -163,7 +163,7 @@ def _single_process(what: str) -> None:
 
 
 def cmd_experiment(args) -> int:
-    from .experiments import build_experiment_config, run_experiment
+    from .studies.experiments import build_experiment_config, run_experiment
 
     _single_process("experiments")
 
@@ -172,7 +172,7 @@ def cmd_experiment(args) -> int:
     log = (lambda m: None) if args.quiet else _notice
     path, metrics = run_experiment(args.name, cfg, run_dir=args.run_dir, reuse=args.reuse,
                                    progress=False if args.no_progress else None, log=log, notice=_notice)
-    from .experiments import summary_lines
+    from .studies.experiments import summary_lines
 
     for line in summary_lines(args.name, metrics):
         print(line)
@@ -183,7 +183,7 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench, to_markdown
+    from .studies.bench import run_bench, to_markdown
 
     if not 1 <= args.seeds <= 100:
         raise MnistlabError(f"--seeds {args.seeds}: must be in 1..100")
@@ -196,7 +196,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import parse_seeds, run_report
+    from .studies.report import parse_seeds, run_report
 
     _single_process("the report")
     report = run_report(parse_seeds(args.seeds), args.only, args.out,
@@ -211,7 +211,7 @@ def cmd_report(args) -> int:
 
 def cmd_serve(args) -> int:
     try:
-        from .web.server import serve
+        from .web.app import serve
     except ImportError as e:
         raise MnistlabError(f"the web page needs the 'web' extra ({e.name} is missing): "
                             "pip install 'mnistlab[web]'") from None
@@ -222,7 +222,7 @@ def cmd_serve(args) -> int:
 # ---------------------------------------------------------------- show / predict / layers
 
 def cmd_show(args) -> int:
-    from .data import pick_digit
+    from .data.sources import pick_digit
     from .viz import digit_figure, show_or_save
 
     d = pick_digit(_load_data(args), args.train, args.id)
@@ -236,7 +236,7 @@ def cmd_show(args) -> int:
 
 
 def _classifier_run(run_arg):
-    from .reading import default_classifier
+    from .reading.reader import default_classifier
     from .runs import load_run
 
     run = load_run(run_arg or default_classifier())
@@ -246,7 +246,7 @@ def _classifier_run(run_arg):
 
 
 def _dataset_for_run(run, args):
-    from .data import FROM_FILES, dataset_for
+    from .data.sources import FROM_FILES, dataset_for
 
     if any(getattr(args, k) for k in FILE_FLAGS):  # the user's files are named as theirs, not the run's dataset
         return _load_data(args, args.dataset or FROM_FILES)
@@ -257,7 +257,7 @@ def _dataset_for_run(run, args):
 
 def _classes(run, ds=None) -> tuple[str, ...]:
     """The names of the run's model's outputs (its own, or its dataset's)."""
-    from .data import dataset_classes
+    from .data.sources import dataset_classes
 
     return run.model.classes(ds.classes if ds else dataset_classes(run.config.data.dataset))
 
@@ -285,9 +285,9 @@ def _digit_input(run, args, item, ds):
     probabilities, true label or None, JSON record, preprocessing stages or None, dataset)."""
     import numpy as np
 
-    from .data import pick_digit
-    from .images import is_image_path, load_grey
-    from .reading import probabilities, read_digit
+    from .data.sources import pick_digit
+    from .reading.images import is_image_path, load_grey
+    from .reading.reader import probabilities, read_digit
 
     if item is not None and is_image_path(item):
         reading, prep = read_digit(run.model, load_grey(item), item)
@@ -302,7 +302,7 @@ def _digit_input(run, args, item, ds):
 def cmd_predict(args) -> int:
     import torch
 
-    from .reading import LOW_CONFIDENCE
+    from .reading.reader import LOW_CONFIDENCE
 
     run = _classifier_run(args.run)
     inputs = args.inputs or [None]
@@ -336,7 +336,7 @@ def cmd_predict(args) -> int:
             pictures.append((prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
                              _numbered(args.save, n, len(inputs)), f"prediction-{n}.png"))
         if args.steps and prep is not None:
-            from .images import stage_images
+            from .reading.images import stage_images
             from .viz import steps_figure
 
             pictures.append((steps_figure(stage_images(prep), f"{name}: predicted {classes[top]} ({probs[top]:.0%})"),
@@ -354,7 +354,7 @@ def cmd_explain(args) -> int:
     import numpy as np
     import torch
 
-    from .attribution import explain
+    from .attribution.maps import explain
 
     run = _classifier_run(args.run)
     if args.eval:
@@ -392,8 +392,8 @@ def cmd_explain(args) -> int:
 def _explain_eval(run, args) -> int:
     """`explain --eval deletion|randomization`: the faithfulness of a method on the first N
     held-out digits of the run's dataset."""
+    from .attribution.faithfulness import MAX_DIGITS, deletion, randomization
     from .checks import check_count
-    from .faithfulness import MAX_DIGITS, deletion, randomization
 
     if args.inputs or args.target is not None or args.contrast is not None:
         raise MnistlabError("--eval measures the first --n held-out digits for their predicted classes: "
@@ -427,8 +427,8 @@ def _explain_eval(run, args) -> int:
 
 
 def cmd_read(args) -> int:
-    from .images import boxes_image, load_grey
-    from .reading import LOW_CONFIDENCE, read_number
+    from .reading.images import boxes_image, load_grey
+    from .reading.reader import LOW_CONFIDENCE, read_number
 
     run = _classifier_run(args.run)
     failures = 0
@@ -458,9 +458,9 @@ def cmd_read(args) -> int:
 
 
 def cmd_layers(args) -> int:
-    from .data import pick_digit
-    from .images import is_image_path, load_image
+    from .data.sources import pick_digit
     from .infer import activations
+    from .reading.images import is_image_path, load_image
     from .viz import layers_figure, show_or_save
 
     run = _classifier_run(args.run)

@@ -81,7 +81,7 @@ class DataConfig:
     test_labels: str | None = None
 
     def validate(self) -> None:
-        from .data import AUTO, DATASETS, FROM_FILES
+        from .data.sources import AUTO, DATASETS, FROM_FILES
 
         names = (*DATASETS, AUTO) + ((FROM_FILES,) if self.train_images else ())
         check(self.dataset in names, "data.dataset", f"must be one of {names}", self.dataset)

@@ -106,7 +106,7 @@ def check_onnx(data: bytes, model, images: torch.Tensor) -> float:
 def export_run(run_dir, fmt: str = "onnx", out=None, *, opset: int = OPSET, digits: int = CHECK_DIGITS) -> dict:
     """Export a run's model, check it against torch on `digits` held-out digits, write it
     atomically (default RUN/model.onnx) and record it in RUN/exports.json."""
-    from .data import dataset_for
+    from .data.sources import dataset_for
     from .runs import load_run
 
     if fmt not in FORMATS:

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mnistlab.config import build_config  # noqa: E402
-from mnistlab.data import IMAGE_MAGIC, LABEL_MAGIC, load_files, parse_idx, read_idx  # noqa: E402
+from mnistlab.data.sources import IMAGE_MAGIC, LABEL_MAGIC, load_files, parse_idx, read_idx  # noqa: E402
 from mnistlab.errors import MnistlabError  # noqa: E402
-from mnistlab.images import load_grey, preprocess  # noqa: E402
+from mnistlab.reading.images import load_grey, preprocess  # noqa: E402
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -147,7 +147,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 @given(st.one_of(json_values.map(lambda v: json.dumps({"pixels": v})), json_values.map(json.dumps),
                  st.binary(max_size=100).map(lambda b: b.decode("latin-1"))))
 def test_json_api_parser(text):
-    from mnistlab.web.server import BadRequest, parse_upload
+    from mnistlab.web.app import BadRequest, parse_upload
 
     try:
         pixels, grey = parse_upload(text.encode("utf-8", "surrogatepass"), "application/json")

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from mnistlab.cli import main
-from mnistlab.data import load_files, parse_idx
+from mnistlab.data.sources import load_files, parse_idx
 from mnistlab.errors import MnistlabError
 
 
@@ -248,7 +248,7 @@ def test_an_npz_header_claiming_a_billion_images_allocates_nothing(tmp_path):
 
 def test_a_corrupt_cached_array_falls_back_to_the_files_beside_it():
     from conftest import write_idx_set
-    from mnistlab.data import cache_root, load_dataset
+    from mnistlab.data.sources import cache_root, load_dataset
 
     write_idx_set(cache_root() / "mnist")
     assert len(load_dataset("mnist").train) == 30  # and a decoded copy is cached beside the files
@@ -294,7 +294,7 @@ def test_a_huge_rgba_png_is_read_in_bounded_memory(tmp_path):
     big[..., 3] = 255
     big[1000:3000, 1900:2200, :3] = 255
     Image.fromarray(big, "RGBA").save(tmp_path / "big.png")
-    code = (BASE + "import sys; from mnistlab.images import load_grey, preprocess\n"
+    code = (BASE + "import sys; from mnistlab.reading.images import load_grey, preprocess\n"
             "g = load_grey(open(sys.argv[1], 'rb').read()); preprocess(g)\n" + PEAK)
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.png")], capture_output=True, text=True,
                          timeout=120)

@@ -379,7 +379,7 @@ def test_a_dangling_run_dir_link_is_named_as_one(tmp_path, capsys):
 def test_predicting_from_the_users_files_names_them_and_save_alone_saves(good_run, tmp_path, capsys):
     import numpy as np
 
-    from mnistlab.data import load_dataset
+    from mnistlab.data.sources import load_dataset
 
     ds = load_dataset("mnist-sample")
     np.savez(tmp_path / "ok.npz", x_train=ds.test.images[:20].numpy(), y_train=ds.test.labels[:20].numpy())
@@ -396,7 +396,7 @@ def test_predicting_from_the_users_files_names_them_and_save_alone_saves(good_ru
 def test_the_same_file_as_train_and_test_is_said(tmp_path, capsys):
     import numpy as np
 
-    from mnistlab.data import load_dataset, load_files
+    from mnistlab.data.sources import load_dataset, load_files
 
     ds = load_dataset("mnist-sample")
     np.savez(tmp_path / "ok.npz", x_train=ds.test.images[:20].numpy(), y_train=ds.test.labels[:20].numpy())
@@ -422,7 +422,7 @@ def test_a_refused_pickle_passes_on_no_unsafe_advice(good_run, tmp_path, capsys)
 
 
 def test_report_only_takes_the_globs_its_help_lists(capsys):
-    from mnistlab.report import select_jobs
+    from mnistlab.studies.report import select_jobs
 
     names = [j.name for j in select_jobs(["ae-*", "cnn"])]
     assert names[-1] == "cnn" and len(names) >= 6 and all(n.startswith("ae-") for n in names[:-1])

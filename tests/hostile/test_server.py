@@ -23,7 +23,7 @@ pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
 from mnistlab.errors import MnistlabError  # noqa: E402
-from mnistlab.web.server import create_app  # noqa: E402
+from mnistlab.web.app import create_app  # noqa: E402
 
 HEAD_TIMEOUT = 3  # the live server's --head-timeout: the same guard as the default 10 s, waited out sooner
 

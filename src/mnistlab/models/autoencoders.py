@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check
-from ..layers import ACTIVATIONS, ConvNormAct, init_linear_normal
-from ..registry import register_model
+from ._registry import register_model
 from .base import Model
+from .layers import ACTIVATIONS, ConvNormAct, init_linear_normal
 
 AE_TRAIN = {"epochs": 20, "val_fraction": 0.2, "batch_size": 32}
 LOSSES = ("mse", "bce")

@@ -12,9 +12,9 @@ from torch import nn
 
 from ..checks import check
 from ..errors import ConfigError
-from ..layers import ConvNormAct, Dropout
-from ..registry import create_model, get_spec, register_model
+from ._registry import create_model, get_spec, register_model
 from .base import Model, Stage
+from .layers import ConvNormAct, Dropout
 
 # MNIST pixel mean and std, for standardising inputs inside the model.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

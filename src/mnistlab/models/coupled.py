@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check
-from ..registry import create_model, get_spec, register_model
+from ._registry import create_model, get_spec, register_model
 from .autoencoders import Autoencoder
 from .classifiers import Classifier
 

@@ -36,7 +36,7 @@ def estimate(model_name: str, config, batch_size: int, memory: int | None = None
     real forward pass of the model built on the CPU (only once its parameters are known to fit;
     the random generators as they were), times the batch. (0, 0) for a model built from
     another run (it is checked as it loads)."""
-    from ..registry import create_model
+    from ._registry import create_model
 
     def no_runs(path):
         raise LookupError

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import runtime
-from ..checks import check, check_count
-from ..data import Split
-from ..errors import RunError
-from ..infer import batched, evaluate, predict
-from ..train import finish_run, fit, record_epochs
+from ... import runtime
+from ...checks import check, check_count
+from ...data.sources import Split
+from ...errors import RunError
+from ...infer import batched, evaluate, predict
+from ...train.run import finish_run, fit, record_epochs
 from .base import MAX_EPOCHS, ExperimentConfig
 
 OPTIMISED = 10  # the 11th class
@@ -146,7 +146,7 @@ def _figure(images: torch.Tensor, verdicts: list[dict], path) -> None:
     reading (green when it reads the intended digit, red when not)."""
     import numpy as np
 
-    from ..viz import _plt, save_figure, tile
+    from ...viz import _plt, save_figure, tile
 
     plt = _plt()
     rounds, gap, side = len(images), 10, 28
@@ -172,7 +172,7 @@ def _figure(images: torch.Tensor, verdicts: list[dict], path) -> None:
 
 
 def _curve(rows: list[dict], path) -> None:
-    from ..viz import _plt, save_figure
+    from ...viz import _plt, save_figure
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.4))

@@ -25,14 +25,14 @@ from typing import Any
 
 import torch
 
-from .. import runtime
-from .._io import write_json, write_jsonl
-from ..checks import apply_overrides
-from ..config import DataConfig, RunConfig, parse_set, read_config_file
-from ..data import Dataset, dataset_for
-from ..errors import ConfigError, RunError
-from ..models import get_spec
-from ..runs import Run, environment, experiment_sections, load_run, load_state, prepare_run_dir, runs_root, save_state
+from ... import runtime
+from ..._io import write_json, write_jsonl
+from ...checks import apply_overrides
+from ...config import DataConfig, RunConfig, parse_set, read_config_file
+from ...data.sources import Dataset, dataset_for
+from ...errors import ConfigError, RunError
+from ...models import get_spec
+from ...runs import Run, environment, experiment_sections, load_run, load_state, prepare_run_dir, runs_root, save_state
 
 # name -> module defining Config, run(ctx), rows, headline and summary_lines
 EXPERIMENTS = {"dream": "dream", "unbiased": "unbiased", "reencode": "reencode"}
@@ -72,14 +72,14 @@ class Context:
         """Train a part as a run in the sub-folder `part`; with reuse, load the one saved there."""
         if self.reuse:
             return load_run(self.path / part, self.device)
-        from ..train import train_run
+        from ...train.run import train_run
 
         self.log(f"training {part} ({cfg.model_name})")
         return train_run(cfg, self.path / part, dataset=self.data, progress=self.progress, figures=False)
 
     def start(self, part: str, cfg: RunConfig) -> Run:
         """A part's run folder and fresh model, for an experiment that trains it piece by piece."""
-        from ..train import start_run
+        from ...train.run import start_run
 
         return start_run(cfg, self.path / part, self.data, self.device)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..checks import check, check_count
-from ..data import images_to_float
-from ..models import get_spec
+from ...checks import check, check_count
+from ...data.sources import images_to_float
+from ...models import get_spec
 from .base import MAX_EPOCHS, ExperimentConfig, probe_accuracy, standardised
 
 
@@ -83,7 +83,7 @@ def measure(model, ds, device, seed: int = 0) -> dict:
 
 
 def _figure(models: dict, split, device, path) -> None:
-    from ..viz import image_rows_figure, one_per_class, save_figure
+    from ...viz import image_rows_figure, one_per_class, save_figure
 
     pick = one_per_class(split)
     x = images_to_float(split.images[pick].to(device))
@@ -97,7 +97,7 @@ def _figure(models: dict, split, device, path) -> None:
 
 
 def _variance_figure(results: dict, path) -> None:
-    from ..viz import _plt, save_figure
+    from ...viz import _plt, save_figure
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 3.5))

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._io import write_json
-from .checks import brief
-from .errors import ConfigError
+from .._io import write_json
+from ..checks import brief
+from ..errors import ConfigError
 
 DATASET = "mnist-sample"
 
@@ -56,9 +56,9 @@ class Job:
 
 
 def _train(model: str, seed: int, folder: Path, sets: list[str] = ()) -> dict:
-    from .config import build_config
-    from .runs import load_run
-    from .train import resume_run, train_run
+    from ..config import build_config
+    from ..runs import load_run
+    from ..train.run import resume_run, train_run
 
     if (folder / "summary.json").is_file():  # trained for another job already (the encoder)
         return load_run(folder).summary
@@ -82,21 +82,21 @@ def _model_job(model: str, bar: Bar | None = None) -> Job:
         key = "test_acc" if "test_acc" in s else "test_mse"
         return {f"{model}.{key}": s[key], f"{model}.train_time_s": s["train_time_s"]}
 
-    from .models import get_spec
+    from ..models import get_spec
 
     metric = "test_acc" if get_spec(model).task == "classify" else "test_mse"
     return Job(model, run, {f"{model}.{metric}": bar} if bar else {}, about=f"{model} preset on the sample")
 
 
-# Generated photos (mnistlab.photos): the same sets for every training seed, so the spread
+# Generated photos (mnistlab.reading.photos): the same sets for every training seed, so the spread
 # is the training's. The three sets with bars in the README's "Photos and numbers".
 PHOTO_SETS, PHOTO_SEED, PHOTOS_PER_SET = ("noisy-paper", "mixed", "numbers"), 1000, 200
 
 
 def _cnn_robust(seed: int, work: Path) -> dict:
-    from .photos import make_set
-    from .reading import score
-    from .runs import load_run
+    from ..reading.photos import make_set
+    from ..reading.reader import score
+    from ..runs import load_run
 
     folder = work / "runs" / f"cnn-robust-seed{seed}"
     s = _train("cnn-robust", seed, folder)
@@ -114,10 +114,10 @@ EXPLAIN_SPEARMAN = {"saliency": 0.3, "smoothgrad": 0.3, "occlusion": 0.3, "gradc
 
 
 def _explain(seed: int, work: Path) -> dict:
-    from .attribution import METHODS
-    from .data import dataset_for
-    from .faithfulness import deletion, randomization
-    from .runs import load_run
+    from ..attribution.faithfulness import deletion, randomization
+    from ..attribution.maps import METHODS
+    from ..data.sources import dataset_for
+    from ..runs import load_run
 
     folder = work / "runs" / f"cnn-seed{seed}"  # the cnn job's run, when it ran first
     s = _train("cnn", seed, folder)
@@ -203,8 +203,8 @@ def _dream(seed: int, work: Path) -> dict:
 def _dream_across_seeds(work: Path, seeds: list[int]) -> dict[str, float]:
     """Per round: how far apart the same digit's optimised images are from seed to seed (mean
     pairwise RMS pixel distance of each digit's first copy), one value over all seeds."""
+    from ..runs import load_state
     from .experiments.dream import pairwise_distance
-    from .runs import load_state
 
     runs = [load_state(f)["images"] for s in seeds
             if (f := work / "runs" / f"dream-seed{s}" / "images.pt").is_file()]
@@ -291,7 +291,7 @@ def select_jobs(only: list[str] | None = None) -> list[Job]:
 def run_report(seeds: list[int], only: list[str] | None = None, out: str | Path = "report", *,
                progress: bool | None = None, notice=None) -> dict:
     """Run (or resume) the report's jobs over `seeds`; write report.json, report.md and pictures."""
-    from .train import progress_bar
+    from ..train.run import progress_bar
 
     chosen = select_jobs(only)
     out = Path(out)
@@ -377,7 +377,7 @@ def _num(key: str, v: float) -> str:
 
 def _picture(path: Path, title: str, figures: dict) -> None:
     """The job's figures as bars with ±sd error bars, one panel per kind of figure."""
-    from .viz import _plt, save_figure
+    from ..viz import _plt, save_figure
 
     kinds: dict[str, list[str]] = {}
     for k in figures:

@@ -1,6 +1,6 @@
 """The conventional script, kept as a whole-process baseline for ``mnistlab bench``.
 
-    python -m mnistlab.tutorial --dataset fashion-mnist --epochs 1
+    python -m mnistlab.studies.baseline --dataset fashion-mnist --epochs 1
 
 It trains the way the usual PyTorch MNIST example does, start to finish in one process: a
 ``Dataset`` that makes a PIL image and a normalised tensor per item, a ``DataLoader`` with a
@@ -65,10 +65,10 @@ def test(model, loader) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..data.sources import load_dataset
     from .bench import TutorialDataset  # per item: PIL image, ToTensor, Normalize
-    from .data import load_dataset
 
-    p = argparse.ArgumentParser(prog="python -m mnistlab.tutorial", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m mnistlab.studies.baseline", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist-sample")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--limit-batches", type=int, default=0, help="stop each epoch after this many batches")

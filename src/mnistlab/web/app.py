@@ -49,12 +49,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import dataset_classes, dataset_for
+from ..data.sources import dataset_classes, dataset_for
 from ..errors import MnistlabError
-from ..images import boxes_image, load_grey, preprocess, stage_images
 from ..infer import activations as layer_outputs
 from ..infer import reconstruct as reconstruct_one
-from ..reading import LOW_CONFIDENCE, probabilities, read_digit, read_number
+from ..reading.images import boxes_image, load_grey, preprocess, stage_images
+from ..reading.reader import LOW_CONFIDENCE, probabilities, read_digit, read_number
 from ..runs import latest_run, load_run
 
 STATIC = Path(__file__).parent / "static"
@@ -125,7 +125,7 @@ class Model:
 def default_runs(root: Path | None = None) -> list[Path]:
     """The default classifier (the newest cnn-robust run, else the newest classifier run)
     and the newest autoencoder run."""
-    from ..reading import default_classifier
+    from ..reading.reader import default_classifier
 
     out = []
     for pick in (lambda: default_classifier(root), lambda: latest_run(root, task="reconstruct")):
@@ -397,8 +397,8 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
             yield s.explainer
 
     def explain_api(req: Req) -> dict:
-        from ..attribution import METHODS, explain
-        from ..faithfulness import STEPS, curves, ink_of, ink_order, randomized, spearman
+        from ..attribution.faithfulness import STEPS, curves, ink_of, ink_order, randomized, spearman
+        from ..attribution.maps import METHODS, explain
 
         img = image_of(req)
         s = state.get(req.query.get("run"), "classify")

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .attribution import explain
-from .calibrate import calibrated
-from .errors import ConfigError
-from .infer import batched
+from ..calibrate import calibrated
+from ..errors import ConfigError
+from ..infer import batched
+from .maps import explain
 
 INK = 0.1  # a pixel brighter than this (of 1) is ink
 STEPS = 20  # points on a deletion curve, besides the start

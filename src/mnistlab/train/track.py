@@ -18,9 +18,9 @@ import logging
 import os
 from pathlib import Path
 
-from ._io import write_json
-from .errors import ConfigError
-from .runs import runs_root
+from .._io import write_json
+from ..errors import ConfigError
+from ..runs import runs_root
 
 
 def _numbers(d: dict, prefix: str = "") -> dict[str, float]:
@@ -134,7 +134,7 @@ def check_services(names, timeout: float = CHECK_TIMEOUT_S) -> None:
 def check_mlflow_uri(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
     from urllib.parse import urlsplit
 
-    from .checks import brief
+    from ..checks import brief
 
     shown = brief(uri, 100)
     try:

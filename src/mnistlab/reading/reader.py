@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import ImageError, RunError
+from ..errors import ImageError, RunError
 from .images import (
     Blob,
     Ink,
@@ -46,7 +46,7 @@ READER = "cnn-robust"
 def default_classifier(root=None):
     """The run `predict`, `read` and `serve` use when none is named: the newest finished
     cnn-robust run (trained for photos), else the newest finished classifier of any kind."""
-    from .runs import latest_run
+    from ..runs import latest_run
 
     try:
         return latest_run(root, model=READER)
@@ -92,8 +92,8 @@ class NumberReading:
 def probabilities(model, images: np.ndarray) -> np.ndarray:
     """(N, 28, 28) uint8 -> (N, classes) softmax probabilities, in eval mode on the CPU, through
     the model's fitted temperature (calibrate.py; 1 for a run that has none)."""
-    from .calibrate import calibrated
-    from .infer import predict
+    from ..calibrate import calibrated
+    from ..infer import predict
 
     logits = predict(model, torch.from_numpy(np.ascontiguousarray(images)))
     if not torch.isfinite(logits).all():
@@ -181,7 +181,7 @@ def score(model, condition: str, items: list[tuple[np.ndarray, str]], *, thresho
     ``records``: (probabilities, true digit) of each digit read in place, for calibration."""
     from PIL import Image
 
-    from .calibrate import ece
+    from ..calibrate import ece
 
     threshold = LOW_CONFIDENCE if threshold is None else threshold
     numbers = condition.startswith("numbers")

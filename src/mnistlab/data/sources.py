@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import atomic_open, not_regular
-from .errors import DataError
-from .names import AUTO  # noqa: F401  (data's API; the parser's copy, torch-free)
+from .._io import atomic_open, not_regular
+from ..errors import DataError
+from ..names import AUTO  # noqa: F401  (data's API; the parser's copy, torch-free)
 
 ROWS = COLS = 28
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049

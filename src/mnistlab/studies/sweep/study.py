@@ -36,11 +36,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._io import atomic_open, write_json
-from .checks import brief
-from .config import build_config
-from .errors import ConfigError, MnistlabError, RunError
-from .runs import runs_root
+from ..._io import atomic_open, write_json
+from ...checks import brief
+from ...config import build_config
+from ...errors import ConfigError, MnistlabError, RunError
+from ...runs import runs_root
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband")
@@ -210,7 +210,7 @@ class Sweep:
 
 
 def _task(model: str) -> str:
-    from .models import get_spec
+    from ...models import get_spec
 
     return get_spec(model).task
 
@@ -409,7 +409,7 @@ def _next_step(study, sweep: Sweep) -> tuple[str, object]:
 
 
 def _objective(sweep: Sweep, ds, *, progress, say, threads: int = 0):
-    from .train import train_run
+    from ...train.run import train_run
 
     optuna = _optuna()
     ts = optuna.trial.TrialState
@@ -488,7 +488,7 @@ def work(sweep: Sweep, *, progress=None, notice=None, heartbeat: int = HEARTBEAT
     trials other workers run (one of them may have been killed: its trial is then redone).
     `study`: the study already opened in this process (else it is opened here). Returns how
     many trials this worker ran."""
-    from .data import dataset_for
+    from ...data.sources import dataset_for
 
     optuna = _optuna()
     say = (lambda m: notice(prefix + m)) if notice else (lambda m: None)
@@ -531,7 +531,7 @@ def _worker_main(sweep: Sweep, heartbeat: int, threads: int, index: int, progres
     started it, even a killed one."""
     import sys
 
-    from .distributed import die_with_parent
+    from ...distributed import die_with_parent
 
     die_with_parent(parent or None)
     try:
@@ -699,7 +699,7 @@ def write_tables(out: Path, model: str, keys: list[str], rows: list[dict], *, me
 
 
 def _plot(out: Path, model: str, keys, rows, metric) -> None:
-    from .viz import _plt, save_figure
+    from ...viz import _plt, save_figure
 
     ok = [r for r in rows if r["status"] == "ok" and r.get(metric) is not None]
     if not ok:
@@ -733,7 +733,7 @@ def _fmt_param(v) -> str:
 def _optuna_figures(study, out: Path) -> list[Path]:
     """Optuna's own pictures: optimisation history, parallel coordinates, parameter importances."""
     optuna = _optuna()
-    from .viz import _plt, save_figure
+    from ...viz import _plt, save_figure
 
     ts = optuna.trial.TrialState
     if sum(t.state == ts.COMPLETE for t in study.get_trials(deepcopy=False)) < 2:

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import not_regular
-from .errors import ImageError
+from .._io import not_regular
+from ..errors import ImageError
 
 MAX_PIXELS = 4096 * 4096  # larger inputs are refused before they are decoded
 WORK_MIN, WORK_MAX = 256, 640  # long side of the working image, in pixels

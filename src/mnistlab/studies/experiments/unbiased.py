@@ -24,17 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import check, check_count
-from ..infer import batched
-from ..models.coupled import (  # noqa: F401  (conditional_mmd, LoopParityNet: this experiment's API)
-    LOOP_DIGITS,
-    LoopParityNet,
-    SheddingConfig,
-    _mlp,
-    conditional_mmd,
-    loop_of,
-    parity_of,
-)
+from ...checks import check, check_count
+from ...infer import batched
+from ...models.coupled import SheddingConfig, _mlp, loop_of, parity_of
 from .base import MAX_EPOCHS, ExperimentConfig, probe_accuracy, standardised
 
 MAX_WIDTH = 65_536  # a probe layer's units
@@ -112,7 +104,7 @@ def evaluate_encoder(cfg, net, ds, device) -> dict:
 
 
 def _plot(rows, path) -> None:
-    from ..viz import _plt, save_figure
+    from ...viz import _plt, save_figure
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -24,15 +24,15 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, runtime, steps
-from ._io import append_jsonl, write_json, write_jsonl
-from .batches import Batches, batch_indices  # noqa: F401  (batch_indices: train's API, as before)
-from .config import RunConfig, TrainConfig
-from .data import Dataset, Split, dataset_for, is_labelled
-from .errors import DataError, DivergedError, RunError
-from .infer import evaluate, evaluate_and_predict, evaluate_and_score, predict  # noqa: F401  (predict: train's API)
-from .models import create_model, get_spec
-from .runs import (
+from .. import distributed, runtime
+from .._io import append_jsonl, write_json, write_jsonl
+from ..config import RunConfig, TrainConfig
+from ..data.batches import Batches, batch_indices  # noqa: F401  (batch_indices: train's API, as before)
+from ..data.sources import Dataset, Split, dataset_for, is_labelled
+from ..errors import DataError, DivergedError, RunError
+from ..infer import evaluate, evaluate_and_predict, evaluate_and_score, predict  # noqa: F401  (predict: train's API)
+from ..models import create_model, get_spec
+from ..runs import (
     CHECKPOINT,
     Run,
     check_checkpoint,
@@ -47,6 +47,7 @@ from .runs import (
     save_checkpoint,
     stored_config,
 )
+from . import steps
 from .track import Trackers
 
 
@@ -246,7 +247,7 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
 def with_printed_digits(split: Split, fraction: float, seed: int) -> Split:
     """The split and printed digits (a `fraction` of its size) rendered MNIST-style: photos
     of house numbers and forms hold printed digits, which MNIST lacks."""
-    from .photos import printed_digits
+    from ..reading.photos import printed_digits
 
     images, labels = printed_digits(max(10, round(fraction * len(split))), seed)
     return Split(torch.cat([split.images, torch.from_numpy(images)]),
@@ -332,11 +333,11 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
     write_json(run.path / "summary.json", summary)
     run.model, run.summary = model.eval(), summary
     if predictions is not None and is_labelled(ds.test):
-        from .viz import write_confusion
+        from ..viz import write_confusion
 
         write_confusion(run, ds, predictions)  # data, not a picture: written with --figures none too
     if figures:
-        from .viz import run_figures
+        from ..viz import run_figures
 
         run_figures(run, ds, "after", predictions)
         if before is not None:
@@ -348,7 +349,7 @@ def calibrate_run(run: Run, ds: Dataset, test_logits: torch.Tensor) -> dict:
     """Fit the run's temperature (calibrate.py) on held-out digits, write calibration.json and set
     it on the model: on the validation split when the run has one (the ECE then reported on
     the test split), else on a seeded half of the test split (the ECE on the other half)."""
-    from . import calibrate
+    from .. import calibrate
 
     tc = run.config.train
     target = getattr(run.model, "target", lambda y: y)  # the class each label stands for (loop-parity: a loop)
@@ -498,7 +499,7 @@ def reuse_run(path: str | Path, *, notice=None) -> Run:
     ds = dataset_for(cfg.data, notice=notice)
     test, predictions = evaluate_and_predict(run.model, ds.test, cfg.train.eval_batch_size)
     run.summary.update({f"test_{k}": v for k, v in test.items()})
-    from .viz import run_figures, write_confusion
+    from ..viz import run_figures, write_confusion
 
     if predictions is not None and is_labelled(ds.test):
         write_confusion(run, ds, predictions)

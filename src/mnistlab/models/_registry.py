@@ -16,8 +16,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checks import apply_overrides
-from .errors import ConfigError
+from ..checks import apply_overrides
+from ..errors import ConfigError
 
 TASKS = ("classify", "reconstruct")
 

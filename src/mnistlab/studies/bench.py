@@ -13,7 +13,7 @@
 6. Memory: peak resident memory of a ``train cnn`` run (a child process) on fashion-mnist.
 7. Whole process: wall time, test accuracy and peak memory of whole commands, start-up
    included: ``train cnn-fast --epochs 1``, the named 92% preset, and the conventional
-   script (``python -m mnistlab.tutorial``) doing the same epochs; the ratio of the two.
+   script (``python -m mnistlab.studies.baseline``) doing the same epochs; the ratio of the two.
 8. Step (CUDA only): seconds per epoch of each classifier's training step run eagerly and
    replayed as a captured CUDA graph (``train.graph``), the second epoch of each (the first
    holds the warm-up and the capture), with the precision ``amp=auto`` chose.
@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import runtime
-from ._io import atomic_open, write_json
-from .config import TrainConfig, build_config
-from .data import DATASETS, Split, cache_root, load_dataset
-from .errors import DataError
-from .models import create_model
-from .train import fit, predict
+from .. import runtime
+from .._io import atomic_open, write_json
+from ..config import TrainConfig, build_config
+from ..data.sources import DATASETS, Split, cache_root, load_dataset
+from ..errors import DataError
+from ..models import create_model
+from ..train.run import fit, predict
 
 TARGETS = {"mnist-sample": 0.97, "fashion-mnist": 0.90, "mnist": 0.99}
 
@@ -278,12 +278,12 @@ def whole_process(dataset: str, quick: bool = False) -> dict:
             acc = json.loads(summary.read_text())["test_acc"] if r["rc"] == 0 and summary.is_file() else None
             rows.append({"what": what, "command": " ".join(shown), **_outcome(r, acc)})
         tut = ["--dataset", dataset, "--epochs", "1", "--quiet", *(["--limit-batches", "5"] if quick else [])]
-        r = timed_process([sys.executable, "-m", "mnistlab.tutorial", *tut])
+        r = timed_process([sys.executable, "-m", "mnistlab.studies.baseline", *tut])
         acc = None
         if r["rc"] == 0 and r["stdout"].startswith("test_acc"):
             acc = float(r["stdout"].split()[1])
-        rows.append({"what": "conventional script, 1 epoch", "command": "python -m mnistlab.tutorial " + " ".join(tut),
-                     **_outcome(r, acc)})
+        rows.append({"what": "conventional script, 1 epoch",
+                     "command": "python -m mnistlab.studies.baseline " + " ".join(tut), **_outcome(r, acc)})
     ok = rows[0]["wall_s"] and rows[2]["wall_s"]
     return {"dataset": dataset, "rows": rows, "ratio": rows[2]["wall_s"] / rows[0]["wall_s"] if ok else None}
 

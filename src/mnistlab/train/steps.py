@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .models.base import Model
+from ..models.base import Model
 
 WARMUP = 3  # eager steps before capture: optimiser state, cuDNN's choice of algorithms, allocator pools
 CAPTURABLE_OPTIMIZERS = ("adam", "adamw")

@@ -34,8 +34,8 @@ import weakref
 
 import torch
 
-from .errors import ConfigError
-from .infer import eval_mode
+from ..errors import ConfigError
+from ..infer import eval_mode
 
 METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam", "hirescam")
 CAMS = ("gradcam", "hirescam")  # coarse maps of the last feature maps' cells, upsampled

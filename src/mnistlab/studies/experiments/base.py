@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .. import runtime
-from ..batches import Batches
-from ..checks import check, check_count, check_threads
-from ..config import MAX_BATCH, MAX_EPOCHS, DataConfig, TrainConfig  # noqa: F401  (MAX_EPOCHS: the experiments')
+from ... import runtime
+from ...checks import check, check_count, check_threads
+from ...config import MAX_BATCH, MAX_EPOCHS, DataConfig, TrainConfig  # noqa: F401  (MAX_EPOCHS: the experiments')
+from ...data.batches import Batches
 
 
 @dataclass
