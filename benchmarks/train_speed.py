@@ -21,7 +21,7 @@ from mnistlab.config import build_config
 from mnistlab.data.sources import load_dataset
 from mnistlab.infer import evaluate
 from mnistlab.models._registry import create_model
-from mnistlab.train.run import fit
+from mnistlab.train.loop import fit
 
 
 def one(model: str, sets: list[str], ds, seed: int, epochs: int) -> tuple[float, float]:

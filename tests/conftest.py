@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from mnistlab.data.sources import Dataset, Split
+from mnistlab.data.splits import Dataset, Split
 
 # cuBLAS is deterministic only with a fixed workspace, set before its first use (GPU tests
 # compare a captured step with an eager one, and a resumed run with a whole one).

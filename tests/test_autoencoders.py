@@ -16,7 +16,8 @@ from mnistlab.errors import ConfigError
 from mnistlab.interactive import ask_config, questions
 from mnistlab.models._registry import create_model
 from mnistlab.runs import load_run
-from mnistlab.train.run import fit, train_run
+from mnistlab.train.loop import fit
+from mnistlab.train.run import train_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,9 @@ import torch
 
 from conftest import idx_bytes, write_idx_set
 from mnistlab.data import sources as data
-from mnistlab.data.sources import FileCheck, is_labelled, load_dataset, load_path, read_idx
+from mnistlab.data.formats import IDX_NAMES, load_path, read_idx
+from mnistlab.data.sources import FileCheck, load_dataset
+from mnistlab.data.splits import DIGITS, is_labelled
 from mnistlab.errors import DataError
 
 # ---------------------------------------------------------------- bundled sample
@@ -232,10 +234,10 @@ def test_system_copy_verified_by_decompressed_checksum(tmp_path, monkeypatch):
     """A recompressed system copy passes on its content; a changed one is refused."""
     arrays = write_idx_set(tmp_path / "sys")
     checks = {}
-    for key, name in data.IDX_NAMES.items():
+    for key, name in IDX_NAMES.items():
         raw = gzip.decompress((tmp_path / "sys" / (name + ".gz")).read_bytes())
         checks[key] = FileCheck(gz_md5="0" * 32, raw_sha256=hashlib.sha256(raw).hexdigest())
-    info = data.DatasetInfo("fake", data.DIGITS, checks=checks, system_dirs=(str(tmp_path / "sys"),))
+    info = data.DatasetInfo("fake", DIGITS, checks=checks, system_dirs=(str(tmp_path / "sys"),))
     monkeypatch.setitem(data.DATASETS, "fake", info)
     # recompress at another level: different gz bytes, same content
     p = tmp_path / "sys" / "train-images-idx3-ubyte.gz"
@@ -296,8 +298,8 @@ def test_download_checksum_mismatch_is_rejected(mirror, tmp_path):
 def test_download_falls_back_to_next_mirror(mirror, monkeypatch):
     url, root = mirror
     checks = {key: FileCheck(gz_md5=hashlib.md5((root / "good" / (n + ".gz")).read_bytes()).hexdigest())
-              for key, n in data.IDX_NAMES.items()}
-    info = data.DatasetInfo("fake", data.DIGITS, mirrors=(f"{url}/short/", f"{url}/missing/", f"{url}/good/"),
+              for key, n in IDX_NAMES.items()}
+    info = data.DatasetInfo("fake", DIGITS, mirrors=(f"{url}/short/", f"{url}/missing/", f"{url}/good/"),
                             checks=checks)
     monkeypatch.setitem(data.DATASETS, "fake", info)
     monkeypatch.delenv("MNISTLAB_OFFLINE")
@@ -309,7 +311,7 @@ def test_download_falls_back_to_next_mirror(mirror, monkeypatch):
 
 def test_all_mirrors_failing_reports_each(mirror, monkeypatch):
     url, _ = mirror
-    info = data.DatasetInfo("fake", data.DIGITS, mirrors=(f"{url}/short/", f"{url}/missing/"))
+    info = data.DatasetInfo("fake", DIGITS, mirrors=(f"{url}/short/", f"{url}/missing/"))
     monkeypatch.setitem(data.DATASETS, "fake", info)
     monkeypatch.delenv("MNISTLAB_OFFLINE")
     with pytest.raises(DataError) as e:
@@ -394,7 +396,7 @@ def test_files_by_path_errors_name_the_file(tmp_path):
 
 def test_files_by_path_as_npy_and_npz(tmp_path):
     """A lone .npy of images (and one of labels) and an .npz without Keras' names load too."""
-    from mnistlab.data.sources import pick_digit
+    from mnistlab.data.splits import pick_digit
 
     ds = load_dataset("mnist-sample")
     imgs, labs = ds.train.images[:50].numpy(), ds.train.labels[:50].numpy()

@@ -18,7 +18,7 @@ from mnistlab.errors import ConfigError, RunError
 from mnistlab.models import create_model
 from mnistlab.models.coupled import conditional_mmd, loop_of, parity_of
 from mnistlab.studies.experiments import build_experiment_config, run_experiment
-from mnistlab.train.run import fit
+from mnistlab.train.loop import fit
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -263,7 +263,7 @@ def test_an_experiment_is_recorded_as_runs(tmp_path, small):
     part; each part a run that load_run, the web server and resume understand."""
     from mnistlab.runs import load_run
     from mnistlab.train.run import resume_run
-    from mnistlab.web import app as server
+    from mnistlab.web.served import ServedRuns
 
     cfg = build_experiment_config("dream", sets=["rounds=2", "steps=5", "epochs=1", "judge_epochs=1",
                                                  "epochs_per_round=1", "per_digit=1"])
@@ -281,7 +281,7 @@ def test_an_experiment_is_recorded_as_runs(tmp_path, small):
     assert run.path == path / "model" and run.model(torch.rand(2, 1, 28, 28)).shape == (2, 11)
     judge = load_run(path / "judge")
     assert judge.config.model_name == "cnn" and judge.summary["test_acc"] == pytest.approx(m["judge_test_acc"])
-    served = server.Model([path, path / "judge"])
+    served = ServedRuns([path, path / "judge"])
     assert {s.task for s in served.runs.values()} == {"classify"} and len(served.runs) == 2
     with pytest.raises(RunError, match="finished; nothing to resume"):
         resume_run(path / "judge")
@@ -340,7 +340,7 @@ def test_spread_terms_punish_collapsed_and_copied_codes():
 def test_adversary_ensemble_renews_one_head_at_a_time():
     from mnistlab.config import build_config
     from mnistlab.models import create_model
-    from mnistlab.train.run import make_optimizer
+    from mnistlab.train.loop import make_optimizer
 
     cfg = build_config("loop-parity", flags={"lam": 1.0, "code_dim": 16, "adversaries": 3, "adversary_reset_epochs": 2})
     net = create_model("loop-parity", cfg.model)

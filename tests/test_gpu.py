@@ -16,8 +16,8 @@ import torch
 from conftest import kill_at_epoch
 from mnistlab.config import build_config
 from mnistlab.models import create_model
+from mnistlab.train import loop, steps
 from mnistlab.train import run as train
-from mnistlab.train import steps
 
 pytestmark = pytest.mark.gpu
 
@@ -57,7 +57,7 @@ def test_captured_step_equals_the_same_step_uncaptured(toy, deterministic, monke
         torch.cuda.manual_seed_all(0)
         model = create_model(name, cfg.model)
         ran = []
-        hist = train.fit(model, toy.train, {}, cfg.train, device="cuda", progress=False,
+        hist = loop.fit(model, toy.train, {}, cfg.train, device="cuda", progress=False,
                          on_epoch=lambda row, state, ran=ran: ran.append((state.plan.graph, state.optimizer)))
         beta1 = float(ran[-1][1].param_groups[0]["betas"][0])
         out[kind] = (_params(model), [r["train_loss"] for r in hist], beta1, ran[-1][0])
@@ -93,6 +93,7 @@ _CHILD = """
 import json, sys, torch
 sys.path.insert(0, {tests!r})
 from conftest import synthetic_dataset
+from mnistlab.train import loop
 from mnistlab.train import run as train
 from mnistlab.train import steps
 from mnistlab.config import build_config
@@ -113,10 +114,10 @@ def syncing_loss(x, y):
 
 model.loss = syncing_loss
 plans = []
-hist = train.fit(model, toy.train, {{"test": toy.test}}, cfg.train, device="cuda", progress=False,
+hist = loop.fit(model, toy.train, {{"test": toy.test}}, cfg.train, device="cuda", progress=False,
                  on_epoch=lambda row, state: plans.append(state.plan.graph))
 after = torch.nn.functional.dropout(torch.ones(1000, device="cuda"), 0.5)
-again = train.fit(create_model("cnn-fast"), toy.train, {{"test": toy.test}},
+again = loop.fit(create_model("cnn-fast"), toy.train, {{"test": toy.test}},
                   build_config("cnn-fast", sets=["epochs=1", "device=cuda"]).train, device="cuda", progress=False)
 print(json.dumps({{"plans": plans, "acc": hist[-1]["test_acc"], "again": again[-1]["test_acc"],
                   "default_stream": torch.cuda.current_stream() == torch.cuda.default_stream(),

@@ -9,11 +9,12 @@ import torch
 from mnistlab.cli import main
 from mnistlab.config import build_config
 from mnistlab.data.augment import random_affine, random_shift
-from mnistlab.data.sources import images_to_float
+from mnistlab.data.batches import batch_indices
+from mnistlab.data.splits import images_to_float
 from mnistlab.models._registry import create_model
 from mnistlab.models.layers import Dropout
 from mnistlab.studies.bench import tutorial_loader
-from mnistlab.train.run import batch_indices, fit
+from mnistlab.train.loop import fit
 
 
 def test_fast_path_and_tutorial_pipeline_give_the_same_batches(toy):

@@ -12,8 +12,8 @@ import torch
 from conftest import kill_at_epoch
 from mnistlab.config import build_config
 from mnistlab.models import create_model
+from mnistlab.train import loop, steps
 from mnistlab.train import run as train
-from mnistlab.train import steps
 
 
 def _cfg(model="cnn-fast", **sets):
@@ -68,7 +68,7 @@ def test_onecycle_momentum_reaches_the_tensor_a_graph_reads():
     plain = torch.optim.Adam(model.parameters(), lr=0.01)
     static = torch.optim.Adam(model.parameters(), lr=0.01)
     cfg = _cfg("cnn", schedule="onecycle", epochs=1).train
-    s_plain, s_static = train.make_scheduler(plain, cfg, 20), train.make_scheduler(static, cfg, 20)
+    s_plain, s_static = loop.make_scheduler(plain, cfg, 20), loop.make_scheduler(static, cfg, 20)
     steps.tensor_hypers(static, "cpu")
     lr_t, beta_t = static.param_groups[0]["lr"], static.param_groups[0]["_beta1"]
     for _ in range(7):
@@ -95,7 +95,7 @@ def test_the_static_step_trains_as_the_eager_one(toy):
             cfg = _cfg("cnn-fast", graph=graph, epochs=3, batch_size=32, limit_batches=limit)
             torch.manual_seed(0)
             model = create_model("cnn-fast", cfg.model)
-            hist = train.fit(model, toy.train, {"test": toy.test}, cfg.train, progress=False)
+            hist = loop.fit(model, toy.train, {"test": toy.test}, cfg.train, progress=False)
             out[graph, limit] = (torch.cat([p.detach().flatten() for p in model.parameters()]), hist)
     first = (out["off", 1][0] - out["on", 1][0]).abs().max().item()
     assert first < 1e-6, first
@@ -216,7 +216,7 @@ def test_the_step_a_graph_captures_never_reads_a_value_back_to_the_host(toy, mon
     cfg = _cfg(name, graph="on", optimizer=optimizer, epochs=2, batch_size=24, limit_batches=5)
     torch.manual_seed(0)
     model = create_model(name, cfg.model)
-    hist = train.fit(model, toy.train, {}, cfg.train, progress=False)
+    hist = loop.fit(model, toy.train, {}, cfg.train, progress=False)
     assert len(calls) == 10 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in hist)
     assert reads.ops == [], f"{len(reads.ops)} host reads in {len(calls)} steps"
 

@@ -10,10 +10,13 @@ import torch
 from conftest import synthetic_dataset
 from mnistlab._io import read_jsonl
 from mnistlab.config import build_config
+from mnistlab.data.batches import batch_indices
 from mnistlab.errors import RunError
+from mnistlab.infer import evaluate
 from mnistlab.models._registry import create_model
 from mnistlab.runs import latest_run, list_runs, load_run
-from mnistlab.train.run import batch_indices, evaluate, fit, reuse_run, train_run
+from mnistlab.train.loop import fit
+from mnistlab.train.run import reuse_run, train_run
 
 
 def _cfg(**sets):

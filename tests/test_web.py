@@ -25,7 +25,8 @@ from starlette.testclient import TestClient  # noqa: E402
 from mnistlab.config import build_config  # noqa: E402
 from mnistlab.data.sources import load_dataset  # noqa: E402
 from mnistlab.train.run import train_run  # noqa: E402
-from mnistlab.web.app import MAX_BODY, create_app  # noqa: E402
+from mnistlab.web.app import create_app  # noqa: E402
+from mnistlab.web.handlers import MAX_BODY  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -125,7 +125,8 @@ def _print_summary(run) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from .studies.sweep.study import run_sweep, show_sweep
+    from .studies.sweep.results import show_sweep
+    from .studies.sweep.worker import run_sweep
 
     if args.show:
         out, table = show_sweep(args.storage, args.study, args.out)
@@ -211,7 +212,7 @@ def cmd_report(args) -> int:
 
 def cmd_serve(args) -> int:
     try:
-        from .web.app import serve
+        from .web.transport import serve
     except ImportError as e:
         raise MnistlabError(f"the web page needs the 'web' extra ({e.name} is missing): "
                             "pip install 'mnistlab[web]'") from None
@@ -222,7 +223,7 @@ def cmd_serve(args) -> int:
 # ---------------------------------------------------------------- show / predict / layers
 
 def cmd_show(args) -> int:
-    from .data.sources import pick_digit
+    from .data.splits import pick_digit
     from .viz import digit_figure, show_or_save
 
     d = pick_digit(_load_data(args), args.train, args.id)
@@ -285,7 +286,7 @@ def _digit_input(run, args, item, ds):
     probabilities, true label or None, JSON record, preprocessing stages or None, dataset)."""
     import numpy as np
 
-    from .data.sources import pick_digit
+    from .data.splits import pick_digit
     from .reading.images import is_image_path, load_grey
     from .reading.reader import probabilities, read_digit
 
@@ -458,7 +459,7 @@ def cmd_read(args) -> int:
 
 
 def cmd_layers(args) -> int:
-    from .data.sources import pick_digit
+    from .data.splits import pick_digit
     from .infer import activations
     from .reading.images import is_image_path, load_image
     from .viz import layers_figure, show_or_save

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import torch
 
 from .data.batches import Batches
-from .data.sources import Split, images_to_float
+from .data.splits import Split, images_to_float
 from .errors import ConfigError
 
 # Batches of 256 in channels-last layout: on a 2-core CPU, evaluating fashion-mnist's 10,000

@@ -5,3 +5,4 @@ building the parser (and `--help`) costs no torch import. `data.DATASETS` and
 AUTO = "auto"  # MNIST when it is available, else the bundled sample
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "mnist-sample")
 EXPERIMENT_NAMES = ("dream", "unbiased", "reencode")
+FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")  # data files given by path

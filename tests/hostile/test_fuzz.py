@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from mnistlab.config import build_config  # noqa: E402
-from mnistlab.data.sources import IMAGE_MAGIC, LABEL_MAGIC, load_files, parse_idx, read_idx  # noqa: E402
+from mnistlab.data.formats import IMAGE_MAGIC, LABEL_MAGIC, load_files, parse_idx, read_idx  # noqa: E402
 from mnistlab.errors import MnistlabError  # noqa: E402
 from mnistlab.reading.images import load_grey, preprocess  # noqa: E402
 
@@ -147,7 +147,8 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 @given(st.one_of(json_values.map(lambda v: json.dumps({"pixels": v})), json_values.map(json.dumps),
                  st.binary(max_size=100).map(lambda b: b.decode("latin-1"))))
 def test_json_api_parser(text):
-    from mnistlab.web.app import BadRequest, parse_upload
+    from mnistlab.web.handlers import parse_upload
+    from mnistlab.web.served import BadRequest
 
     try:
         pixels, grey = parse_upload(text.encode("utf-8", "surrogatepass"), "application/json")

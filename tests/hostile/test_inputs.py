@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from mnistlab.cli import main
-from mnistlab.data.sources import load_files, parse_idx
+from mnistlab.data.formats import load_files, parse_idx
 from mnistlab.errors import MnistlabError
 
 

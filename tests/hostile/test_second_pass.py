@@ -396,7 +396,8 @@ def test_predicting_from_the_users_files_names_them_and_save_alone_saves(good_ru
 def test_the_same_file_as_train_and_test_is_said(tmp_path, capsys):
     import numpy as np
 
-    from mnistlab.data.sources import load_dataset, load_files
+    from mnistlab.data.formats import load_files
+    from mnistlab.data.sources import load_dataset
 
     ds = load_dataset("mnist-sample")
     np.savez(tmp_path / "ok.npz", x_train=ds.test.images[:20].numpy(), y_train=ds.test.labels[:20].numpy())

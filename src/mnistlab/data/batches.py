@@ -18,7 +18,7 @@ import math
 import torch
 
 from .augment import augment as augment_batch
-from .sources import images_to_float
+from .splits import images_to_float
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator, device) -> list[torch.Tensor]:

@@ -41,10 +41,12 @@ from PIL import Image
 from .. import runtime
 from .._io import atomic_open, write_json
 from ..config import TrainConfig, build_config
-from ..data.sources import DATASETS, Split, cache_root, load_dataset
+from ..data.sources import DATASETS, cache_root, load_dataset
+from ..data.splits import Split
 from ..errors import DataError
+from ..infer import predict
 from ..models import create_model
-from ..train.run import fit, predict
+from ..train.loop import fit
 
 TARGETS = {"mnist-sample": 0.97, "fashion-mnist": 0.90, "mnist": 0.99}
 

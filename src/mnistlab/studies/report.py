@@ -291,7 +291,7 @@ def select_jobs(only: list[str] | None = None) -> list[Job]:
 def run_report(seeds: list[int], only: list[str] | None = None, out: str | Path = "report", *,
                progress: bool | None = None, notice=None) -> dict:
     """Run (or resume) the report's jobs over `seeds`; write report.json, report.md and pictures."""
-    from ..train.run import progress_bar
+    from ..train.loop import progress_bar
 
     chosen = select_jobs(only)
     out = Path(out)

@@ -29,7 +29,8 @@ from ... import runtime
 from ..._io import write_json, write_jsonl
 from ...checks import apply_overrides
 from ...config import DataConfig, RunConfig, parse_set, read_config_file
-from ...data.sources import Dataset, dataset_for
+from ...data.sources import dataset_for
+from ...data.splits import Dataset
 from ...errors import ConfigError, RunError
 from ...models import get_spec
 from ...runs import Run, environment, experiment_sections, load_run, load_state, prepare_run_dir, runs_root, save_state

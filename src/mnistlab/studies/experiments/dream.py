@@ -21,10 +21,11 @@ import torch.nn.functional as F
 
 from ... import runtime
 from ...checks import check, check_count
-from ...data.sources import Split
+from ...data.splits import Split
 from ...errors import RunError
 from ...infer import batched, evaluate, predict
-from ...train.run import finish_run, fit, record_epochs
+from ...train.loop import fit
+from ...train.run import finish_run, record_epochs
 from .base import MAX_EPOCHS, ExperimentConfig
 
 OPTIMISED = 10  # the 11th class

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ...checks import check, check_count
-from ...data.sources import images_to_float
+from ...data.splits import images_to_float
 from ...models import get_spec
 from .base import MAX_EPOCHS, ExperimentConfig, probe_accuracy, standardised
 
