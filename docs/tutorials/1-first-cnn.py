@@ -20,6 +20,7 @@ import tempfile
 
 import mnistlab
 from mnistlab import viz
+from mnistlab.runs import confusion_matrix
 
 ds = mnistlab.load_dataset("mnist-sample")
 cfg = mnistlab.build_config("cnn-fast", flags={"dataset": "mnist-sample", "epochs": 2})
@@ -46,7 +47,7 @@ viz.curves_figure(run.metrics);
 
 # %%
 predictions = mnistlab.predict(run.model, ds.test.images).argmax(1)
-cm = viz.confusion_matrix(predictions, ds.test.labels, 10)
+cm = confusion_matrix(predictions, ds.test.labels, 10)
 viz.confusion_figure(cm, ds.classes, title="cnn-fast on the held-out sample");
 
 # %% [markdown]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import MAX_CONFIG, Unreadable, read_text
-from .checks import apply_overrides, brief, check, check_threads, coerce  # noqa: F401  (coerce: config's API)
+from .checks import apply_overrides, brief, check, check_threads
 from .errors import ConfigError
 from .models import get_spec  # importing the models fills the registry
 

@@ -211,6 +211,7 @@ class Run:
     model: Any = None
     metrics: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    env: dict | None = None  # env.json to write once the steps' plan is known (train.run.record_epochs)
 
     @property
     def task(self) -> str:
@@ -219,6 +220,31 @@ class Run:
     @property
     def figures(self) -> Path:
         return self.path / "figures"
+
+
+def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, rows: int, cols: int | None = None):
+    """Counts (rows: true class, columns: predicted class), a numpy array. Rectangular when the
+    model scores classes the labels never name (dream's "optimised image": 10 rows, 11 columns)."""
+    cols = rows if cols is None else cols
+    return torch.bincount(true.long() * cols + pred.long().cpu(), minlength=rows * cols).reshape(rows, cols).numpy()
+
+
+def run_confusion(run: Run, ds, predictions: torch.Tensor) -> tuple[Any, tuple, tuple]:
+    """A classifier run's test confusion matrix, sized by the model's classes (columns) and the
+    classes its targets name (rows); with the row and column names."""
+    model = run.model
+    cols, rows = model.classes(ds.classes), model.true_classes(ds.classes)
+    return confusion_matrix(predictions, model.target(ds.test.labels.cpu()), len(rows), len(cols)), rows, cols
+
+
+def write_confusion(run: Run, ds, predictions: torch.Tensor):
+    """confusion.csv: a classifier run's test confusion matrix (rows: true class); returns it."""
+    cm, rows, cols = run_confusion(run, ds, predictions)
+    with atomic_open(run.path / "confusion.csv", "w") as f:
+        f.write("true\\pred," + ",".join(cols) + "\n")
+        for c, row in zip(rows, cm):
+            f.write(f"{c}," + ",".join(map(str, row)) + "\n")
+    return cm
 
 
 def experiment_sections(cfg: dict) -> tuple[str | None, dict]:

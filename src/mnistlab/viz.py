@@ -165,31 +165,6 @@ def curves_figure(history: list[dict]):
     return fig
 
 
-def confusion_matrix(pred: torch.Tensor, true: torch.Tensor, rows: int, cols: int | None = None) -> np.ndarray:
-    """Counts (rows: true class, columns: predicted class). Rectangular when the model scores
-    classes the labels never name (dream's "optimised image": 10 rows, 11 columns)."""
-    cols = rows if cols is None else cols
-    return torch.bincount(true.long() * cols + pred.long().cpu(), minlength=rows * cols).reshape(rows, cols).numpy()
-
-
-def run_confusion(run, ds, predictions: torch.Tensor) -> tuple[np.ndarray, tuple, tuple]:
-    """A classifier run's test confusion matrix, sized by the model's classes (columns) and the
-    classes its targets name (rows); with the row and column names."""
-    model = run.model
-    cols, rows = model.classes(ds.classes), model.true_classes(ds.classes)
-    return confusion_matrix(predictions, model.target(ds.test.labels.cpu()), len(rows), len(cols)), rows, cols
-
-
-def write_confusion(run, ds, predictions: torch.Tensor) -> np.ndarray:
-    """A classifier run's test confusion matrix (rows: true class) as confusion.csv; returns it."""
-    cm, rows, cols = run_confusion(run, ds, predictions)
-    with atomic_open(run.path / "confusion.csv", "w") as f:
-        f.write("true\\pred," + ",".join(cols) + "\n")
-        for c, row in zip(rows, cm):
-            f.write(f"{c}," + ",".join(map(str, row)) + "\n")
-    return cm
-
-
 def confusion_figure(cm: np.ndarray, rows, cols=None, title: str = ""):
     """The confusion matrix with its counts; `cols` (the predicted classes) default to `rows`."""
     plt = _plt()
@@ -276,6 +251,8 @@ def _classify_figures(run, ds, phase: str, predictions: torch.Tensor | None = No
         from .infer import predict
 
         predictions = predict(run.model, ds.test.images, run.config.train.eval_batch_size).argmax(1)
+    from .runs import run_confusion
+
     cm, rows, cols = run_confusion(run, ds, predictions)
     save_figure(confusion_figure(cm, rows, cols, f"{ds.name} test: {np.trace(cm) / max(cm.sum(), 1):.2%} correct"),
                 fig / "confusion.png")

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import not_regular
+from ..data.printed import fit_mnist
 from ..errors import ImageError
 
 MAX_PIXELS = 4096 * 4096  # larger inputs are refused before they are decoded
@@ -578,32 +579,6 @@ def grey_ink(mask: np.ndarray, darkness: np.ndarray) -> np.ndarray:
     top = float(np.percentile(core, 90)) if core.size else 1.0
     g = np.clip(d / max(top, 1e-3), 0.0, 1.0)
     return g if GREY_GAMMA == 1 else g ** GREY_GAMMA
-
-
-def fit_mnist(ink: np.ndarray) -> np.ndarray:
-    """Grey ink (light on dark, any size) -> (28, 28) uint8: the ink box fitted into 20x20
-    keeping its aspect ratio, the centre of mass moved to the centre."""
-    cv2 = _cv2()
-    a = np.asarray(ink, np.float32)
-    rows, cols = np.nonzero(a > 0.1 * a.max())
-    if not len(rows):
-        raise ImageError("no ink found")
-    a = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    h, w = a.shape
-    scale = 20.0 / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    box = np.clip(cv2.resize(a, (nw, nh), interpolation=interp), 0, None)
-    box *= 255.0 / max(float(box.max()), 1e-6)
-    out = np.zeros((28, 28), np.float32)
-    top, left = (28 - nh) // 2, (28 - nw) // 2
-    out[top:top + nh, left:left + nw] = box
-    # Shift so the centre of mass lands on the centre (13.5, 13.5), keeping the ink inside.
-    total = out.sum()
-    r, c = np.indices(out.shape)
-    dr = int(np.clip(round(13.5 - (r * out).sum() / total), -top, 28 - (top + nh)))
-    dc = int(np.clip(round(13.5 - (c * out).sum() / total), -left, 28 - (left + nw)))
-    return np.rint(np.roll(out, (dr, dc), axis=(0, 1))).astype(np.uint8)
 
 
 def render(mask: np.ndarray, darkness: np.ndarray | None = None) -> np.ndarray:

@@ -19,12 +19,13 @@ and thin pens, light on dark, rotation) or all of a phone photo's at once (``mix
 """
 from __future__ import annotations
 
-import glob
 import math
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from ..data.printed import crop_ink, font_digit, font_files, pen_weight
 
 # Stroke templates: per digit, variants; each variant a list of strokes; each stroke a list
 # of (x, y) points in a box 1 wide and 1 high (y down), and whether to smooth it.
@@ -99,30 +100,7 @@ def stroke_digit(d: int, rng: np.random.Generator, height: int = 160, pen: float
         for px, py in ((x[0], y[0]), (x[-1], y[-1])):
             draw.ellipse([px - r, py - r, px + r, py + r], fill=255)
     img = canvas.resize((canvas.width // ss, canvas.height // ss), Image.LANCZOS)
-    return _crop(np.asarray(img, np.float32) / 255.0)
-
-
-def font_files(kind: str = "test") -> list[str]:
-    """TTF files for printed digits: Liberation (test) or matplotlib's own fonts (training)."""
-    if kind == "train":
-        import matplotlib
-
-        root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-        names = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
-                 "STIXGeneral.ttf", "STIXGeneralBol.ttf", "cmr10.ttf", "cmss10.ttf")
-        return [str(root / n) for n in names if (root / n).exists()]
-    found = sorted(glob.glob("/usr/share/fonts/truetype/liberation*/Liberation*-Regular.ttf")
-                   + glob.glob("/usr/share/fonts/truetype/liberation*/Liberation*-Bold.ttf"))
-    return found or sorted(glob.glob("/usr/share/fonts/truetype/dejavu/DejaVu*.ttf")) or font_files("train")
-
-
-def font_digit(d: int, font: str, height: int = 160) -> np.ndarray:
-    from PIL import Image, ImageDraw, ImageFont
-
-    f = ImageFont.truetype(font, int(height * 1.3))
-    canvas = Image.new("L", (int(height * 1.6), int(height * 1.8)), 0)
-    ImageDraw.Draw(canvas).text((height * 0.2, height * 0.1), str(d), font=f, fill=255)
-    return _crop(np.asarray(canvas, np.float32) / 255.0)
+    return crop_ink(np.asarray(img, np.float32) / 255.0)
 
 
 _SKLEARN: dict = {}
@@ -147,42 +125,14 @@ def sklearn_digit(d: int, rng: np.random.Generator, height: int = 160) -> np.nda
     a = np.pad(images[pick].astype(np.float32) / 16.0, 1)
     big = cv2.resize(a, (10 * height // 8, 10 * height // 8), interpolation=cv2.INTER_CUBIC)
     big = cv2.GaussianBlur(big, (0, 0), height / 40)
-    return _crop(np.clip((big - 0.25) * 1.8, 0, 1))
-
-
-def _crop(a: np.ndarray) -> np.ndarray:
-    rows, cols = np.nonzero(a > 0.05)
-    return a[rows.min():rows.max() + 1, cols.min():cols.max() + 1] if len(rows) else a
-
-
-def _pen(a: np.ndarray, factor: float) -> np.ndarray:
-    """Thicken (factor > 1) or thin (< 1) a coverage map's strokes."""
-    import cv2
-
-    if factor == 1:
-        return a
-    w = _width(a)
-    r = int(round(abs(factor - 1) * w / 2))
-    if r < 1:
-        return a
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    out = cv2.dilate(a, k) if factor > 1 else cv2.erode(a, k)
-    return out if out.max() > 0.3 else a
-
-
-def _width(a: np.ndarray) -> float:
-    import cv2
-
-    m = (a > 0.5).astype(np.uint8)
-    dt = cv2.distanceTransform(m, cv2.DIST_L2, 3)
-    return 2 * float(dt.max()) if m.any() else 1.0
+    return crop_ink(np.clip((big - 0.25) * 1.8, 0, 1))
 
 
 def digit_ink(d: int, rng: np.random.Generator, height: int, source: str, pen: float = 1.0) -> np.ndarray:
     if source == "fonts":
         fonts = font_files("test")
         a = font_digit(d, fonts[rng.integers(len(fonts))], height)
-        return _pen(a, pen)
+        return pen_weight(a, pen)
     if source == "sklearn":  # already a broad pen: drawn as it is
         a = sklearn_digit(d, rng, height)
         if a is not None:
@@ -488,19 +438,3 @@ def write_set(folder: Path, items: list[tuple[np.ndarray, str]]) -> Path:
         rows.append(f"{name},{label}")
     (folder / "labels.csv").write_text("\n".join(rows) + "\n")
     return folder
-
-
-def printed_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """`n` printed digits, MNIST-style (N, 28, 28) uint8 with labels, from matplotlib's own
-    fonts (never the Liberation fonts of the test photos), in varied pen weights."""
-    from .images import fit_mnist
-
-    rng = np.random.default_rng(seed)
-    fonts = font_files("train")
-    images, labels = [], []
-    for i in range(n):
-        d = i % 10
-        a = _pen(font_digit(d, fonts[rng.integers(len(fonts))], 96), rng.choice([0.6, 1.0, 1.0, 1.6]))
-        images.append(fit_mnist(a))
-        labels.append(d)
-    return np.stack(images), np.asarray(labels, np.int64)

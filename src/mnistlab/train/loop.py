@@ -93,7 +93,7 @@ class TrainState:
     schedulers: dict[str, object]
     generators: dict[str, torch.Generator]  # data order and augmentation
     epoch: int
-    plan: steps.Plan | None = None  # how the steps ran: a failed capture turns "captured" into "eager"
+    plan: steps.Plan | None = None  # how the steps ran, once settled (steps.Step.ran); None before
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -206,7 +206,9 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
                              if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)})
         bar.close()
         history.append(row)
-        state.epoch, state.plan = epoch, step.plan
+        state.epoch = epoch
+        state.plan = step.ran or (steps.Plan("eager", step.plan.amp, "the fit ended before a full batch could be "
+                                             "captured") if epoch == cfg.epochs else None)
         stop = bool(on_epoch(row, state)) if on_epoch is not None else False
         if ctx.active:
             stop = distributed.agree(stop, device)  # rank 0 keeps the record and decides

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 import os
 import time
@@ -22,6 +21,7 @@ import torch
 from .. import distributed, runtime
 from .._io import append_jsonl, write_json, write_jsonl
 from ..config import RunConfig
+from ..data.printed import with_printed_digits
 from ..data.sources import dataset_for
 from ..data.splits import Dataset, Split, is_labelled
 from ..errors import DataError, DivergedError, RunError
@@ -41,47 +41,37 @@ from ..runs import (
     read_run_json,
     save_checkpoint,
     stored_config,
+    write_confusion,
 )
-from . import steps
 from .loop import fit
 from .track import Trackers
 
 
-def with_printed_digits(split: Split, fraction: float, seed: int) -> Split:
-    """The split and printed digits (a `fraction` of its size) rendered MNIST-style: photos
-    of house numbers and forms hold printed digits, which MNIST lacks."""
-    from ..reading.photos import printed_digits
-
-    images, labels = printed_digits(max(10, round(fraction * len(split))), seed)
-    return Split(torch.cat([split.images, torch.from_numpy(images)]),
-                 torch.cat([split.labels, torch.from_numpy(labels)]))
-
-
 def start_run(cfg: RunConfig, path: Path, ds: Dataset, device) -> Run:
-    """A new run folder for `cfg` (config.json, env.json) and its model, built from the seed."""
+    """A new run folder for `cfg` (config.json) and its model, built from the seed. env.json is
+    written once, with the first epoch that knows how the steps run (``record_epochs``)."""
     path = prepare_run_dir(path)
     write_json(path / "config.json", cfg.to_dict())
     ctx = distributed.current()
     runtime.seed_everything(cfg.train.seed)
     model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
-    how = steps.plan(model, cfg.train, device, distributed=ctx.active)  # what fit will do: step kind, precision
-    write_json(path / "env.json", {**environment(device, cfg.train.seed), **how.record(), "data_source": ds.source,
-                                   **({"distributed": ctx.record()} if ctx.active else {})})
-    return Run(path, cfg, model, [], {})
+    env = {**environment(device, cfg.train.seed), "data_source": ds.source,
+           **({"distributed": ctx.record()} if ctx.active else {})}
+    return Run(path, cfg, model, [], {}, env=env)
 
 
 def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
                   resume_extra: Callable[[], dict] = dict, on_row: Callable[[dict], None] | None = None):
     """An ``on_epoch`` for fit that keeps the run's record: each epoch's row (numbered on from
     `offset`, with `tag`, e.g. the stage or round) appended to metrics.jsonl and run.metrics, and
-    a checkpoint holding what resuming needs (fit's state and `resume_extra()`)."""
-    recorded = []  # the plan env.json was last checked against: re-read only when the steps change
+    a checkpoint holding what resuming needs (fit's state and `resume_extra()`); and env.json, once,
+    as soon as fit knows how its steps run (a captured step is settled by its capture)."""
 
     def on_epoch(row, state):
         row.update(epoch=row["epoch"] + offset, **(tag or {}))
-        if state.plan is not None and state.plan not in recorded:
-            record_plan(run.path, state.plan)
-            recorded[:] = [state.plan]
+        if run.env is not None and state.plan is not None:
+            write_json(run.path / "env.json", {**run.env, **state.plan.record()})
+            run.env = None
         append_jsonl(run.path / "metrics.jsonl", row)
         run.metrics.append(row)
         if on_row is not None:
@@ -93,23 +83,12 @@ def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
     return on_epoch
 
 
-def record_plan(path: Path, plan: steps.Plan) -> None:
-    """env.json's step and precision made what `plan` says the steps ran as: start_run wrote
-    what fit would do, and a capture that fails mid-fit falls back to eager steps."""
-    env_file = path / "env.json"
-    if not env_file.is_file():
-        return
-    env = json.loads(env_file.read_text())
-    now = {k: v for k, v in env.items() if k not in ("step", "amp", "step_note")} | plan.record()
-    if now != env:
-        write_json(env_file, now)
-
-
 def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int, figures: bool = True,
-               before=None) -> Run:
-    """Evaluate the trained model on the test split, write summary.json (which marks the run
-    finished), then the figures: after training, and before it from `before` (a copy of the
-    model as it started), so none of them delays the result."""
+               before=None, val: Split | None = None) -> Run:
+    """Evaluate the trained model on the test split, calibrate it (on `val`, the run's validation
+    split, when it has one), write summary.json (which marks the run finished), then the
+    figures: after training, and before it from `before` (a copy of the model as it started),
+    so none of them delays the result."""
     model, tc = run.model, run.config.train
     test, logits = evaluate_and_score(model, ds.test, tc.eval_batch_size)
     predictions = None if logits is None else logits.argmax(1)
@@ -129,15 +108,13 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
     if "test_mse" in summary:
         summary["test_mse_sum_per_image"] = summary["test_mse"] * 28 * 28
     if logits is not None and is_labelled(ds.test) and len(ds.test) >= 20:
-        cal = calibrate_run(run, ds, logits)
+        cal = calibrate_run(run, ds, logits, val)
         summary.update(temperature=cal["temperature"], ece_before=cal["ece_before"], ece_after=cal["ece_after"])
     if (ctx := distributed.current()).active:
         summary["processes"] = ctx.world
     write_json(run.path / "summary.json", summary)
     run.model, run.summary = model.eval(), summary
     if predictions is not None and is_labelled(ds.test):
-        from ..viz import write_confusion
-
         write_confusion(run, ds, predictions)  # data, not a picture: written with --figures none too
     if figures:
         from ..viz import run_figures
@@ -148,17 +125,17 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
     return run
 
 
-def calibrate_run(run: Run, ds: Dataset, test_logits: torch.Tensor) -> dict:
+def calibrate_run(run: Run, ds: Dataset, test_logits: torch.Tensor, val: Split | None = None) -> dict:
     """Fit the run's temperature (calibrate.py) on held-out digits, write calibration.json and set
-    it on the model: on the validation split when the run has one (the ECE then reported on
-    the test split), else on a seeded half of the test split (the ECE on the other half)."""
+    it on the model: on `val`, the run's validation split, when it has one (the ECE then
+    reported on the test split), else on a seeded half of the test split (the ECE on the other
+    half)."""
     from .. import calibrate
 
     tc = run.config.train
     target = getattr(run.model, "target", lambda y: y)  # the class each label stands for (loop-parity: a loop)
     labels = target(ds.test.labels)
-    if tc.val_fraction > 0:
-        _, val = ds.split_validation(tc.val_fraction, tc.seed)
+    if val is not None:
         val_logits = predict(run.model, val.images, tc.eval_batch_size)
         cal = calibrate.calibration((val_logits, target(val.labels)), (test_logits, labels), "validation split")
     else:
@@ -278,7 +255,7 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
         distributed.barrier()
         return run
     finish_run(run, ds, device, train_time=elapsed + time.perf_counter() - t0, n_train=len(train_split),
-               figures=figures, before=before)
+               figures=figures, before=before, val=evals.get("val"))
     trackers.finish(run.summary, run.figures)
     distributed.barrier()
     return run
@@ -302,7 +279,7 @@ def reuse_run(path: str | Path, *, notice=None) -> Run:
     ds = dataset_for(cfg.data, notice=notice)
     test, predictions = evaluate_and_predict(run.model, ds.test, cfg.train.eval_batch_size)
     run.summary.update({f"test_{k}": v for k, v in test.items()})
-    from ..viz import run_figures, write_confusion
+    from ..viz import run_figures
 
     if predictions is not None and is_labelled(ds.test):
         write_confusion(run, ds, predictions)

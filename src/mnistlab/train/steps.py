@@ -232,6 +232,14 @@ class Step:
         self._static_idx: torch.Tensor | None = None
         self._steps = 0
 
+    @property
+    def ran(self) -> Plan | None:
+        """How the steps ran, once that is settled (None while a capture is still to come): a
+        captured plan is settled by its capture (or by falling back), any other from the start."""
+        if self.plan.graph == "captured" and self.graph is None:
+            return None
+        return self.plan
+
     def loss_fn(self, x, y):
         with self._autocast:
             return self.loss(x, y)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ... import runtime
 from ...checks import check, check_count, check_threads
-from ...config import MAX_BATCH, MAX_EPOCHS, DataConfig, TrainConfig  # noqa: F401  (MAX_EPOCHS: the experiments')
+from ...config import MAX_BATCH, DataConfig, TrainConfig
 from ...data.batches import Batches
 
 

@@ -21,12 +21,13 @@ import torch.nn.functional as F
 
 from ... import runtime
 from ...checks import check, check_count
+from ...config import MAX_EPOCHS
 from ...data.splits import Split
 from ...errors import RunError
 from ...infer import batched, evaluate, predict
 from ...train.loop import fit
 from ...train.run import finish_run, record_epochs
-from .base import MAX_EPOCHS, ExperimentConfig
+from .base import ExperimentConfig
 
 OPTIMISED = 10  # the 11th class
 

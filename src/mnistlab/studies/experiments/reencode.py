@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from ...checks import check, check_count
+from ...config import MAX_EPOCHS
 from ...data.splits import images_to_float
 from ...models import get_spec
-from .base import MAX_EPOCHS, ExperimentConfig, probe_accuracy, standardised
+from .base import ExperimentConfig, probe_accuracy, standardised
 
 
 @dataclass

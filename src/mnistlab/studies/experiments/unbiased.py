@@ -25,9 +25,10 @@ from dataclasses import dataclass
 import torch
 
 from ...checks import check, check_count
+from ...config import MAX_EPOCHS
 from ...infer import batched
 from ...models.coupled import SheddingConfig, _mlp, loop_of, parity_of
-from .base import MAX_EPOCHS, ExperimentConfig, probe_accuracy, standardised
+from .base import ExperimentConfig, probe_accuracy, standardised
 
 MAX_WIDTH = 65_536  # a probe layer's units
 
