@@ -53,7 +53,7 @@ def as_number(value) -> float | None:
 def check(ok: bool, key: str, why: str, value) -> None:
     """Raise ConfigError naming `key` unless `ok`: the one way configs validate a value."""
     if not ok:
-        raise ConfigError(f"{key}: {why}, got {brief(value if not isinstance(value, str) else repr(value))}")
+        raise ConfigError(f"{why}, got {brief(value if not isinstance(value, str) else repr(value))}", subject=key)
 
 
 # ---------------------------------------------------------------- coercion
@@ -64,7 +64,7 @@ def parse_bool(text: str, key: str) -> bool:
         return True
     if low in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(f"{key}: expected true or false, got {brief(repr(text))}")
+    raise ConfigError(f"expected true or false, got {brief(repr(text))}", subject=key)
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
@@ -81,8 +81,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             try:
                 return coerce(value, a, key)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+                errors.append(e)
+        raise errors[0] if errors else ConfigError(f"bad value {value!r}", subject=key)
     if origin in (tuple, list):
         if isinstance(value, str):
             text = value.strip().strip("[]()")
@@ -90,7 +90,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
-            raise ConfigError(f"{key}: expected a list, got {brief(value)}")
+            raise ConfigError(f"expected a list, got {brief(value)}", subject=key)
         elem = args[0] if args else str
         out = [coerce(v, elem, f"{key}[{i}]") for i, v in enumerate(items)]
         return tuple(out) if origin is tuple else out
@@ -99,13 +99,13 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             return value
         if isinstance(value, str):
             return parse_bool(value, key)
-        raise ConfigError(f"{key}: expected true or false, got {brief(value)}")
+        raise ConfigError(f"expected true or false, got {brief(value)}", subject=key)
     if hint in (int, float):
         return _number(value, hint, key)
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{key}: expected a string, got {brief(value)}")
+        raise ConfigError(f"expected a string, got {brief(value)}", subject=key)
     return value
 
 
@@ -127,17 +127,17 @@ def _number(value: Any, hint: type, key: str) -> int | float:
             pass
     if out is None:
         shown = value if not isinstance(value, str) or len(value) <= 100 else value[:40] + "..."
-        raise ConfigError(f"{key}: expected {what}, got {brief(shown)}")
+        raise ConfigError(f"expected {what}, got {brief(shown)}", subject=key)
     if hint is int:
         if not -INT_LIMIT < out < INT_LIMIT:
-            raise ConfigError(f"{key}: {what} within ±2^62 expected, got one of {len(str(abs(out)))} digits")
+            raise ConfigError(f"{what} within ±2^62 expected, got one of {len(str(abs(out)))} digits", subject=key)
         return int(out)
     try:
         out = float(out)
     except OverflowError:
-        raise ConfigError(f"{key}: a finite number expected, got one of {len(str(abs(out)))} digits") from None
+        raise ConfigError(f"a finite number expected, got one of {len(str(abs(out)))} digits", subject=key) from None
     if out != out or out in (float("inf"), float("-inf")):
-        raise ConfigError(f"{key}: a finite number expected, got {out}")
+        raise ConfigError(f"a finite number expected, got {out}", subject=key)
     return out
 
 

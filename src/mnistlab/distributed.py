@@ -326,7 +326,13 @@ def report_failure(message: str) -> bool:
 
 
 def peer_lost(e: BaseException) -> bool:
-    """An error in a collective because another rank went away (its own error says why)."""
+    """An error in a collective because another rank went away (its own error says why): torch's
+    backend and network errors, or the RuntimeError gloo raises when a peer's socket closes
+    (only its text tells that one apart)."""
+    if not launched():
+        return False
+    kinds = tuple(k for k in (getattr(dist, "DistBackendError", None), getattr(dist, "DistNetworkError", None)) if k)
+    if kinds and isinstance(e, kinds):
+        return True
     text = f"{type(e).__name__} {e}"
-    return launched() and any(s in text for s in ("DistBackendError", "Connection closed", "Connection reset",
-                                                  "Broken pipe", "peer", "NCCL", "gloo"))
+    return any(s in text for s in ("Connection closed", "Connection reset", "Broken pipe", "peer", "NCCL", "gloo"))

@@ -2,7 +2,15 @@
 
 
 class MnistlabError(Exception):
-    """Base class: anything raised as this is the user's to fix, not a bug."""
+    """Base class: anything raised as this is the user's to fix, not a bug.
+
+    The line is ``"{subject}: {detail}"`` when it names what is wrong (a file, an image), else
+    the detail alone. ``reason``, when set, says which kind of failure it is for code that must
+    tell them apart (never the text)."""
+
+    def __init__(self, detail: str = "", *, subject: object = None, reason: str = ""):
+        super().__init__(f"{subject}: {detail}" if subject is not None else detail)
+        self.detail, self.subject, self.reason = detail, subject, reason
 
 
 class DataError(MnistlabError):

@@ -68,5 +68,5 @@ def _validate_key(obj, name: str) -> None:
         if hasattr(obj, "validate"):
             obj.validate()
     except ConfigError as e:
-        if str(e).startswith(name + ":"):
+        if e.subject == name:
             raise

@@ -159,10 +159,7 @@ def load_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not os.path.lexists(path):
         raise RunError(f"{path}: no checkpoint (was the training interrupted before the first epoch ended?)")
-    try:
-        state = load_state(path)
-    except RunError as e:
-        raise RunError(str(e).replace("mnistlab file", "mnistlab checkpoint")) from None
+    state = load_state(path, "mnistlab checkpoint")
     if not isinstance(state, dict) or "model_name" not in state or "state_dict" not in state:
         raise RunError(f"{path}: not a mnistlab checkpoint")
     return state
@@ -174,24 +171,26 @@ def save_state(path: Path, state: dict) -> None:
         torch.save(state, f)
 
 
-def load_state(path: Path) -> dict:
-    """Load what save_state wrote, never running code from the file."""
+def load_state(path: Path, what: str = "mnistlab file") -> dict:
+    """Load what save_state wrote, never running code from the file (`what` names it in errors)."""
     path = Path(path)
     if not os.path.lexists(path):
         raise RunError(f"{path}: missing (was the experiment interrupted?)")
     try:
         blob = read_regular(path, MAX_CHECKPOINT)
     except Unreadable as e:
-        raise RunError(f"not a readable mnistlab file: {e}") from None
+        raise RunError(f"not a readable {what}: {e}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own advice on pickles is not ours to pass on
             return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors come in many types; all mean a bad file
         first = (str(e).splitlines() or [type(e).__name__])[0]
+        # torch's refusal of a pickle of code is an UnpicklingError like a corrupt file's; only
+        # its text tells them apart
         if "weights_only" in str(e) or "Unsupported global" in str(e) or "WeightsUnpickler" in str(e):
             first = "it holds Python objects or code, which mnistlab never loads"
-        raise RunError(f"{path}: not a readable mnistlab file ({brief(first, 200)})") from None
+        raise RunError(f"{path}: not a readable {what} ({brief(first, 200)})") from None
 
 
 def model_from_checkpoint(state: dict, source: str = "checkpoint"):

@@ -40,33 +40,33 @@ def parse_idx(raw: bytes, path: Path | str, expect_magic: int) -> np.ndarray:
     dims, header = _idx_header(raw, path, expect_magic)
     expected = _idx_size(dims, path, kind)
     if len(raw) - header != expected:
-        raise DataError(f"{path}: truncated or padded: header says {dims[0]:,} {kind} "
-                        f"({expected:,} bytes), file holds {len(raw) - header:,}")
+        raise DataError(f"truncated or padded: header says {dims[0]:,} {kind} "
+                        f"({expected:,} bytes), file holds {len(raw) - header:,}", subject=path)
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
 def _idx_header(raw: bytes, path, expect_magic: int) -> tuple[tuple[int, ...], int]:
     kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
     if len(raw) < 4:
-        raise DataError(f"{path}: too short to be an IDX {kind} file ({len(raw)} bytes)")
+        raise DataError(f"too short to be an IDX {kind} file ({len(raw)} bytes)", subject=path)
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != expect_magic:  # two zero bytes, the type (unsigned bytes), the dimensions
-        raise DataError(f"{path}: bad magic number {magic}, expected {expect_magic} for IDX {kind} "
-                        f"(the header says {raw[3]} dimension{'s' if raw[3] != 1 else ''})")
+        raise DataError(f"bad magic number {magic}, expected {expect_magic} for IDX {kind} "
+                        f"(the header says {raw[3]} dimension{'s' if raw[3] != 1 else ''})", subject=path)
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
+        raise DataError("truncated IDX header", subject=path)
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     if kind == "images" and dims[1:] != (ROWS, COLS):
-        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
+        raise DataError(f"images are {dims[1]}x{dims[2]}, expected 28x28", subject=path)
     return dims, header
 
 
 def _idx_size(dims, path, kind: str) -> int:
     if dims[0] > MAX_ITEMS:
-        raise DataError(f"{path}: the header says {dims[0]:,} {kind}; more than {MAX_ITEMS:,} is no dataset "
-                        "this reads")
+        raise DataError(f"the header says {dims[0]:,} {kind}; more than {MAX_ITEMS:,} is no dataset "
+                        "this reads", subject=path)
     return int(np.prod(dims, dtype=object))
 
 
@@ -74,8 +74,13 @@ def read_idx(path: Path | str, expect_magic: int) -> np.ndarray:
     """Read an IDX file, raw or gzip, streaming: the header is checked first and no more than
     it announces is ever read or inflated (a gzip bomb costs nothing)."""
     path = Path(path)
-    kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
     _regular(path)
+    return _idx_from(path, expect_magic)
+
+
+def _idx_from(path: Path, expect_magic: int) -> np.ndarray:
+    """read_idx on a path already known to be a regular file."""
+    kind = "images" if expect_magic == IMAGE_MAGIC else "labels"
     try:
         with open(path, "rb") as raw:
             gz = raw.read(2) == b"\x1f\x8b"
@@ -87,17 +92,17 @@ def read_idx(path: Path | str, expect_magic: int) -> np.ndarray:
                 expected = _idx_size(dims, path, kind)
                 held = os.fstat(raw.fileno()).st_size - len(head)
                 if not gz and held != expected:
-                    raise DataError(f"{path}: truncated or padded: header says {dims[0]:,} {kind} "
-                                    f"({expected:,} bytes), file holds {held:,}")
+                    raise DataError(f"truncated or padded: header says {dims[0]:,} {kind} "
+                                    f"({expected:,} bytes), file holds {held:,}", subject=path)
                 body = f.read(expected + 1)
     except DataError:
         raise
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip ({e})") from None
+        raise DataError(f"corrupt or truncated gzip ({e})", subject=path) from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise DataError(f"cannot read ({e.strerror or e})", subject=path) from None
     if len(body) > expected:
-        raise DataError(f"{path}: padded: more data than the header's {dims[0]:,} {kind}")
+        raise DataError(f"padded: more data than the header's {dims[0]:,} {kind}", subject=path)
     return parse_idx(head + body, path, expect_magic)
 
 
@@ -106,14 +111,14 @@ def _regular(path: Path) -> None:
     a link to /dev/zero would never end)."""
     why = not_regular(path)
     if why:
-        raise DataError(f"{path}: {why}")
+        raise DataError(f"{why}", subject=path)
 
 
 def _check_labels(labels: np.ndarray, path, num_classes: int = 10) -> np.ndarray:
     labels = _whole_numbers(np.asarray(labels).reshape(-1), path, "labels")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)][0]
-        raise DataError(f"{path}: label {bad} out of range 0..{num_classes - 1}")
+        raise DataError(f"label {bad} out of range 0..{num_classes - 1}", subject=path)
     return labels
 
 
@@ -127,42 +132,48 @@ def _pair(images: np.ndarray, labels: np.ndarray, img_path, lbl_path) -> Split:
 def _whole_numbers(a: np.ndarray, where, what: str) -> np.ndarray:
     """`a` as int64, refusing what is not a whole real number: strings, complex, NaN, 3.7."""
     if a.dtype.kind not in "uif" or a.dtype.fields is not None:
-        raise DataError(f"{where}: {what} of dtype {a.dtype}; expected whole numbers")
+        raise DataError(f"{what} of dtype {a.dtype}; expected whole numbers", subject=where)
     if a.dtype.kind == "f":
         if not np.isfinite(a).all():
-            raise DataError(f"{where}: {what} hold NaN or infinite values")
+            raise DataError(f"{what} hold NaN or infinite values", subject=where)
         if (a != np.round(a)).any():
-            raise DataError(f"{where}: {what} hold a fraction ({a[a != np.round(a)].flat[0]:g}); "
-                            "expected whole numbers")
+            raise DataError(f"{what} hold a fraction ({a[a != np.round(a)].flat[0]:g}); "
+                            "expected whole numbers", subject=where)
         if a.size and (a.min() < -2 ** 62 or a.max() > 2 ** 62):
-            raise DataError(f"{where}: {what} out of range")
+            raise DataError(f"{what} out of range", subject=where)
     return a.astype(np.int64)
 
 
 def read_csv(paths: list[Path]) -> Split:
     """One image a row: label, then 784 grey values 0-255; an optional header row is skipped."""
-    images, labels = [], []
     for path in paths:
         _regular(path)
+    return _csv_from(paths)
+
+
+def _csv_from(paths: list[Path]) -> Split:
+    """read_csv on paths already known to be regular files."""
+    images, labels = [], []
+    for path in paths:
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: cannot read as CSV text ({e})") from None
+            raise DataError(f"cannot read as CSV text ({e})", subject=path) from None
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if lines and not lines[0].split(",")[0].strip().lstrip("-").isdigit():
             lines = lines[1:]  # header such as "label,1x1,1x2,..."
         for lineno, line in enumerate(lines, start=1):
             cells = line.split(",")
             if len(cells) != 1 + ROWS * COLS:
-                raise DataError(f"{path}: row {lineno} has {len(cells)} values, expected 785 "
-                                "(label then 784 pixels)")
+                raise DataError(f"row {lineno} has {len(cells)} values, expected 785 "
+                                "(label then 784 pixels)", subject=path)
             try:
                 values = np.array(cells, dtype=np.float64)
             except ValueError:
-                raise DataError(f"{path}: row {lineno} holds a value that is not a number") from None
+                raise DataError(f"row {lineno} holds a value that is not a number", subject=path) from None
             values = _whole_numbers(values, f"{path}: row {lineno}", "values")
             if values[1:].min() < 0 or values[1:].max() > 255:
-                raise DataError(f"{path}: row {lineno} has a pixel outside 0..255")
+                raise DataError(f"row {lineno} has a pixel outside 0..255", subject=path)
             labels.append(values[0])
             images.append(values[1:])
     if not labels:
@@ -174,10 +185,16 @@ def read_csv(paths: list[Path]) -> Split:
 
 def read_npz(path: Path) -> tuple[Split, Split]:
     """Keras' mnist.npz: x_train, y_train, x_test, y_test (uint8)."""
+    _regular(Path(path))
+    return _npz_from(Path(path))
+
+
+def _npz_from(path: Path) -> tuple[Split, Split]:
+    """read_npz on a path already known to be a regular file."""
     arrays = _load_arrays(path)
     missing = {"x_train", "y_train", "x_test", "y_test"} - arrays.keys()
     if missing:
-        raise DataError(f"{path}: missing arrays {sorted(missing)} (expected Keras mnist.npz layout)")
+        raise DataError(f"missing arrays {sorted(missing)} (expected Keras mnist.npz layout)", subject=path)
     splits = []
     for x, y in (("x_train", "y_train"), ("x_test", "y_test")):
         img, lab = _check_images(arrays[x], f"{path}:{x}"), arrays[y]
@@ -208,14 +225,14 @@ def _find_idx(directory: Path) -> dict[str, Path] | None:
         return None
     missing = [IDX_NAMES[k] for k in FILE_KEYS if k not in found]
     if missing:
-        raise DataError(f"{directory}: IDX files incomplete, missing {', '.join(missing)}[.gz]")
+        raise DataError(f"IDX files incomplete, missing {', '.join(missing)}[.gz]", subject=directory)
     return found
 
 
 def _load_idx_files(files: dict[str, Path]) -> tuple[Split, Split]:
-    train = _pair(read_idx(files["train_images"], IMAGE_MAGIC), read_idx(files["train_labels"], LABEL_MAGIC),
+    train = _pair(_idx_from(files["train_images"], IMAGE_MAGIC), _idx_from(files["train_labels"], LABEL_MAGIC),
                   files["train_images"], files["train_labels"])
-    test = _pair(read_idx(files["test_images"], IMAGE_MAGIC), read_idx(files["test_labels"], LABEL_MAGIC),
+    test = _pair(_idx_from(files["test_images"], IMAGE_MAGIC), _idx_from(files["test_labels"], LABEL_MAGIC),
                  files["test_images"], files["test_labels"])
     return train, test
 
@@ -224,11 +241,11 @@ def load_directory(directory: str | os.PathLike) -> tuple[Split, Split]:
     """Read a directory holding IDX files, a Keras NPZ, or CSV files (names with train/test)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise DataError(f"{directory}: not a directory")
+        raise DataError("not a directory", subject=directory)
     try:
         return _load_directory(directory)
     except OSError as e:  # a folder or file we may not read
-        raise DataError(f"{directory}: cannot read ({e.strerror or e})") from None
+        raise DataError(f"cannot read ({e.strerror or e})", subject=directory) from None
 
 
 def _load_directory(directory: Path) -> tuple[Split, Split]:
@@ -239,18 +256,18 @@ def _load_directory(directory: Path) -> tuple[Split, Split]:
     for p in npz:
         _regular(p)
     if len(npz) == 1:
-        return read_npz(npz[0])
+        return _npz_from(npz[0])
     if len(npz) > 1:
-        raise DataError(f"{directory}: several NPZ files, point --data-dir at one of them alone")
+        raise DataError("several NPZ files, point --data-dir at one of them alone", subject=directory)
     csvs = sorted(directory.glob("*.csv"))
     train = [p for p in csvs if "train" in p.name.lower()]
     test = [p for p in csvs if "test" in p.name.lower()]
     if train and test:
-        return read_csv(train), read_csv(test)
+        return read_csv(train), read_csv(test)  # each file checked as it is read
     if csvs:
-        raise DataError(f"{directory}: CSV files need 'train' and 'test' in their names")
-    raise DataError(f"{directory}: no dataset files (expected IDX {IDX_NAMES['train_images']}[.gz] "
-                    "and friends, a Keras .npz, or train/test .csv)")
+        raise DataError("CSV files need 'train' and 'test' in their names", subject=directory)
+    raise DataError(f"no dataset files (expected IDX {IDX_NAMES['train_images']}[.gz] "
+                    "and friends, a Keras .npz, or train/test .csv)", subject=directory, reason="no dataset files")
 
 
 def load_path(path: str | os.PathLike) -> tuple[Split, Split]:
@@ -276,22 +293,21 @@ def _read_npy(f, size: int, where: str) -> np.ndarray:
             raise ValueError(f"NPY format version {version} is not read")
         shape, fortran, dtype = read_header(f, max_header_size=10_000)
     except (ValueError, EOFError, SyntaxError, TypeError) as e:
-        raise DataError(f"{where}: not a readable NPY array ({e})") from None
+        raise DataError(f"not a readable NPY array ({e})", subject=where) from None
     if dtype.hasobject:
-        raise DataError(f"{where}: holds Python objects, which are never loaded")
+        raise DataError("holds Python objects, which are never loaded", subject=where)
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if nbytes > MAX_ARRAY_BYTES or nbytes > size - f.tell():
-        raise DataError(f"{where}: the header claims shape {shape} ({nbytes:,} bytes), the file holds "
-                        f"{max(0, size - f.tell()):,}")
+        raise DataError(f"the header claims shape {shape} ({nbytes:,} bytes), the file holds "
+                        f"{max(0, size - f.tell()):,}", subject=where)
     data = f.read(nbytes)
     if len(data) != nbytes:
-        raise DataError(f"{where}: truncated array")
+        raise DataError("truncated array", subject=where)
     return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """An NPZ's arrays by name, or a lone NPY's array under its file stem."""
-    _regular(path)
+    """An NPZ's arrays by name, or a lone NPY's array under its file stem (a regular file)."""
     try:
         with open(path, "rb") as f:
             if f.read(6) == b"\x93NUMPY":
@@ -308,7 +324,7 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
             NotImplementedError) as e:
-        raise DataError(f"{path}: not a readable NPZ/NPY file ({e})") from None
+        raise DataError(f"not a readable NPZ/NPY file ({e})", subject=path) from None
 
 
 def _read_images_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -318,31 +334,31 @@ def _read_images_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     _regular(path)
     suffix = path.name.lower().removesuffix(".gz").rsplit(".", 1)[-1] if "." in path.name else ""
     if suffix == "csv":
-        split = read_csv([path])
+        split = _csv_from([path])
         return split.images.numpy(), split.labels.numpy()
     if suffix in ("npz", "npy"):
         arrays = _load_arrays(path)
         if not arrays:
-            raise DataError(f"{path}: holds no arrays")
+            raise DataError("holds no arrays", subject=path)
         key = next((k for k in ("x_train", "x_test", "x", "images") if k in arrays), next(iter(arrays)))
         labels = next((arrays[k] for k in ("y_train", "y_test", "y", "labels") if k in arrays), None)
         return _check_images(arrays[key], f"{path}:{key}"), labels
-    return read_idx(path, IMAGE_MAGIC), None
+    return _idx_from(path, IMAGE_MAGIC), None
 
 
 def _check_images(a: np.ndarray, where) -> np.ndarray:
     """(N, 28, 28) images as uint8: whole numbers 0..255, or floats within [0, 1] (scaled by 255)."""
     if a.ndim != 3 or a.shape[1:] != (ROWS, COLS):
-        raise DataError(f"{where}: images have shape {a.shape}, expected (N, 28, 28)")
+        raise DataError(f"images have shape {a.shape}, expected (N, 28, 28)", subject=where)
     if a.dtype == np.uint8:
         return a
     if a.dtype.kind == "c":
-        raise DataError(f"{where}: complex image values; expected real numbers within 0..255")
+        raise DataError("complex image values; expected real numbers within 0..255", subject=where)
     if a.dtype.kind == "f" and a.size and np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1:
         return np.rint(a * 255).astype(np.uint8)  # floats in [0, 1], as many pipelines keep them
     a = _whole_numbers(a, where, "image values")
     if a.size and (a.min() < 0 or a.max() > 255):
-        raise DataError(f"{where}: image values must be within 0..255 (or floats within [0, 1])")
+        raise DataError("image values must be within 0..255 (or floats within [0, 1])", subject=where)
     return a.astype(np.uint8)
 
 
@@ -351,9 +367,9 @@ def _read_labels_file(path: Path) -> np.ndarray:
     if path.name.lower().endswith((".npy", ".npz")):
         arrays = _load_arrays(path)
         if not arrays:
-            raise DataError(f"{path}: holds no arrays")
+            raise DataError("holds no arrays", subject=path)
         return next(iter(arrays.values()))
-    return read_idx(path, LABEL_MAGIC)
+    return _idx_from(path, LABEL_MAGIC)
 
 
 def _split_from_files(images: str | None, labels: str | None, which: str) -> Split | None:
@@ -386,7 +402,7 @@ def load_files(train_images: str | None = None, train_labels: str | None = None,
         n_test = max(1, round(TEST_FRACTION * len(train)))
         if len(train) < 2:
             held = "no image" if len(train) == 0 else "one image"
-            raise DataError(f"{train_images}: holds {held}; too few to hold some out as a test split")
+            raise DataError(f"holds {held}; too few to hold some out as a test split", subject=train_images)
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train, test = train.subset(perm[n_test:]), train.subset(perm[:n_test])
         if notice:

@@ -163,10 +163,10 @@ def verify_file(path: Path, check: FileCheck) -> None:
         try:
             content = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
         except (EOFError, OSError, zlib.error):
-            raise DataError(f"{path}: corrupt or truncated gzip") from None
+            raise DataError("corrupt or truncated gzip", subject=path) from None
         if _digest(content, "sha256") == check.raw_sha256:
             return
-    raise DataError(f"{path}: checksum mismatch (corrupt, truncated or a different file)")
+    raise DataError("checksum mismatch (corrupt, truncated or a different file)", subject=path)
 
 
 def cache_root() -> Path:
@@ -200,9 +200,9 @@ def download_file(urls: list[str], dest: Path, check: FileCheck, timeout: float 
         try:
             verify_file(tmp, check)
             magic = IMAGE_MAGIC if "idx3" in dest.name else LABEL_MAGIC
-            read_idx(tmp, magic)
+            read_idx(tmp, magic)  # the bytes just written, parsed as the loader will
         except DataError as e:
-            errors.append(f"{url}: {str(e).split(': ', 1)[-1]}")
+            errors.append(f"{url}: {e.detail}")
             tmp.unlink(missing_ok=True)
             continue
         os.replace(tmp, dest)
@@ -331,7 +331,7 @@ def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
             train, test = load_path(data_dir)
             return Dataset(name, train, test, info.classes, str(data_dir))
         except DataError as e:
-            if Path(data_dir).exists() and "no dataset files" not in str(e):
+            if Path(data_dir).exists() and e.reason != "no dataset files":
                 raise  # the user's own files are broken: say so, never load something else
             reasons.append(f"--data-dir: {e}")
     sources = [("cache", lambda: _from_cache(info)), ("system", lambda: _from_system(info))]
@@ -360,16 +360,17 @@ def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
             reasons.append(f"download: {e}")
     elif info.mirrors:
         reasons.append("download: disabled (offline)")
-    raise DataError(f"dataset {name!r} not found: " + " | ".join(reasons) + f". To fix: {how_to_provide(name)}")
+    offline = bool(info.mirrors) and (not download or _offline())
+    raise DataError(f"dataset {name!r} not found: " + " | ".join(reasons) + f". To fix: {how_to_provide(name)}",
+                    reason="offline" if offline else "not found")
 
 
-def _first_reason(e: Exception) -> str:
-    text = str(e)
-    if "not found" not in text:
-        return text.split(" | ")[0]
-    if "disabled (offline)" in text:
+def _first_reason(e: DataError) -> str:
+    if e.reason == "offline":
         return "no local copy, and offline: no download tried"
-    return "no local copy, download failed"
+    if e.reason == "not found":
+        return "no local copy, download failed"
+    return str(e)
 
 
 def dataset_for(source, notice=None) -> Dataset:

@@ -61,20 +61,20 @@ def open_image(source: str | os.PathLike | bytes, name: str | None = None):
 
     name = name or ("image" if isinstance(source, bytes) else str(source))
     if not isinstance(source, bytes) and (why := not_regular(source)):  # a FIFO would hang the read
-        raise ImageError(f"{name}: {why}")
+        raise ImageError(f"{why}", subject=name)
     try:
         fh = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     except OSError as e:
-        raise ImageError(f"{name}: cannot open ({e.strerror or e})") from None
+        raise ImageError(f"cannot open ({e.strerror or e})", subject=name) from None
     with fh:
         try:
             img = Image.open(fh)
             if img.width * img.height > MAX_PIXELS:
-                raise ImageError(f"{name}: {img.width}x{img.height} is too large (max {MAX_PIXELS:,} pixels)")
+                raise ImageError(f"{img.width}x{img.height} is too large (max {MAX_PIXELS:,} pixels)", subject=name)
             img.load()
             img = ImageOps.exif_transpose(_reduced(img))
         except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{name}: not a readable image ({type(e).__name__})") from None
+            raise ImageError(f"not a readable image ({type(e).__name__})", subject=name) from None
     return img
 
 
@@ -137,7 +137,7 @@ def load_grey(source: str | os.PathLike | bytes, name: str | None = None) -> np.
     name = name or ("image" if isinstance(source, bytes) else str(source))
     grey = to_grey(open_image(source, name))
     if grey.ndim != 2 or min(grey.shape) < 1:
-        raise ImageError(f"{name}: expected a 2-D image, got shape {grey.shape}")
+        raise ImageError(f"expected a 2-D image, got shape {grey.shape}", subject=name)
     return grey
 
 
@@ -305,9 +305,9 @@ def _find_ink_once(grey: np.ndarray, name: str = "image") -> Ink:
     cv2 = _cv2()
     a = np.asarray(grey, np.float32)
     if a.ndim != 2 or a.size == 0:
-        raise ImageError(f"{name}: expected a 2-D grey image, got shape {a.shape}")
+        raise ImageError(f"expected a 2-D grey image, got shape {a.shape}", subject=name)
     if not np.isfinite(a).all():
-        raise ImageError(f"{name}: holds values that are not finite numbers")
+        raise ImageError("holds values that are not finite numbers", subject=name)
     work, scale = _working_size(np.clip(a, 0, 255))
     inverted = _light_on_dark(work)
     if inverted:
@@ -336,7 +336,7 @@ def _find_ink_once(grey: np.ndarray, name: str = "image") -> Ink:
     high = max(otsu, med + 5 * noise, 0.12)
     # Counted, not a percentile: a small digit in a large photo is far less than 0.1% of it.
     if int((darkness >= high).sum()) < MIN_INK_PIXELS or darkness.max() < 0.15:
-        raise ImageError(f"{name}: no ink found (blank or nearly uniform image)")
+        raise ImageError("no ink found (blank or nearly uniform image)", subject=name)
     strong = (darkness >= high).astype(np.uint8)
     # Hysteresis, kept short: fainter ink (0.6 of the threshold) is kept within a few pixels
     # of strong ink, so a stroke's soft edges and faint ends stay, but the hysteresis never
@@ -345,9 +345,9 @@ def _find_ink_once(grey: np.ndarray, name: str = "image") -> Ink:
     mask = strong | ((darkness >= 0.6 * high).astype(np.uint8) & reach)
     mask, lines = _remove_lines(mask)
     if mask.mean() > MAX_INK_FRACTION:
-        raise ImageError(f"{name}: no digit found (ink covers {mask.mean():.0%} of the image)")
+        raise ImageError(f"no digit found (ink covers {mask.mean():.0%} of the image)", subject=name)
     if not mask.any():
-        raise ImageError(f"{name}: no ink found once lines were removed")
+        raise ImageError("no ink found once lines were removed", subject=name)
     grey8 = np.clip(work, 0, 255).astype(np.uint8)
     return Ink(grey8, darkness, mask, lines, scale, inverted)
 
@@ -411,7 +411,7 @@ def components(mask: np.ndarray) -> tuple[np.ndarray, list[Blob]]:
 def check_not_scattered(blobs: list[Blob], ink: Ink, name: str) -> None:
     """Noise or texture, not writing: many marks and none holding a quarter of the ink."""
     if len(blobs) > 30 and max(b.area for b in blobs) < 0.25 * int(ink.mask.sum()):
-        raise ImageError(f"{name}: no digit found (ink scattered in {len(blobs)} marks: noise or texture?)")
+        raise ImageError(f"no digit found (ink scattered in {len(blobs)} marks: noise or texture?)", subject=name)
 
 
 def _touches_border(b: Blob, shape) -> bool:
@@ -616,7 +616,7 @@ def prepare(grey: np.ndarray, name: str = "image") -> Prepared:
     ink = find_ink(grey, name)
     lab, blobs = components(ink.mask)
     if not blobs:
-        raise ImageError(f"{name}: no digit found")
+        raise ImageError("no digit found", subject=name)
     check_not_scattered(blobs, ink, name)
     digit = choose_digit(blobs, ink.mask.shape)
     chosen = np.zeros_like(ink.mask)

@@ -142,9 +142,9 @@ def read_number(model, grey: np.ndarray, name: str = "image", *, ink: Ink | None
     check_not_scattered(blobs, ink, name)
     digits = segment_digits(blobs, ink.mask.shape)
     if not digits:
-        raise ImageError(f"{name}: no digits found")
+        raise ImageError("no digits found", subject=name)
     if len(digits) > MAX_DIGITS:
-        raise ImageError(f"{name}: no number found ({len(digits)} separate marks in a row: noise or texture?)")
+        raise ImageError(f"no number found ({len(digits)} separate marks in a row: noise or texture?)", subject=name)
     readings: list[DigitReading] = []
     for k, blob in enumerate(digits):
         # A blob may hold touching digits when it is wider than a digit is (0.8 of its height)

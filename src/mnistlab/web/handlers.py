@@ -94,7 +94,7 @@ def parse_upload(body: bytes, content_type: str) -> tuple[np.ndarray | None, np.
     try:
         return None, load_grey(body)
     except MnistlabError as e:
-        raise BadRequest(str(e).removeprefix("image: ")) from None
+        raise BadRequest(e.detail) from None
 
 
 def parse_image(body: bytes, content_type: str) -> np.ndarray:
@@ -105,7 +105,7 @@ def parse_image(body: bytes, content_type: str) -> np.ndarray:
     try:
         return preprocess(grey)
     except MnistlabError as e:
-        raise BadRequest(str(e).removeprefix("image: ")) from None
+        raise BadRequest(e.detail) from None
 
 
 def _png_data_url(arr: np.ndarray, cmap: str | None = None) -> str:
@@ -185,7 +185,7 @@ def _bad_image(fn):
     try:
         return fn()
     except MnistlabError as e:
-        raise BadRequest(str(e).removeprefix("image: ")) from None
+        raise BadRequest(e.detail) from None
 
 
 def list_served(state: ServedRuns, req: Req) -> dict:
