@@ -253,12 +253,6 @@ def test_hirescam_cells_add_up_to_the_logit_and_gradcam_averages_their_weights(t
         cells(model, x, "ig")
 
 
-def test_the_cli_offers_every_method():
-    from mnistlab.cli import EXPLAIN_METHODS
-
-    assert EXPLAIN_METHODS == METHODS
-
-
 def test_gradcam_cells_sit_where_their_receptive_fields_are():
     """cnn's last maps (5x5 after two valid convolutions and poolings) are centred on input
     pixels 4.5 + 4i, not spread over the whole 28x28 as a plain resize would put them."""

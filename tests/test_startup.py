@@ -29,14 +29,6 @@ def test_import_and_parser_pull_in_no_torch():
     assert loaded == "[]"
 
 
-def test_parser_names_are_the_registries_names():
-    from mnistlab.data.sources import DATASETS
-    from mnistlab.names import DATASET_NAMES, EXPERIMENT_NAMES
-    from mnistlab.studies.experiments import EXPERIMENTS
-
-    assert DATASET_NAMES == tuple(DATASETS) and EXPERIMENT_NAMES == tuple(EXPERIMENTS)
-
-
 @pytest.mark.slow("starts mnistlab in child processes")
 def test_a_dry_run_imports_no_dynamo(tmp_path):
     out = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnistlab", "train", "cnn-fast", "--dataset",

@@ -13,22 +13,18 @@ import sys
 from pathlib import Path
 
 from .errors import MnistlabError
-
-# attribution.METHODS, named here so that building the parser imports no torch (a test keeps them equal)
-EXPLAIN_METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam", "hirescam")
-
-FILE_FLAGS = ("train_images", "train_labels", "test_images", "test_labels")
+from .names import EXPLAIN_METHODS, FILE_KEYS, REPORT_JOBS
 
 
 def _data_flags(args) -> dict:
     """--dataset, --data-dir and the four file paths, as config keys."""
-    return {"dataset": args.dataset, "data_dir": args.data_dir, **{k: getattr(args, k) for k in FILE_FLAGS}}
+    return {"dataset": args.dataset, "data_dir": args.data_dir, **{k: getattr(args, k) for k in FILE_KEYS}}
 
 
 def _load_data(args, name=None):
     from .data.sources import load_dataset
 
-    files = {k: getattr(args, k) for k in FILE_FLAGS}
+    files = {k: getattr(args, k) for k in FILE_KEYS}
     return load_dataset(name or args.dataset, args.data_dir, notice=_notice, files=files)
 
 
@@ -249,7 +245,7 @@ def _classifier_run(run_arg):
 def _dataset_for_run(run, args):
     from .data.sources import FROM_FILES, dataset_for
 
-    if any(getattr(args, k) for k in FILE_FLAGS):  # the user's files are named as theirs, not the run's dataset
+    if any(getattr(args, k) for k in FILE_KEYS):  # the user's files are named as theirs, not the run's dataset
         return _load_data(args, args.dataset or FROM_FILES)
     if args.dataset or args.data_dir:
         return _load_data(args, args.dataset or run.config.data.dataset)
@@ -678,8 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="every headline figure over seeds (mean, sd, worst, bar), resumable")
     rp.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,1,2 (default 0-4)")
     rp.add_argument("--only", nargs="+", metavar="JOB",
-                    help="only these jobs: cnn, cnn-fast, cnn-robust, ae-*, encoder-classifier, reencode, dream, "
-                         "unbiased, explain")
+                    help=f"only these jobs: {', '.join(REPORT_JOBS)}")
     rp.add_argument("--out", default="report", help="folder for report.md, report.json, pictures (default report/)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     rp.set_defaults(func=cmd_report)

@@ -16,6 +16,7 @@ from ._io import MAX_CONFIG, Unreadable, read_text
 from .checks import apply_overrides, brief, check, check_threads
 from .errors import ConfigError
 from .models import get_spec  # importing the models fills the registry
+from .names import SEED_MAX
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 MAX_EPOCHS = 100_000
@@ -50,7 +51,7 @@ class TrainConfig:
         for key, most in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH), ("eval_batch_size", MAX_BATCH)):
             check(getattr(self, key) >= 1, f"train.{key}", "must be >= 1", getattr(self, key))
             check(getattr(self, key) <= most, f"train.{key}", f"must be <= {most:,}", getattr(self, key))
-        check(0 <= self.seed < 2 ** 32, "train.seed", "must be in 0..2^32-1", self.seed)
+        check(0 <= self.seed <= SEED_MAX, "train.seed", "must be in 0..2^32-1", self.seed)
         check(0 <= self.momentum < 1, "train.momentum", "must be in [0, 1)", self.momentum)
         check(self.lr > 0, "train.lr", "must be > 0", self.lr)
         check(self.weight_decay >= 0, "train.weight_decay", "must be >= 0", self.weight_decay)

@@ -432,19 +432,6 @@ def steps_figure(stages: list[tuple[str, np.ndarray]], title: str = ""):
     return fig
 
 
-def picture_figure(rgb: np.ndarray, title: str = ""):
-    """One RGB picture (e.g. ``images.boxes_image``) as a figure."""
-    plt = _plt()
-    h, w = rgb.shape[:2]
-    fig, ax = plt.subplots(figsize=(min(12, 1 + 5 * w / max(h, 1)), 5.5))
-    ax.imshow(rgb)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if title:
-        ax.set_title(title)
-    return fig
-
-
 def save_picture(rgb: np.ndarray, path: str | Path) -> Path:
     """An RGB uint8 array as a PNG file, written atomically."""
     from PIL import Image

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import ConfigError
 from ..infer import eval_mode
 
-METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam", "hirescam")
 CAMS = ("gradcam", "hirescam")  # coarse maps of the last feature maps' cells, upsampled
 
 
@@ -166,23 +166,57 @@ def explain(model, images: torch.Tensor, method: str = "ig", target=None, contra
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*did not already require gradients")  # Captum's, on x
             torch.manual_seed(seed)
-            if method == "saliency":
-                maps = attr.Saliency(explained).attribute(x, abs=False, additional_forward_args=args)
-            elif method == "smoothgrad":
-                maps = attr.NoiseTunnel(attr.Saliency(explained)).attribute(
-                    x, nt_type="smoothgrad", nt_samples=samples, stdevs=noise, abs=False,
-                    additional_forward_args=args)
-            elif method == "ig":
-                maps = attr.IntegratedGradients(explained).attribute(x, baselines=base, n_steps=steps,
-                                                                     additional_forward_args=args)
-            elif method == "occlusion":
-                maps = attr.Occlusion(explained).attribute(x, sliding_window_shapes=(1, window, window),
-                                                           strides=(1, stride, stride), baselines=base,
-                                                           additional_forward_args=args,
-                                                           perturbations_per_eval=max(1, 256 // len(x)))
-            else:
-                maps = _upsample(_cells(attr, model, x, method, explained, args), _cam_geometry(model)[1])
+            how = _How(attr, model, explained, x, args, base, steps, samples, noise, window, stride, method)
+            maps = METHODS[method](how)
     return maps.detach().float().reshape(len(x), 28, 28).cpu()
+
+
+@dataclass(frozen=True)
+class _How:
+    """What a method's attribution is computed from (one call of ``explain``)."""
+
+    attr: object  # captum.attr
+    model: torch.nn.Module
+    explained: object  # _explainer(model)
+    x: torch.Tensor
+    args: tuple  # (target, contrast) as Captum's additional forward arguments
+    base: torch.Tensor
+    steps: int
+    samples: int
+    noise: float
+    window: int
+    stride: int
+    method: str
+
+
+def _saliency(h: _How) -> torch.Tensor:
+    return h.attr.Saliency(h.explained).attribute(h.x, abs=False, additional_forward_args=h.args)
+
+
+def _smoothgrad(h: _How) -> torch.Tensor:
+    return h.attr.NoiseTunnel(h.attr.Saliency(h.explained)).attribute(
+        h.x, nt_type="smoothgrad", nt_samples=h.samples, stdevs=h.noise, abs=False, additional_forward_args=h.args)
+
+
+def _integrated_gradients(h: _How) -> torch.Tensor:
+    return h.attr.IntegratedGradients(h.explained).attribute(h.x, baselines=h.base, n_steps=h.steps,
+                                                             additional_forward_args=h.args)
+
+
+def _occlusion(h: _How) -> torch.Tensor:
+    return h.attr.Occlusion(h.explained).attribute(h.x, sliding_window_shapes=(1, h.window, h.window),
+                                                   strides=(1, h.stride, h.stride), baselines=h.base,
+                                                   additional_forward_args=h.args,
+                                                   perturbations_per_eval=max(1, 256 // len(h.x)))
+
+
+def _cam(h: _How) -> torch.Tensor:
+    return _upsample(_cells(h.attr, h.model, h.x, h.method, h.explained, h.args), _cam_geometry(h.model)[1])
+
+
+# name -> the method: names.EXPLAIN_METHODS lists these for the command line
+METHODS = {"saliency": _saliency, "smoothgrad": _smoothgrad, "ig": _integrated_gradients, "occlusion": _occlusion,
+           "gradcam": _cam, "hirescam": _cam}
 
 
 def _explainer(model):

@@ -83,10 +83,6 @@ def pick_digit(ds: Dataset, train: bool = False, index: int | None = None) -> Di
                  "train" if train else "test", ds.name)
 
 
-def split_counts(ds: Dataset) -> str:
-    return f"{len(ds.train):,} train / {len(ds.test):,} test"
-
-
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
     """(N, 28, 28) uint8 -> (N, 1, 28, 28) float in [0, 1], on the images' device."""
     return images.unsqueeze(1).float().div_(255.0)

@@ -26,6 +26,7 @@ from pathlib import Path
 from .._io import write_json
 from ..checks import brief
 from ..errors import ConfigError
+from ..names import SEED_MAX
 
 DATASET = "mnist-sample"
 
@@ -263,7 +264,7 @@ def parse_seeds(text: str) -> list[int]:
         if not m or (m[2] and int(m[2]) < int(m[1])):
             raise ConfigError(f"--seeds {shown}: expected e.g. 0-4 or 0,1,2")
         lo, hi = int(m[1]), int(m[2] or m[1])
-        if hi >= 2 ** 32:
+        if hi > SEED_MAX:
             raise ConfigError(f"--seeds {shown}: a seed is at most 2^32-1")
         ranges.append((lo, hi))
     # counted before any list is built: 0-300000000 must not take the machine's memory first

@@ -11,6 +11,7 @@ from ... import runtime
 from ...checks import check, check_count, check_threads
 from ...config import MAX_BATCH, DataConfig, TrainConfig
 from ...data.batches import Batches
+from ...names import SEED_MAX
 
 
 @dataclass
@@ -27,7 +28,7 @@ class ExperimentConfig(DataConfig):
         check_count(self.batch_size, "experiment.batch_size", MAX_BATCH)
         check_threads(self.threads, "experiment.threads")
         check(self.lr > 0, "experiment.lr", "must be > 0", self.lr)
-        check(0 <= self.seed < 2 ** 31, "experiment.seed", "must be in 0..2^31-1", self.seed)
+        check(0 <= self.seed <= SEED_MAX, "experiment.seed", "must be in 0..2^32-1", self.seed)
 
     def data_config(self) -> DataConfig:
         return DataConfig(**{k: getattr(self, k) for k in DataConfig.__dataclass_fields__})
