@@ -25,7 +25,9 @@ def test_scalars_params_and_figures_reach_both(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     run = train_run(_cfg(), tmp_path / "r", dataset=synthetic_dataset(), progress=False)
+    assert not (tmp_path / "mlruns").exists()  # nothing written where the command ran, all beside the runs
     rows = read_jsonl(run.path / "metrics.jsonl")
     events = EventAccumulator(str(run.path / "tensorboard"))
     events.Reload()

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 def _draw(fn, shape, generator: torch.Generator | None, device, **kw) -> torch.Tensor:
     """`fn` (torch.rand or torch.randint) drawn on the generator's own device, then moved to
     `device`: a CUDA generator keeps the draws, and so a captured step, free of host work;
-    a CPU generator (or none) draws on the CPU as before."""
+    a CPU generator (or none) draws on the CPU."""
     where = generator.device if generator is not None else torch.device("cpu")
     return fn(*kw.pop("args", ()), shape, generator=generator, device=where, **kw).to(device)
 
@@ -66,7 +66,7 @@ def random_robust(x: torch.Tensor, generator: torch.Generator | None = None) -> 
     sx, sy = u(0.8, 1.15), u(0.8, 1.15)
     # Narrow writing: MNIST keeps each digit's aspect ratio, so a narrow 8 stays narrow, and
     # MNIST has few narrow 3s, 5s and 8s. A share of the images is squeezed to NARROW of its
-    # width (issue 23; measured in benchmarks/photos/README.md).
+    # width (measured in benchmarks/photos/README.md).
     squeeze = _draw(torch.rand, (b,), generator, dev).to(dt) < NARROW_SHARE
     sx = torch.where(squeeze, u(*NARROW), sx)
     shear = u(-0.3, 0.3)

@@ -58,7 +58,7 @@ _T = {
 CONDITIONS = ("clean", "noisy-paper", "specks", "uneven-light", "shadow", "colour", "ruled", "grid", "jpeg",
               "margins", "thick-pen", "thin-pen", "light-on-dark", "rotation", "mixed",
               "blur", "low-res", "narrow", "small")
-# Soft strokes and narrow writing (issue 23): each also as whole numbers, "numbers-<condition>".
+# Soft strokes and narrow writing: each also as whole numbers, "numbers-<condition>".
 SOFT_CONDITIONS = ("blur", "low-res", "narrow", "small")
 NUMBER_SETS = ("numbers", *(f"numbers-{c}" for c in SOFT_CONDITIONS))
 

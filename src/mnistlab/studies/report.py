@@ -108,7 +108,7 @@ def _cnn_robust(seed: int, work: Path) -> dict:
     return out
 
 
-# issue 24's faithfulness bars, on the first EXPLAIN_DIGITS held-out digits of each seed's cnn
+# The faithfulness bars explanations are held to, on the first EXPLAIN_DIGITS held-out digits of each seed's cnn
 EXPLAIN_DIGITS = 200
 EXPLAIN_DELETION = {"saliency": 0.85, "smoothgrad": 0.85, "ig": 0.95, "occlusion": 0.95, "gradcam": 0.75}
 EXPLAIN_SPEARMAN = {"saliency": 0.3, "smoothgrad": 0.3, "occlusion": 0.3, "gradcam": 0.4}

@@ -50,7 +50,7 @@ CAPTURABLE_OPTIMIZERS = ("adam", "adamw")
 CAPTURE_VERIFIED = False
 UNVERIFIED = ("the captured CUDA step has not passed its GPU tests yet (tests/test_gpu.py); "
               "compare a run with train.graph=off")
-# amp=auto on CUDA, measured on one H200 (seconds per 60k-image epoch, batch 128, issue 21):
+# amp=auto on CUDA, measured on one H200 (seconds per 60k-image epoch, batch 128):
 # eagerly fp32 beat bf16 for every model (cnn 1.10-1.17 s vs 1.24-1.27 s); inside a captured
 # step bf16 won for cnn (0.177 vs 0.207) and cnn-robust (0.318 vs 0.372) and lost for cnn-fast
 # (0.210 vs 0.183) and convnet-fast (0.246 vs 0.166). So bf16 only where it was measured faster.
