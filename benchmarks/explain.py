@@ -8,6 +8,7 @@ over ink pixels, trained vs re-initialised weights, signed maps and |map|), and 
 took. Writes explain.json, explain.md and one deletion-curve picture per run. With --api:
 the time POST /api/explain takes for one digit (api.json).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="held-out digits (the first N of the test split)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", default="benchmarks/explain")
-    ap.add_argument("--api", action="store_true",
-                    help="instead: time POST /api/explain for one digit per method (median of 20, after 3 warm-ups)")
+    ap.add_argument(
+        "--api",
+        action="store_true",
+        help="instead: time POST /api/explain for one digit per method (median of 20, after 3 warm-ups)",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +53,7 @@ def main() -> None:
     for run_dir in args.run:
         run = load_run(run_dir)
         ds = dataset_for(run.config.data, notice=lambda m: None)
-        x = ds.test.images[:args.n, None].float() / 255
+        x = ds.test.images[: args.n, None].float() / 255
         curves = {}
         for method in args.methods.split(","):
             t0 = time.perf_counter()
@@ -59,14 +63,24 @@ def main() -> None:
             t2 = time.perf_counter()
             curves[method] = d.curve
             curves["random"] = d.curve_random
-            row = {"model": run.config.model_name, "run": Path(run_dir).name, "dataset": run.config.data.dataset,
-                   "test_acc": run.summary.get("test_acc"), **d.to_dict(), **r.to_dict(),
-                   "seconds_deletion": round(t1 - t0, 1), "seconds_randomization": round(t2 - t1, 1)}
+            row = {
+                "model": run.config.model_name,
+                "run": Path(run_dir).name,
+                "dataset": run.config.data.dataset,
+                "test_acc": run.summary.get("test_acc"),
+                **d.to_dict(),
+                **r.to_dict(),
+                "seconds_deletion": round(t1 - t0, 1),
+                "seconds_randomization": round(t2 - t1, 1),
+            }
             row.pop("eval")
             rows.append(row)
-            print(f"{row['model']:10s} {method:10s} deletion {d.beats_random:6.1%} insertion "
-                  f"{d.insertion_beats_random:6.1%} spearman {r.median:+.3f} |map| {r.abs_median:+.3f} "
-                  f"({t1 - t0:.0f} s + {t2 - t1:.0f} s)", flush=True)
+            print(
+                f"{row['model']:10s} {method:10s} deletion {d.beats_random:6.1%} insertion "
+                f"{d.insertion_beats_random:6.1%} spearman {r.median:+.3f} |map| {r.abs_median:+.3f} "
+                f"({t1 - t0:.0f} s + {t2 - t1:.0f} s)",
+                flush=True,
+            )
         _picture(curves, run.config.model_name, len(x), out / f"deletion-{run.config.model_name}.png")
     (out / "explain.json").write_text(json.dumps(rows, indent=1) + "\n")
     (out / "explain.md").write_text(_table(rows))
@@ -98,9 +112,16 @@ def _api(run_dirs: list[str], methods: list[str], out: Path) -> None:
                     times.append(time.perf_counter() - t0)
                     assert r.status_code == 200, r.text
                 ms = statistics.median(times[3:]) * 1000
-                rows.append({"model": run.config.model_name, "method": method, "scrambled": scrambled == "1",
-                             "median_ms": round(ms, 1), "max_ms": round(max(times[3:]) * 1000, 1),
-                             "threads": torch.get_num_threads()})
+                rows.append(
+                    {
+                        "model": run.config.model_name,
+                        "method": method,
+                        "scrambled": scrambled == "1",
+                        "median_ms": round(ms, 1),
+                        "max_ms": round(max(times[3:]) * 1000, 1),
+                        "threads": torch.get_num_threads(),
+                    }
+                )
                 print(f"{run.config.model_name:10s} {method:10s} scrambled={scrambled} {ms:7.1f} ms", flush=True)
     (out / "api.json").write_text(json.dumps(rows, indent=1) + "\n")
 
@@ -113,8 +134,14 @@ def _picture(curves: dict, model: str, n: int, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
     for name, c in curves.items():
-        ax.plot(np.linspace(0, 1, len(c)), c, marker="o", ms=3, label=name,
-                **({"color": "black", "ls": "--"} if name == "random" else {}))
+        ax.plot(
+            np.linspace(0, 1, len(c)),
+            c,
+            marker="o",
+            ms=3,
+            label=name,
+            **({"color": "black", "ls": "--"} if name == "random" else {}),
+        )
     ax.set_xlabel("fraction of the ink erased (most attributed first)")
     ax.set_ylabel("probability of the predicted class")
     ax.set_title(f"{model}: deletion curves, mean of {n} held-out digits", fontsize=10)
@@ -133,9 +160,11 @@ def _mark(value: float, method: str, kind: str) -> str:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| model | method | deletion beats random [95% interval] | insertion beats random | "
-             "deletion area (random) | Spearman, randomised | the same on abs(map) | seconds |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | method | deletion beats random [95% interval] | insertion beats random | "
+        "deletion area (random) | Spearman, randomised | the same on abs(map) | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lo, hi = wilson(r["deletion_beats_random"], r["n"])
         lines.append(
@@ -143,7 +172,8 @@ def _table(rows: list[dict]) -> str:
             f"{_mark(r['deletion_beats_random'], r['method'], 'deletion')} | {r['insertion_beats_random']:.1%} | "
             f"{r['deletion_auc']:.3f} ({r['deletion_auc_random']:.3f}) | {r['median_spearman']:+.3f}"
             f"{_mark(r['median_spearman'], r['method'], 'randomization')} | {r['median_spearman_abs']:+.3f} | "
-            f"{r['seconds_deletion'] + r['seconds_randomization']:.0f} |")
+            f"{r['seconds_deletion'] + r['seconds_randomization']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ scikit-learn's digits in any training set); each condition has its own seeded se
 digits, ``numbers`` and ``numbers-<condition>`` hold 3-5 digit numbers read whole. Writes
 photos.md and photos.json to --out and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1000, help="seed of the generated sets")
     p.add_argument("--only", nargs="*", help="conditions to run (default: all and every number set)")
     p.add_argument("--out", type=Path, help="folder for photos.md and photos.json")
-    p.add_argument("--render", choices=["grey", "mask"], default="grey",
-                   help="mask: the 0/1 rendering of before issue 23, for comparison")
+    p.add_argument(
+        "--render",
+        choices=["grey", "mask"],
+        default="grey",
+        help="mask: the 0/1 rendering of before issue 23, for comparison",
+    )
     p.add_argument("--gamma", type=float, help="contrast of the grey rendering (default: the library's)")
     args = p.parse_args()
     import numpy as np
@@ -68,21 +73,38 @@ def main() -> None:
             r["ece_uncalibrated"] = uncalibrated_ece(records, t)
             pooled.setdefault(name, []).extend(records)
             table[c][name] = r
-        print(f"{c:16s} " + "  ".join(f"{n}: {r['digit_accuracy']:.1%} digits, {r['accuracy']:.1%} exact, "
-                                        f"flagged {r['wrong_flagged']:.0%}/{r['right_flagged']:.0%}"
-                                        for n, r in table[c].items()) + f"  [{time.perf_counter() - t0:.0f} s]",
-              flush=True)
+        print(
+            f"{c:16s} "
+            + "  ".join(
+                f"{n}: {r['digit_accuracy']:.1%} digits, {r['accuracy']:.1%} exact, "
+                f"flagged {r['wrong_flagged']:.0%}/{r['right_flagged']:.0%}"
+                for n, r in table[c].items()
+            )
+            + f"  [{time.perf_counter() - t0:.0f} s]",
+            flush=True,
+        )
     sweep = {name: threshold_sweep(recs) for name, recs in pooled.items()}
     md = to_markdown(table, runs) + sweep_markdown(sweep)
     print(md)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "photos.md").write_text(md)
-        models = {k: {"model": v.config.model_name, "temperature": getattr(v.model, "temperature", 1.0)}
-                  for k, v in runs.items()}  # run names and models, no machine paths
-        (args.out / "photos.json").write_text(json.dumps({"seed": args.seed, "low_confidence": LOW_CONFIDENCE,
-                                                          "models": models, "table": table,
-                                                          "threshold_sweep": sweep}, indent=1))
+        models = {
+            k: {"model": v.config.model_name, "temperature": getattr(v.model, "temperature", 1.0)}
+            for k, v in runs.items()
+        }  # run names and models, no machine paths
+        (args.out / "photos.json").write_text(
+            json.dumps(
+                {
+                    "seed": args.seed,
+                    "low_confidence": LOW_CONFIDENCE,
+                    "models": models,
+                    "table": table,
+                    "threshold_sweep": sweep,
+                },
+                indent=1,
+            )
+        )
 
 
 THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99)
@@ -96,25 +118,38 @@ def threshold_sweep(records) -> list[dict]:
     truth = torch.tensor([t for _, t in records])
     conf, pred = p.max(1)
     ok = pred == truth
-    return [{"threshold": th, "wrong_flagged": float((conf[~ok] < th).double().mean()) if (~ok).any() else 0.0,
-             "right_flagged": float((conf[ok] < th).double().mean()), "n_wrong": int((~ok).sum()),
-             "n_right": int(ok.sum())} for th in THRESHOLDS]
+    return [
+        {
+            "threshold": th,
+            "wrong_flagged": float((conf[~ok] < th).double().mean()) if (~ok).any() else 0.0,
+            "right_flagged": float((conf[ok] < th).double().mean()),
+            "n_wrong": int((~ok).sum()),
+            "n_right": int(ok.sum()),
+        }
+        for th in THRESHOLDS
+    ]
 
 
 def sweep_markdown(sweep: dict) -> str:
-    lines = ["", "Flagging threshold, all conditions pooled (digits read in place): share of misread / of right "
-             "digits below it", "", "| run | " + " | ".join(f"{t:.2f}" for t in THRESHOLDS) + " |",
-             "|---|" + "---|" * len(THRESHOLDS)]
+    lines = [
+        "",
+        "Flagging threshold, all conditions pooled (digits read in place): share of misread / of right digits below it",
+        "",
+        "| run | " + " | ".join(f"{t:.2f}" for t in THRESHOLDS) + " |",
+        "|---|" + "---|" * len(THRESHOLDS),
+    ]
     for name, rows in sweep.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r['wrong_flagged']:.0%} / {r['right_flagged']:.1%}"
-                                                 for r in rows) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{r['wrong_flagged']:.0%} / {r['right_flagged']:.1%}" for r in rows) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def to_markdown(table: dict, runs: dict) -> str:
     names = list(runs)
-    head = " | ".join(f"{n} digits | {n} exact | {n} wrong flagged | {n} right flagged | {n} ECE (T=1 → fitted)"
-                      for n in names)
+    head = " | ".join(
+        f"{n} digits | {n} exact | {n} wrong flagged | {n} right flagged | {n} ECE (T=1 → fitted)" for n in names
+    )
     lines = [f"| condition | n | {head} |", "|---|---|" + "---|" * (5 * len(names))]
     for c, row in table.items():
         n = next(iter(row.values()))["n"]
@@ -122,14 +157,22 @@ def to_markdown(table: dict, runs: dict) -> str:
         for r in row.values():
             exact = f"{r['accuracy']:.1%}" if c.startswith("numbers") else "-"
             flagged = f"{r['wrong_flagged']:.0%} of {r['n_wrong']}" if r["n_wrong"] else "-"
-            cells += [f"{r['digit_accuracy']:.1%}", exact, flagged, f"{r['right_flagged']:.1%}",
-                      f"{r['ece_uncalibrated']:.3f} → {r['ece']:.3f}"]
+            cells += [
+                f"{r['digit_accuracy']:.1%}",
+                exact,
+                flagged,
+                f"{r['right_flagged']:.1%}",
+                f"{r['ece_uncalibrated']:.3f} → {r['ece']:.3f}",
+            ]
         lines.append(f"| {c} | {n} | " + " | ".join(cells) + " |")
     wrong = {n: sum(row[n]["n_wrong"] for row in table.values()) for n in names}
     flagged = {n: sum(row[n]["wrong_flagged"] * row[n]["n_wrong"] for row in table.values()) for n in names}
-    lines += ["", "All conditions together: " + "; ".join(
-        f"{n}: {flagged[n] / max(1, wrong[n]):.0%} of {wrong[n]} misread digits flagged" for n in names)
-        + f" (low_confidence: below {LOW_CONFIDENCE:.0%} after the temperature)."]
+    lines += [
+        "",
+        "All conditions together: "
+        + "; ".join(f"{n}: {flagged[n] / max(1, wrong[n]):.0%} of {wrong[n]} misread digits flagged" for n in names)
+        + f" (low_confidence: below {LOW_CONFIDENCE:.0%} after the temperature).",
+    ]
     assert all(math.isfinite(v) for v in flagged.values())
     return "\n".join(lines) + "\n"
 

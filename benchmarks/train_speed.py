@@ -9,6 +9,7 @@ the median images/s of training alone (fit, no evaluation), the ratio to the fir
 and the test accuracy after one epoch (mean over repeats, which use seeds 0, 1, ...).
 Run it with nothing else on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,10 @@ def main() -> None:
             speed[name].append(s)
             acc[name].append(a)
     base = statistics.median(speed[variants[0][0]])
-    print(f"{args.model} on {args.dataset}, {args.epochs} epoch(s), {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} alternating runs\n")
+    print(
+        f"{args.model} on {args.dataset}, {args.epochs} epoch(s), {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} alternating runs\n"
+    )
     print("| variant | --set | train images/s | vs first | test acc |")
     print("|---|---|---|---|---|")
     for name, sets in variants:

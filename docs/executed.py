@@ -2,6 +2,7 @@
 the result in build/tutorials/, keyed by the notebook's source and the package's code; the docs
 build renders what was kept and executes a notebook itself only when nothing is kept for its
 current source and code. So CI runs each tutorial once (in `make test`), not again in `make docs`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -55,6 +56,7 @@ def execute(source: Path, cwd: Path, timeout: int = 600):
     import nbclient
 
     nb = jupytext.read(source)
-    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(cwd)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    ).execute()
     return nb

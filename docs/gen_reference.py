@@ -3,6 +3,7 @@ so they cannot drift: every CLI command and option from the argparse parser, the
 keys with their defaults and comments from the dataclasses and the model registry, the
 JSON shapes from the --json options' help and the web server's docstring, one API page per
 module (mkdocstrings), and the committed benchmark figures the explanation pages show."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,19 +28,47 @@ sys.path.insert(0, str(ROOT / "docs"))
 import executed  # noqa: E402
 
 API_MODULES = {
-    "Training and runs": ["mnistlab.train", "mnistlab.train.run", "mnistlab.train.steps", "mnistlab.train.track",
-                          "mnistlab.runs", "mnistlab.config", "mnistlab.models._registry"],
+    "Training and runs": [
+        "mnistlab.train",
+        "mnistlab.train.run",
+        "mnistlab.train.steps",
+        "mnistlab.train.track",
+        "mnistlab.runs",
+        "mnistlab.config",
+        "mnistlab.models._registry",
+    ],
     "Data": ["mnistlab.data", "mnistlab.data.sources", "mnistlab.data.batches", "mnistlab.data.augment"],
-    "Reading images": ["mnistlab.reading", "mnistlab.reading.images", "mnistlab.reading.reader",
-                       "mnistlab.reading.photos"],
-    "Models": ["mnistlab.models.classifiers", "mnistlab.models.autoencoders", "mnistlab.models.coupled",
-               "mnistlab.models.layers"],
-    "Inference, explanation, export": ["mnistlab.infer", "mnistlab.attribution", "mnistlab.attribution.maps",
-                                       "mnistlab.attribution.faithfulness", "mnistlab.calibrate", "mnistlab.export"],
+    "Reading images": [
+        "mnistlab.reading",
+        "mnistlab.reading.images",
+        "mnistlab.reading.reader",
+        "mnistlab.reading.photos",
+    ],
+    "Models": [
+        "mnistlab.models.classifiers",
+        "mnistlab.models.autoencoders",
+        "mnistlab.models.coupled",
+        "mnistlab.models.layers",
+    ],
+    "Inference, explanation, export": [
+        "mnistlab.infer",
+        "mnistlab.attribution",
+        "mnistlab.attribution.maps",
+        "mnistlab.attribution.faithfulness",
+        "mnistlab.calibrate",
+        "mnistlab.export",
+    ],
     "Figures": ["mnistlab.viz"],
-    "Studies": ["mnistlab.studies.report", "mnistlab.studies.experiments", "mnistlab.studies.experiments.dream",
-                "mnistlab.studies.experiments.unbiased", "mnistlab.studies.experiments.reencode",
-                "mnistlab.studies.sweep", "mnistlab.studies.bench", "mnistlab.studies.baseline"],
+    "Studies": [
+        "mnistlab.studies.report",
+        "mnistlab.studies.experiments",
+        "mnistlab.studies.experiments.dream",
+        "mnistlab.studies.experiments.unbiased",
+        "mnistlab.studies.experiments.reencode",
+        "mnistlab.studies.sweep",
+        "mnistlab.studies.bench",
+        "mnistlab.studies.baseline",
+    ],
     "Scale": ["mnistlab.distributed"],
     "Web page": ["mnistlab.web.app"],
 }
@@ -56,16 +85,31 @@ def subcommands(parser: argparse.ArgumentParser):
 def cli_page() -> str:
     parser = cli.build_parser()
     parser.prog = "mnistlab"
-    out = ["# Command line", "",
-           "Generated from the argparse parser of `mnistlab` at build time: what `--help` prints.", "",
-           "```text", parser.format_help().rstrip(), "```", ""]
+    out = [
+        "# Command line",
+        "",
+        "Generated from the argparse parser of `mnistlab` at build time: what `--help` prints.",
+        "",
+        "```text",
+        parser.format_help().rstrip(),
+        "```",
+        "",
+    ]
     for name, text, sub in subcommands(parser):
         sub.prog = f"mnistlab {name}"
         out += [f"## `mnistlab {name}`", "", text or "", "", "```text", sub.format_help().rstrip(), "```", ""]
         for inner, inner_text, leaf in subcommands(sub):
             leaf.prog = f"mnistlab {name} {inner}"
-            out += [f"### `mnistlab {name} {inner}`", "", inner_text or "", "", "```text",
-                    leaf.format_help().rstrip(), "```", ""]
+            out += [
+                f"### `mnistlab {name} {inner}`",
+                "",
+                inner_text or "",
+                "",
+                "```text",
+                leaf.format_help().rstrip(),
+                "```",
+                "",
+            ]
     return "\n".join(out)
 
 
@@ -92,8 +136,11 @@ def fields_table(obj_or_cls, section: str) -> list[str]:
     rows = ["| key | default | note |", "|---|---|---|"]
     for f in dataclasses.fields(cls):
         if isinstance(obj_or_cls, type):
-            value = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+            value = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else (f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+            )
         else:
             value = getattr(obj_or_cls, f.name)
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
@@ -103,14 +150,26 @@ def fields_table(obj_or_cls, section: str) -> list[str]:
 
 
 def config_page() -> str:
-    out = ["# Config keys", "",
-           "Generated from the config dataclasses and the model registry at build time. A key is set",
-           "in a TOML/YAML file's `[model]`, `[train]` or `[data]` section or by `--set KEY=VALUE`",
-           "(`section.key`, or the bare key when only one section has it).", "",
-           "## `train`", "", *fields_table(TrainConfig, "train"), "",
-           "## `data`", "", *fields_table(DataConfig, "data"), "",
-           "## `model`, per registered model", "",
-           "Each model's preset; `train` overrides it brings are listed under it.", ""]
+    out = [
+        "# Config keys",
+        "",
+        "Generated from the config dataclasses and the model registry at build time. A key is set",
+        "in a TOML/YAML file's `[model]`, `[train]` or `[data]` section or by `--set KEY=VALUE`",
+        "(`section.key`, or the bare key when only one section has it).",
+        "",
+        "## `train`",
+        "",
+        *fields_table(TrainConfig, "train"),
+        "",
+        "## `data`",
+        "",
+        *fields_table(DataConfig, "data"),
+        "",
+        "## `model`, per registered model",
+        "",
+        "Each model's preset; `train` overrides it brings are listed under it.",
+        "",
+    ]
     for name in sorted(_REGISTRY):
         spec = _REGISTRY[name]
         out += [f"### `{name}`", "", f"{spec.description} ({spec.task}; family `{spec.family.__name__}`)", ""]
@@ -125,33 +184,43 @@ def config_page() -> str:
 def json_page() -> str:
     from mnistlab.web import app as server
 
-    out = ["# JSON shapes", "",
-           "Generated at build time from the `--json` options' help and the web server's docstring.", "",
-           "## Commands with `--json`", ""]
+    out = [
+        "# JSON shapes",
+        "",
+        "Generated at build time from the `--json` options' help and the web server's docstring.",
+        "",
+        "## Commands with `--json`",
+        "",
+    ]
     parser = cli.build_parser()
     for name, _, sub in subcommands(parser):
         for action in sub._actions:
             if "--json" in action.option_strings:
                 out += [f"### `mnistlab {name} --json`", "", action.help.replace("%%", "%"), ""]
     doc = inspect.getdoc(server) or ""
-    api = doc[doc.index("JSON API"):] if "JSON API" in doc else doc
+    api = doc[doc.index("JSON API") :] if "JSON API" in doc else doc
     out += ["## The web page's API", "", "```text", api.split("\n\nHardening")[0].rstrip(), "```", ""]
     return "\n".join(out)
 
 
 def api_pages() -> list[tuple[str, str]]:
     pages = []
-    index = ["# Library API", "",
-             "Generated from the docstrings by mkdocstrings. `import mnistlab` gives the names most",
-             "scripts need (`load_dataset`, `build_config`, `train_run`, `load_run`, `create_model`,",
-             "`list_models`, `fit`, `evaluate`, `predict`, `explain`); the modules hold the rest.", ""]
+    index = [
+        "# Library API",
+        "",
+        "Generated from the docstrings by mkdocstrings. `import mnistlab` gives the names most",
+        "scripts need (`load_dataset`, `build_config`, `train_run`, `load_run`, `create_model`,",
+        "`list_models`, `fit`, `evaluate`, `predict`, `explain`); the modules hold the rest.",
+        "",
+    ]
     for group, modules in API_MODULES.items():
         index += [f"## {group}", ""]
         for mod in modules:
             slug = mod.removeprefix("mnistlab.")
             index.append(f"- [`{mod}`]({slug}.md)")
-            pages.append((f"reference/api/{slug}.md",
-                          f"# `{mod}`\n\n::: {mod}\n    options:\n      show_root_heading: false\n"))
+            pages.append(
+                (f"reference/api/{slug}.md", f"# `{mod}`\n\n::: {mod}\n    options:\n      show_root_heading: false\n")
+            )
         index.append("")
     pages.append(("reference/api/index.md", "\n".join(index)))
     return pages

@@ -8,6 +8,7 @@ to 3 decimals; round(v * 255) recovers the original bytes exactly. They are shuf
 a fixed seed and split 8,000 train / 2,000 test, then written as gzipped IDX with a
 deterministic gzip header, so the output is byte-identical on every run.
 """
+
 from __future__ import annotations
 
 import gzip

@@ -6,6 +6,7 @@ from stroke templates, Liberation fonts and scikit-learn's 8x8 digits (see mnist
     mnistlab predict photos/mixed/0000.png --steps --save steps.png
     mnistlab read photos/numbers/0000.png --save boxes.png
 """
+
 from __future__ import annotations
 
 import argparse

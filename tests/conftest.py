@@ -10,6 +10,7 @@ processes of its own); ``gpu`` needs CUDA.
 Under pytest-xdist each worker trains on one thread (two workers on two cores); an ``alone``
 test takes both, once the other worker's current test has ended (a readers-writer lock on a
 file the workers share)."""
+
 from __future__ import annotations
 
 import fcntl
@@ -68,7 +69,7 @@ def synthetic_dataset(n_train=256, n_test=64, seed=0) -> Dataset:
         labels = torch.randint(0, 10, (n,), generator=g)
         images = torch.randint(0, 40, (n, 28, 28), generator=g, dtype=torch.int64)
         for i, k in enumerate(labels.tolist()):
-            images[i, 2 * k + 4: 2 * k + 6, 4:24] = 230
+            images[i, 2 * k + 4 : 2 * k + 6, 4:24] = 230
         return Split(images.to(torch.uint8), labels)
 
     return Dataset("synthetic", make(n_train), make(n_test), tuple(str(d) for d in range(10)), "synthetic")
@@ -110,10 +111,11 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    silent = [item.nodeid for item in items for m in item.iter_markers("slow")
-              if not (m.args or m.kwargs.get("reason"))]
+    silent = [
+        item.nodeid for item in items for m in item.iter_markers("slow") if not (m.args or m.kwargs.get("reason"))
+    ]
     if silent:
-        raise pytest.UsageError(f"slow tests must say why (@pytest.mark.slow(\"...\")): {', '.join(silent[:5])}")
+        raise pytest.UsageError(f'slow tests must say why (@pytest.mark.slow("...")): {", ".join(silent[:5])}')
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -194,8 +196,10 @@ def cnn_run_dir(tmp_path_factory):
     from mnistlab.cli import main
 
     def make(run):
-        assert main(["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--run-dir", str(run),
-                     "--no-progress"]) == 0
+        assert (
+            main(["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--run-dir", str(run), "--no-progress"])
+            == 0
+        )
 
     return shared(tmp_path_factory, "cnn-run", make)
 

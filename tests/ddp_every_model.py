@@ -1,5 +1,6 @@
 """Run by test_distributed under torchrun: every registered model trains a few batches in
 one 2-process job (one process group for all, so the test pays the start-up once)."""
+
 import json
 import sys
 from pathlib import Path

@@ -1,6 +1,7 @@
 """A throw-away PostgreSQL server for the tests: Debian's `postgresql` binaries, a temporary
 data folder, loopback only, stopped afterwards. PostgreSQL refuses to run as root, so as
 root it runs as an unprivileged account (postgres, else nobody)."""
+
 from __future__ import annotations
 
 import glob
@@ -43,8 +44,9 @@ class Postgres:
         return None
 
     def _run(self, *args, **kw):
-        return subprocess.run(args, user=self.user, group=self.group, capture_output=True, text=True, check=True,
-                              timeout=120, **kw)
+        return subprocess.run(
+            args, user=self.user, group=self.group, capture_output=True, text=True, check=True, timeout=120, **kw
+        )
 
     def start(self) -> str:
         self.dir = Path(tempfile.mkdtemp(prefix="mnistlab-pg-"))

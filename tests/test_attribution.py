@@ -1,6 +1,7 @@
 """mnistlab.explain (issue 24, the library): every method on every registered classifier,
 the identities that make a map trustworthy (integrated gradients' completeness, contrast as
 a difference of maps), determinism and the model's mode kept."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,8 +26,13 @@ def trained(tmp_path_factory):
     from conftest import synthetic_dataset
 
     root = tmp_path_factory.mktemp("explain")
-    run = train_run(build_config("cnn", sets=["epochs=2", "batch_size=32"]), root / "cnn",
-                    dataset=synthetic_dataset(), progress=False, figures=False)
+    run = train_run(
+        build_config("cnn", sets=["epochs=2", "batch_size=32"]),
+        root / "cnn",
+        dataset=synthetic_dataset(),
+        progress=False,
+        figures=False,
+    )
     return load_run(run.path), synthetic_dataset()
 
 
@@ -57,10 +63,16 @@ def test_every_method_on_every_classifier(name, method):
 
 
 def test_the_encoder_classifier_is_explained_too(tmp_path, toy):
-    ae = train_run(build_config("ae-convbn", sets=["epochs=1", "batch_size=32", "filters=4,8", "kernels=3,3"]),
-                   tmp_path / "ae", dataset=toy, progress=False, figures=False)
-    model = create_model("encoder-classifier", build_config("encoder-classifier", sets=[f"encoder={ae.path}"]).model,
-                         load_run=load_run)
+    ae = train_run(
+        build_config("ae-convbn", sets=["epochs=1", "batch_size=32", "filters=4,8", "kernels=3,3"]),
+        tmp_path / "ae",
+        dataset=toy,
+        progress=False,
+        figures=False,
+    )
+    model = create_model(
+        "encoder-classifier", build_config("encoder-classifier", sets=[f"encoder={ae.path}"]).model, load_run=load_run
+    )
     for method in METHODS:
         assert torch.isfinite(mnistlab.explain(model, _images(2), method, steps=8, samples=4)).all()
 
@@ -126,7 +138,8 @@ def test_the_cli_prints_one_object_per_input_and_draws_the_picture(trained, tmp_
 
     run, _ = trained
     Image.fromarray(255 - __import__("mnistlab").load_dataset("mnist-sample").test.images[7].numpy()).resize(
-        (112, 112)).save(tmp_path / "seven.png")
+        (112, 112)
+    ).save(tmp_path / "seven.png")
     capsys.readouterr()
     args = ["explain", "3", str(tmp_path / "seven.png"), "--run", str(run.path), "--dataset", "mnist-sample"]
     assert main([*args, "--json", "--method", "saliency", "--contrast", "1"]) == 0
@@ -145,6 +158,7 @@ def test_the_cli_prints_one_object_per_input_and_draws_the_picture(trained, tmp_
 
 
 # ---------------------------------------------------------------- faithfulness (explain --eval)
+
 
 def test_deletion_curves_erase_the_ink_in_the_order_given(trained):
     """The curve's ends are the digit and the digit with all its ink erased; ink goes in the

@@ -1,4 +1,5 @@
 """Autoencoders: figures, denoising, interactive config, two-stage encoder classifier."""
+
 from __future__ import annotations
 
 import io
@@ -27,17 +28,21 @@ def _quick(model, **sets):
     return build_config(model, sets=[f"{k}={v}" for k, v in base.items()])
 
 
-@pytest.mark.parametrize("model, figures", [
-    ("ae-code3d", ["code3d_before.png", "code3d_after.png", "code3d_projections_before.png",
-                   "code3d_projections_after.png"]),
-    ("ae-code2d", ["code2d_before.png", "code2d_after.png"]),
-    ("ae-code4x4", []),
-    ("ae-upsample", []),
-])
+@pytest.mark.parametrize(
+    "model, figures",
+    [
+        (
+            "ae-code3d",
+            ["code3d_before.png", "code3d_after.png", "code3d_projections_before.png", "code3d_projections_after.png"],
+        ),
+        ("ae-code2d", ["code2d_before.png", "code2d_after.png"]),
+        ("ae-code4x4", []),
+        ("ae-upsample", []),
+    ],
+)
 def test_autoencoder_run_writes_its_pictures_and_metrics(model, figures, tmp_path):
     run = train_run(_quick(model), tmp_path / "r", progress=False)
-    expected = ["reconstructions_before.png", "reconstructions_after.png", "curves.png", "interpolation.png",
-                *figures]
+    expected = ["reconstructions_before.png", "reconstructions_after.png", "curves.png", "interpolation.png", *figures]
     for f in expected:
         assert (tmp_path / "r" / "figures" / f).read_bytes()[:8] == PNG, f
     s = run.summary
@@ -82,6 +87,7 @@ def test_convbn_shapes_follow_the_sets():
 
 # ---------------------------------------------------------------- interactive
 
+
 def test_interactive_from_a_file_applies_answers():
     cfg = build_config("ae-convbn", validate=False)
     n = len(questions(cfg))
@@ -113,9 +119,26 @@ def test_interactive_terminal_asks_again():
 def test_interactive_cli_saves_answers_in_the_run(tmp_path):
     cfg = build_config("ae-dense", validate=False)
     answers = ["12"] + [""] * (len(questions(cfg)) - 4) + ["1", "64", ""]
-    p = subprocess.run([sys.executable, "-m", "mnistlab", "train", "ae-dense", "--interactive", "--dataset",
-                        "mnist-sample", "--set", "limit_batches=2", "--run-dir", str(tmp_path / "r")],
-                       input="\n".join(answers) + "\n", capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistlab",
+            "train",
+            "ae-dense",
+            "--interactive",
+            "--dataset",
+            "mnist-sample",
+            "--set",
+            "limit_batches=2",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        input="\n".join(answers) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     assert saved["model"]["code"] == 12 and saved["train"]["epochs"] == 1 and saved["train"]["batch_size"] == 64
@@ -123,10 +146,12 @@ def test_interactive_cli_saves_answers_in_the_run(tmp_path):
 
 # ---------------------------------------------------------------- encoder classifier
 
+
 def test_two_stage_training_freezes_then_finetunes(toy, tmp_path):
     ae = train_run(_quick("ae-convbn", filters="4,8", kernels="3,3"), tmp_path / "ae", progress=False)
-    cfg = build_config("encoder-classifier", sets=[f"encoder={ae.path}", "epochs=1", "finetune_epochs=1",
-                                                   "batch_size=32"])
+    cfg = build_config(
+        "encoder-classifier", sets=[f"encoder={ae.path}", "epochs=1", "finetune_epochs=1", "batch_size=32"]
+    )
     model = create_model("encoder-classifier", cfg.model, load_run=load_run)  # the factory reads the run
     # the encoder's weights came from the autoencoder run
     ae_state = ae.model.encoder.state_dict()  # on the device it trained on: compare on the CPU
@@ -149,8 +174,27 @@ def test_encoder_classifier_run_records_both_stages(tmp_path, capsys):
     ae = tmp_path / "ae"
     assert main(["train", "ae-convtranspose", "--dataset", "mnist-sample", "--dry-run", "--run-dir", str(ae)]) == 0
     r = tmp_path / "clf"
-    assert main(["train", "encoder-classifier", "--encoder", str(ae), "--dataset", "mnist-sample", "--epochs", "1",
-                 "--set", "finetune_epochs=1", "--set", "limit_batches=5", "--run-dir", str(r)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "encoder-classifier",
+                "--encoder",
+                str(ae),
+                "--dataset",
+                "mnist-sample",
+                "--epochs",
+                "1",
+                "--set",
+                "finetune_epochs=1",
+                "--set",
+                "limit_batches=5",
+                "--run-dir",
+                str(r),
+            ]
+        )
+        == 0
+    )
     rows = [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]
     assert [(x["epoch"], x["stage"]) for x in rows] == [(1, "frozen"), (2, "finetune")]
     from mnistlab.runs import load_run
@@ -165,5 +209,3 @@ def test_encoder_classifier_run_records_both_stages(tmp_path, capsys):
     assert "no such run folder" in capsys.readouterr().err
     assert main(["train", "encoder-classifier", "--dataset", "mnist-sample"]) == 1
     assert "model.encoder: is required" in capsys.readouterr().err
-
-

@@ -1,5 +1,6 @@
 """Calibrated confidence and soft strokes (issue 23): the temperature a run fits, stores and
 uses; the grey rendering that keeps a blurred digit's loops open; the new photo conditions."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,13 @@ def test_a_run_fits_stores_and_uses_its_temperature(toy, tmp_path, capsys):
 def test_a_tampered_temperature_is_refused(toy, tmp_path):
     from mnistlab.errors import RunError
 
-    train_run(build_config("cnn", sets=["epochs=1", "batch_size=32"]), tmp_path / "r", dataset=toy,
-              progress=False, figures=False)
+    train_run(
+        build_config("cnn", sets=["epochs=1", "batch_size=32"]),
+        tmp_path / "r",
+        dataset=toy,
+        progress=False,
+        figures=False,
+    )
     (tmp_path / "r" / "calibration.json").write_text(json.dumps({"temperature": -3}))
     with pytest.raises(RunError, match="no fitted temperature"):
         load_run(tmp_path / "r")
@@ -97,7 +103,7 @@ def test_the_grey_rendering_keeps_a_blurred_digits_loops(photo, centres):
     0/1 render of before showed a solid blob; the grey render keeps each loop as a fainter
     middle, as the photo has it."""
     prep = prepare(photo())
-    mask = prep.chosen[prep.digit.y:prep.digit.y1, prep.digit.x:prep.digit.x1]
+    mask = prep.chosen[prep.digit.y : prep.digit.y1, prep.digit.x : prep.digit.x1]
     assert holes(mask) == 0  # the mask did lose the loops: what is tested is the rendering
     old, new = render(mask), prep.image
     for img, fainter in ((old, False), (new, True)):
@@ -105,7 +111,7 @@ def test_the_grey_rendering_keeps_a_blurred_digits_loops(photo, centres):
         x = (cols.min() + cols.max()) // 2
         for fy in centres:
             y = int(rows.min() + fy * (rows.max() - rows.min()))
-            middle = float(img[y - 1:y + 2, x - 1:x + 2].mean()) / float(img.max())
+            middle = float(img[y - 1 : y + 2, x - 1 : x + 2].mean()) / float(img.max())
             assert (middle < 0.9) == fainter, (photo.__name__, "grey" if fainter else "0/1", round(middle, 2))
 
 
@@ -144,8 +150,13 @@ def test_the_page_and_read_use_the_runs_temperature(toy, tmp_path, monkeypatch):
     from mnistlab.reading.reader import read_number
     from mnistlab.web.app import create_app
 
-    train_run(build_config("cnn", sets=["epochs=2", "batch_size=32"]), tmp_path / "r", dataset=toy,
-              progress=False, figures=False)
+    train_run(
+        build_config("cnn", sets=["epochs=2", "batch_size=32"]),
+        tmp_path / "r",
+        dataset=toy,
+        progress=False,
+        figures=False,
+    )
     pixels = toy.test.images[0].numpy()
     answers, readings = [], []
     for t in (1.0, 4.0):

@@ -1,4 +1,5 @@
 """The CLI end to end on the bundled sample: train, predict, layers, show, listings, errors."""
+
 from __future__ import annotations
 
 import json
@@ -131,16 +132,19 @@ def test_dry_run_and_existing_run_dir(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "nosuch"], "unknown model 'nosuch'"),
-    (["train", "cnn", "--set", "epochs=abc"], "train.epochs: expected an integer"),
-    (["train", "cnn", "--dataset", "mnist"], "--data-dir"),
-    (["predict", "--run", "/nonexistent/run"], "no such run folder"),
-    (["show", "99999", "--dataset", "mnist-sample"], "out of range"),
-    (["train", "cnn", "--train-images", "/nonexistent/imgs.idx"], "/nonexistent/imgs.idx: no such file"),
-    (["train", "ae-dense", "--test-images", "/nonexistent/t.idx"], "--train-images is required"),
-    (["experiment", "reencode", "--train-images", "/nonexistent/i.gz"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "nosuch"], "unknown model 'nosuch'"),
+        (["train", "cnn", "--set", "epochs=abc"], "train.epochs: expected an integer"),
+        (["train", "cnn", "--dataset", "mnist"], "--data-dir"),
+        (["predict", "--run", "/nonexistent/run"], "no such run folder"),
+        (["show", "99999", "--dataset", "mnist-sample"], "out of range"),
+        (["train", "cnn", "--train-images", "/nonexistent/imgs.idx"], "/nonexistent/imgs.idx: no such file"),
+        (["train", "ae-dense", "--test-images", "/nonexistent/t.idx"], "--train-images is required"),
+        (["experiment", "reencode", "--train-images", "/nonexistent/i.gz"], "no such file"),
+    ],
+)
 def test_bad_input_is_one_line_and_nonzero(argv, message, tmp_path, capfd, monkeypatch):
     """A clear line on stderr (whatever writes to the process's stderr: capfd), no traceback (an
     exception would end the test), nothing written; the real entry point is checked below."""
@@ -156,8 +160,14 @@ def test_bad_input_is_one_line_and_nonzero(argv, message, tmp_path, capfd, monke
 def test_bad_input_through_the_real_entry_point(tmp_path):
     """`python -m mnistlab`: exit status 1 and the one line, no traceback."""
     env = {**os.environ, "MNISTLAB_RUNS": str(tmp_path / "runs")}
-    p = subprocess.run([sys.executable, "-m", "mnistlab", "train", "cnn", "--set", "epochs=abc"], capture_output=True,
-                       text=True, env=env, cwd=tmp_path, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "mnistlab", "train", "cnn", "--set", "epochs=abc"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert p.returncode == 1 and p.stderr.strip() == "mnistlab: error: train.epochs: expected an integer, got abc"
 
 
@@ -165,8 +175,12 @@ def test_corrupt_data_dir_names_the_file(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "train.csv").write_text("1,2,3\n")
     (tmp_path / "d" / "test.csv").write_text("1,2,3\n")
-    assert main(["train", "cnn", "--dataset", "mnist", "--data-dir", str(tmp_path / "d"),
-                 "--run-dir", str(tmp_path / "r")]) == 1
+    assert (
+        main(
+            ["train", "cnn", "--dataset", "mnist", "--data-dir", str(tmp_path / "d"), "--run-dir", str(tmp_path / "r")]
+        )
+        == 1
+    )
     assert "train.csv: row 1 has 3 values" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing half-written
 
@@ -177,8 +191,22 @@ def test_autoencoder_from_a_lone_images_file(tmp_path, capsys):
 
     images = load_dataset("mnist-sample").train.images[:200].numpy()
     (tmp_path / "scans.ubyte").write_bytes(idx_bytes(images, 2051))
-    assert main(["train", "ae-dense", "--train-images", str(tmp_path / "scans.ubyte"), "--epochs", "1",
-                 "--run-dir", str(tmp_path / "ae"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "ae-dense",
+                "--train-images",
+                str(tmp_path / "scans.ubyte"),
+                "--epochs",
+                "1",
+                "--run-dir",
+                str(tmp_path / "ae"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert "holding out a seeded 10% of the training images (20)" in err
     assert "ae-dense on files: test_mse" in out

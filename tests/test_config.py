@@ -1,4 +1,5 @@
 """Config layering and its errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -29,19 +30,22 @@ def test_yaml_file(tmp_path):
     assert cfg.train.batch_size == 64 and cfg.model.kernel == 5
 
 
-@pytest.mark.parametrize("sets, match", [
-    (["nope=1"], "unknown key 'nope'"),
-    (["train.nope=1"], r"unknown key train.nope"),
-    (["epochs=three"], r"train.epochs: expected an integer"),
-    (["epochs=0"], r"train.epochs: must be >= 1"),
-    (["lr=-1"], r"train.lr: must be > 0"),
-    (["optimizer=rmsprop"], r"train.optimizer: must be one of"),
-    (["dropout=1.5"], r"model.dropout: must be in \[0, 1\)"),
-    (["model.channels=8"], r"model.channels: must be two"),
-    (["dataset=cifar"], r"data.dataset: must be one of"),
-    (["epochs"], r"expected key=value"),
-    (["bogus.epochs=1"], r"unknown config section 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "sets, match",
+    [
+        (["nope=1"], "unknown key 'nope'"),
+        (["train.nope=1"], r"unknown key train.nope"),
+        (["epochs=three"], r"train.epochs: expected an integer"),
+        (["epochs=0"], r"train.epochs: must be >= 1"),
+        (["lr=-1"], r"train.lr: must be > 0"),
+        (["optimizer=rmsprop"], r"train.optimizer: must be one of"),
+        (["dropout=1.5"], r"model.dropout: must be in \[0, 1\)"),
+        (["model.channels=8"], r"model.channels: must be two"),
+        (["dataset=cifar"], r"data.dataset: must be one of"),
+        (["epochs"], r"expected key=value"),
+        (["bogus.epochs=1"], r"unknown config section 'bogus'"),
+    ],
+)
 def test_bad_overrides_name_the_key(sets, match):
     with pytest.raises(ConfigError, match=match):
         build_config("cnn", sets=sets)

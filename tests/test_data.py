@@ -1,4 +1,5 @@
 """Data formats, sources, checks and their errors."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,6 +21,7 @@ from mnistlab.errors import DataError
 
 # ---------------------------------------------------------------- bundled sample
 
+
 def test_bundled_sample_is_real_mnist_split_8000_2000():
     ds = load_dataset("mnist-sample")
     assert ds.train.images.shape == (8000, 28, 28) and ds.train.images.dtype == torch.uint8
@@ -39,8 +41,13 @@ def test_bundled_sample_checksum_is_enforced(monkeypatch, tmp_path):
     sample = root / "_data" / "mnist-sample"
     sample.mkdir(parents=True)
     real = data.resources.files("mnistlab") / "_data" / "mnist-sample"
-    for f in ("SHA256SUMS", "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+    for f in (
+        "SHA256SUMS",
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+        "t10k-images-idx3-ubyte.gz",
+        "t10k-labels-idx1-ubyte.gz",
+    ):
         (sample / f).write_bytes((real / f).read_bytes())
     raw = bytearray(gzip.decompress((sample / "t10k-labels-idx1-ubyte.gz").read_bytes()))
     raw[-1] = (raw[-1] + 1) % 10
@@ -51,6 +58,7 @@ def test_bundled_sample_checksum_is_enforced(monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------- IDX
+
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_round_trip_from_directory(tmp_path, gz):
@@ -123,6 +131,7 @@ def test_idx_wrong_image_size(tmp_path):
 
 # ---------------------------------------------------------------- CSV and NPZ
 
+
 def _csv_rows(n, seed=0):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 10, n)
@@ -177,8 +186,13 @@ def test_npz_missing_arrays_and_mismatch(tmp_path):
     np.savez(tmp_path / "a.npz", x_train=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(DataError, match=r"a.npz: missing arrays"):
         load_path(tmp_path / "a.npz")
-    np.savez(tmp_path / "b.npz", x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.zeros(3, np.uint8),
-             x_test=np.zeros((1, 28, 28), np.uint8), y_test=np.zeros(1, np.uint8))
+    np.savez(
+        tmp_path / "b.npz",
+        x_train=np.zeros((2, 28, 28), np.uint8),
+        y_train=np.zeros(3, np.uint8),
+        x_test=np.zeros((1, 28, 28), np.uint8),
+        y_test=np.zeros(1, np.uint8),
+    )
     with pytest.raises(DataError, match=r"holds 2 images but .*y_train holds 3 labels"):
         load_path(tmp_path / "b.npz")
     (tmp_path / "c.npz").write_bytes(b"not a zip")
@@ -192,6 +206,7 @@ def test_empty_directory_says_what_it_expects(tmp_path):
 
 
 # ---------------------------------------------------------------- sources
+
 
 def test_data_dir_broken_files_are_an_error_not_a_fallback(tmp_path):
     write_idx_set(tmp_path, gz=False)
@@ -251,15 +266,19 @@ def test_system_copy_verified_by_decompressed_checksum(tmp_path, monkeypatch):
         load_dataset("fake")
 
 
-@pytest.mark.skipif(not (data.DATASETS["fashion-mnist"].system_dirs
-                         and __import__("os").path.isdir("/usr/share/datasets/fashion-mnist")),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.skipif(
+    not (
+        data.DATASETS["fashion-mnist"].system_dirs and __import__("os").path.isdir("/usr/share/datasets/fashion-mnist")
+    ),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
 def test_debian_fashion_mnist_passes_its_checksums():
     ds = load_dataset("fashion-mnist")
     assert len(ds.train) == 60000 and len(ds.test) == 10000 and ds.classes[9] == "Ankle boot"
 
 
 # ---------------------------------------------------------------- downloads
+
 
 @pytest.fixture
 def mirror(tmp_path):
@@ -297,10 +316,11 @@ def test_download_checksum_mismatch_is_rejected(mirror, tmp_path):
 
 def test_download_falls_back_to_next_mirror(mirror, monkeypatch):
     url, root = mirror
-    checks = {key: FileCheck(gz_md5=hashlib.md5((root / "good" / (n + ".gz")).read_bytes()).hexdigest())
-              for key, n in IDX_NAMES.items()}
-    info = data.DatasetInfo("fake", DIGITS, mirrors=(f"{url}/short/", f"{url}/missing/", f"{url}/good/"),
-                            checks=checks)
+    checks = {
+        key: FileCheck(gz_md5=hashlib.md5((root / "good" / (n + ".gz")).read_bytes()).hexdigest())
+        for key, n in IDX_NAMES.items()
+    }
+    info = data.DatasetInfo("fake", DIGITS, mirrors=(f"{url}/short/", f"{url}/missing/", f"{url}/good/"), checks=checks)
     monkeypatch.setitem(data.DATASETS, "fake", info)
     monkeypatch.delenv("MNISTLAB_OFFLINE")
     ds = load_dataset("fake")
@@ -331,6 +351,7 @@ def test_validation_split_is_seeded_and_disjoint(toy):
 
 # ---------------------------------------------------------------- files by path, any names
 
+
 def _sample_files(folder, n_train=300, n_test=100):
     """Sample digits written under non-standard names: raw IDX images, gz labels."""
     ds = load_dataset("mnist-sample")
@@ -355,8 +376,9 @@ def test_autoencoder_from_one_images_file_with_any_name(tmp_path):
     assert any("holding out" in n for n in notes) and not is_labelled(ds.train)
     again = load_dataset("auto", files={"train_images": str(tmp_path / "d" / "my-digits.idx")})
     assert torch.equal(again.test.images, ds.test.images)  # the same split every time
-    cfg = build_config("ae-dense", flags={"train_images": str(tmp_path / "d" / "my-digits.idx"), "epochs": 1,
-                                          "val_fraction": 0.0})
+    cfg = build_config(
+        "ae-dense", flags={"train_images": str(tmp_path / "d" / "my-digits.idx"), "epochs": 1, "val_fraction": 0.0}
+    )
     run = train_run(cfg, tmp_path / "ae", progress=False)
     assert run.summary["test_mse"] > 0 and run.config.data.train_images.endswith("my-digits.idx")
     assert (run.path / "figures" / "reconstructions_after.png").is_file()
@@ -368,27 +390,38 @@ def test_classifier_from_four_named_files_and_labels_required(tmp_path):
 
     tr_img, tr_lab, te_img, te_lab = _sample_files(tmp_path / "d")
     d = tmp_path / "d"
-    files = {"train_images": str(d / "my-digits.idx"), "train_labels": str(d / "their-labels.gz"),
-             "test_images": str(d / "held-out.bin"), "test_labels": str(d / "held-out-labels.bin")}
+    files = {
+        "train_images": str(d / "my-digits.idx"),
+        "train_labels": str(d / "their-labels.gz"),
+        "test_images": str(d / "held-out.bin"),
+        "test_labels": str(d / "held-out-labels.bin"),
+    }
     ds = load_dataset("mnist", files=files)
     assert np.array_equal(ds.train.labels.numpy(), tr_lab) and np.array_equal(ds.test.images.numpy(), te_img)
     run = train_run(build_config("cnn", flags={**files, "epochs": 1}), tmp_path / "cnn", progress=False)
     assert run.summary["n_train"] == 300 and run.summary["n_test"] == 100
     with pytest.raises(DataError, match="needs labels"):
-        train_run(build_config("cnn", flags={"train_images": files["train_images"], "epochs": 1}),
-                  tmp_path / "nolabels", progress=False)
+        train_run(
+            build_config("cnn", flags={"train_images": files["train_images"], "epochs": 1}),
+            tmp_path / "nolabels",
+            progress=False,
+        )
 
 
 def test_files_by_path_errors_name_the_file(tmp_path):
     _sample_files(tmp_path / "d")
     d = tmp_path / "d"
     (d / "short.idx").write_bytes(b"\x00\x00\x08\x03\x00\x00\x00\x05")
-    cases = [({"train_images": str(d / "missing.idx")}, "missing.idx: no such file"),
-             ({"train_images": str(d / "short.idx")}, "short.idx: truncated"),
-             ({"train_images": str(d / "my-digits.idx"), "train_labels": str(d / "held-out-labels.bin")},
-              "holds 300 images but"),
-             ({"test_images": str(d / "held-out.bin")}, "--train-images is required"),
-             ({"train_images": str(d / "their-labels.gz")}, "bad magic number")]
+    cases = [
+        ({"train_images": str(d / "missing.idx")}, "missing.idx: no such file"),
+        ({"train_images": str(d / "short.idx")}, "short.idx: truncated"),
+        (
+            {"train_images": str(d / "my-digits.idx"), "train_labels": str(d / "held-out-labels.bin")},
+            "holds 300 images but",
+        ),
+        ({"test_images": str(d / "held-out.bin")}, "--train-images is required"),
+        ({"train_images": str(d / "their-labels.gz")}, "bad magic number"),
+    ]
     for files, why in cases:
         with pytest.raises(DataError, match=why):
             load_dataset("mnist", files=files)
@@ -403,13 +436,16 @@ def test_files_by_path_as_npy_and_npz(tmp_path):
     np.save(tmp_path / "imgs.npy", imgs)
     np.save(tmp_path / "labs.npy", labs)
     np.savez(tmp_path / "mine.npz", images=imgs, labels=labs)
-    a = load_dataset("mnist", files={"train_images": str(tmp_path / "imgs.npy"),
-                                     "train_labels": str(tmp_path / "labs.npy")})
+    a = load_dataset(
+        "mnist", files={"train_images": str(tmp_path / "imgs.npy"), "train_labels": str(tmp_path / "labs.npy")}
+    )
     b = load_dataset("mnist", files={"train_images": str(tmp_path / "mine.npz")})
     for got in (a, b):
         assert len(got.train) + len(got.test) == 50 and is_labelled(got.train)
-        assert torch.equal(torch.sort(torch.cat([got.train.labels, got.test.labels])).values,
-                           torch.sort(torch.from_numpy(labs.astype(np.int64))).values)
+        assert torch.equal(
+            torch.sort(torch.cat([got.train.labels, got.test.labels])).values,
+            torch.sort(torch.from_numpy(labs.astype(np.int64))).values,
+        )
     unlabelled = load_dataset("auto", files={"train_images": str(tmp_path / "imgs.npy")})
     assert pick_digit(unlabelled, train=True, index=0).label is None  # never a made-up class
     (tmp_path / "bad.npy").write_bytes(b"not numpy")

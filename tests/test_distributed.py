@@ -1,5 +1,6 @@
 """Training with PyTorch's DistributedDataParallel: 2 CPU processes (gloo), through
 `mnistlab train --nproc 2` and through torchrun itself; only rank 0 writes the run."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,13 @@ DRY = ["--dataset", "mnist-sample", "--epochs", "1", "--set", "limit_batches=6",
 
 
 def mnistlab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, timeout=timeout,
-                          env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, "-m", "mnistlab", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
 
 
 def test_shards_split_every_batch_between_the_ranks():
@@ -38,11 +44,14 @@ def test_shards_split_every_batch_between_the_ranks():
     assert len(Batches(images, labels, batch_size=16, generator=torch.Generator(), shard=(0, 3))) == len(whole) - 1
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--nproc", "0"], "--nproc 0"),
-    (["--nproc", "2", "--reuse"], "does not go with --reuse"),
-    (["--nproc", "2", "--set", "lr=-1"], "train.lr: must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--nproc", "0"], "--nproc 0"),
+        (["--nproc", "2", "--reuse"], "does not go with --reuse"),
+        (["--nproc", "2", "--set", "lr=-1"], "train.lr: must be > 0"),
+    ],
+)
 def test_nproc_errors_are_one_line_before_any_process_starts(capsys, args, message):
     assert main(["train", "cnn", "--dataset", "mnist-sample", *args]) == 1
     err = capsys.readouterr().err.strip()
@@ -53,9 +62,27 @@ def test_nproc_errors_are_one_line_before_any_process_starts(capsys, args, messa
 @pytest.mark.slow("starts a two-process distributed job")
 def test_torchrun_itself_runs_the_same_training(tmp_path):
     run = tmp_path / "tr"
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        "-m", "mnistlab", "train", "ae-dense", *DRY, "--run-dir", str(run)],
-                       capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "mnistlab",
+            "train",
+            "ae-dense",
+            *DRY,
+            "--run-dir",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads((run / "summary.json").read_text())["processes"] == 2
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
@@ -63,6 +90,7 @@ def test_torchrun_itself_runs_the_same_training(tmp_path):
 
 def _ranks_of(parent: int) -> dict[int, int]:
     """rank -> pid of the processes under `parent` that torch's launcher started."""
+
     def ancestors(pid):
         while pid > 1:
             try:
@@ -76,8 +104,11 @@ def _ranks_of(parent: int) -> dict[int, int]:
         if not d.name.isdigit():
             continue
         try:
-            env = dict(kv.split("=", 1) for kv in (d / "environ").read_bytes().decode(errors="replace").split("\0")
-                       if "=" in kv)
+            env = dict(
+                kv.split("=", 1)
+                for kv in (d / "environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in kv
+            )
         except OSError:
             continue
         if env.get("MNISTLAB_LAUNCHED") == "1" and "RANK" in env and parent in ancestors(int(d.name)):
@@ -104,8 +135,9 @@ if rank in ("0", "1") and marker and os.environ.get("MNISTLAB_LAUNCHED"):
 """
 
 
-@pytest.mark.parametrize("survivor, code", [("abort", -6), ("launcher's SIGTERM", -15), ("peer lost", 75),
-                                            ("exit code 1", 1)])
+@pytest.mark.parametrize(
+    "survivor, code", [("abort", -6), ("launcher's SIGTERM", -15), ("peer lost", 75), ("exit code 1", 1)]
+)
 @pytest.mark.parametrize("order", [(0, 1), (1, 0)])
 def test_the_rank_that_died_is_named_not_the_survivor_it_took_down(tmp_path, survivor, code, order):
     """Both exits seen in one pass of the launcher (one timestamp), in either order: the rank
@@ -135,12 +167,37 @@ def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(
     run = tmp_path / "k"
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "sitecustomize.py").write_text(_DIE_TOGETHER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"),
-                                                                      os.environ.get("PYTHONPATH")])),
-           "DIE_TOGETHER_AT": str(run / "checkpoint.pt")}  # written whole (renamed into place)
-    p = subprocess.run([sys.executable, "-m", "mnistlab", "train", "cnn", "--dataset", "mnist-sample",
-                        "--epochs", "4", "--set", "limit_batches=4", "--nproc", "2", "--run-dir", str(run),
-                        "--device", "cpu", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path / "site"), os.environ.get("PYTHONPATH")])),
+        "DIE_TOGETHER_AT": str(run / "checkpoint.pt"),
+    }  # written whole (renamed into place)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistlab",
+            "train",
+            "cnn",
+            "--dataset",
+            "mnist-sample",
+            "--epochs",
+            "4",
+            "--set",
+            "limit_batches=4",
+            "--nproc",
+            "2",
+            "--run-dir",
+            str(run),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 1
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mnistlab: error: rank 1 of 2 failed: Signal 9"), p.stderr
@@ -164,8 +221,19 @@ def test_a_rank_that_dies_ends_the_job_with_one_clear_error_and_the_run_resumes(
 def test_two_processes_reach_the_single_process_accuracy(tmp_path):
     """The bar: 2 gloo processes train cnn to within 0.5 points of one process, same global
     batch and seed."""
-    args = ["train", "cnn", "--dataset", "mnist-sample", "--epochs", "2", "--seed", "1", "--no-progress",
-            "--device", "cpu"]
+    args = [
+        "train",
+        "cnn",
+        "--dataset",
+        "mnist-sample",
+        "--epochs",
+        "2",
+        "--seed",
+        "1",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     one, two = tmp_path / "one", tmp_path / "two"
     assert mnistlab(*args, "--run-dir", str(one)).returncode == 0
     p = mnistlab(*args, "--nproc", "2", "--run-dir", str(two))
@@ -178,9 +246,22 @@ def test_two_processes_reach_the_single_process_accuracy(tmp_path):
 def test_every_registered_model_trains_under_ddp(tmp_path):
     """One 2-process job trains each registered model (coupled optimisers and the two-stage
     encoder classifier too) for a few batches; rank 0 writes each run."""
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                        str(Path(__file__).with_name("ddp_every_model.py")), str(tmp_path)],
-                       capture_output=True, text=True, timeout=600, env=os.environ.copy())
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(Path(__file__).with_name("ddp_every_model.py")),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ.copy(),
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     done = {r["model"]: r["summary"] for r in map(json.loads, p.stdout.splitlines())}
     assert set(done) == set(list_models("*"))

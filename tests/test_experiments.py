@@ -1,4 +1,5 @@
 """The three experiments end to end on small budgets, their reuse, and their pieces."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -95,8 +96,9 @@ def sample():
 def small(sample):
     """The sample's first 1,024 training and 300 held-out digits: for tests of an experiment's
     record, not of how well it learns."""
-    return dataclasses.replace(sample, train=sample.train.subset(slice(0, 1024)),
-                               test=sample.test.subset(slice(0, 300)))
+    return dataclasses.replace(
+        sample, train=sample.train.subset(slice(0, 1024)), test=sample.test.subset(slice(0, 300))
+    )
 
 
 def _no_training(monkeypatch):
@@ -111,8 +113,9 @@ def _no_training(monkeypatch):
 @pytest.mark.slow("trains on the whole sample for seconds")
 @pytest.mark.outcome
 def test_dream_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
-    cfg = build_experiment_config("dream", sets=["rounds=2", "steps=15", "epochs=1", "judge_epochs=1",
-                                                 "epochs_per_round=1", "per_digit=2"])
+    cfg = build_experiment_config(
+        "dream", sets=["rounds=2", "steps=15", "epochs=1", "judge_epochs=1", "epochs_per_round=1", "per_digit=2"]
+    )
     path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=sample, progress=False)
     for f in ("figures/rounds.png", "figures/judge.png"):
         assert (path / f).read_bytes()[:8] == PNG
@@ -146,8 +149,9 @@ def test_dream_finishes_when_its_model_calls_real_digits_optimised(tmp_path, sma
         return history
 
     monkeypatch.setattr(dream, "fit", fit_then_prefer_optimised)
-    cfg = build_experiment_config("dream", sets=["rounds=1", "steps=2", "epochs=1", "judge_epochs=1",
-                                                 "epochs_per_round=1", "per_digit=1"])
+    cfg = build_experiment_config(
+        "dream", sets=["rounds=1", "steps=2", "epochs=1", "judge_epochs=1", "epochs_per_round=1", "per_digit=1"]
+    )
     path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=small, progress=False)
     lines = (path / "model" / "confusion.csv").read_text().splitlines()
     header, rows = lines[0].split(","), [line.split(",") for line in lines[1:]]
@@ -162,8 +166,7 @@ def test_dream_finishes_when_its_model_calls_real_digits_optimised(tmp_path, sma
 @pytest.mark.slow("trains on the whole sample for seconds")
 @pytest.mark.outcome
 def test_unbiased_end_to_end_and_reuse(tmp_path, sample, monkeypatch):
-    cfg = build_experiment_config("unbiased", sets=["lambdas=0,1", "epochs=2", "probe_epochs=3",
-                                                    "warmup_epochs=1"])
+    cfg = build_experiment_config("unbiased", sets=["lambdas=0,1", "epochs=2", "probe_epochs=3", "warmup_epochs=1"])
     path, m = run_experiment("unbiased", cfg, run_dir=tmp_path / "u", dataset=sample, progress=False)
     assert (path / "figures" / "tradeoff.png").read_bytes()[:8] == PNG
     assert "| λ | loop acc |" in (path / "table.md").read_text()
@@ -211,14 +214,32 @@ def test_runs_lists_every_kind_with_its_headline(tmp_path, small, capsys):
     """Experiments, a sweep and its trials show in `mnistlab runs` (and --json) beside trainings;
     a broken folder or a dangling link is listed or skipped, never a crash."""
     pytest.importorskip("optuna", reason="the sweep extra (mnistlab[sweep]) is not installed")
-    dream_cfg = build_experiment_config("dream", sets=["rounds=1", "steps=5", "epochs=1", "judge_epochs=1",
-                                                       "epochs_per_round=1", "per_digit=1"])
+    dream_cfg = build_experiment_config(
+        "dream", sets=["rounds=1", "steps=5", "epochs=1", "judge_epochs=1", "epochs_per_round=1", "per_digit=1"]
+    )
     run_experiment("dream", dream_cfg, run_dir=tmp_path / "experiment-dream", dataset=small, progress=False)
-    unb_cfg = build_experiment_config("unbiased", sets=["lambdas=0,1", "epochs=1", "probe_epochs=1",
-                                                        "warmup_epochs=0"])
+    unb_cfg = build_experiment_config("unbiased", sets=["lambdas=0,1", "epochs=1", "probe_epochs=1", "warmup_epochs=0"])
     run_experiment("unbiased", unb_cfg, run_dir=tmp_path / "experiment-unbiased", dataset=small, progress=False)
-    assert main(["sweep", "cnn", "--grid", "lr=0.001,0.002", "--dataset", "mnist-sample", "--epochs", "1",
-                 "--set", "limit_batches=3", "--out", str(tmp_path / "sweep-cnn"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "cnn",
+                "--grid",
+                "lr=0.001,0.002",
+                "--dataset",
+                "mnist-sample",
+                "--epochs",
+                "1",
+                "--set",
+                "limit_batches=3",
+                "--out",
+                str(tmp_path / "sweep-cnn"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "config.json").write_bytes(b"\xff\xfe not utf-8")
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
@@ -228,11 +249,27 @@ def test_runs_lists_every_kind_with_its_headline(tmp_path, small, capsys):
     by_name = {Path(r["path"]).name: r for r in rows}
     # trial folders are named by trial number and values: tNNN-lr-0.001
     lr1, lr2 = (next(p.name for p in (tmp_path / "sweep-cnn").glob(f"t*-lr-{v}")) for v in ("0.001", "0.002"))
-    assert set(by_name) == {"experiment-dream", "experiment-unbiased", "sweep-cnn", lr1, lr2, "broken",
-                            "judge", "judge-mlp", "model", "lambda-0", "lambda-1"}
+    assert set(by_name) == {
+        "experiment-dream",
+        "experiment-unbiased",
+        "sweep-cnn",
+        lr1,
+        lr2,
+        "broken",
+        "judge",
+        "judge-mlp",
+        "model",
+        "lambda-0",
+        "lambda-1",
+    }
     # an experiment's parts are runs, listed under it with their model and test figures
-    for part, model in (("judge", "cnn"), ("judge-mlp", "mlp"), ("model", "cnn"), ("lambda-0", "loop-parity"),
-                        ("lambda-1", "loop-parity")):
+    for part, model in (
+        ("judge", "cnn"),
+        ("judge-mlp", "mlp"),
+        ("model", "cnn"),
+        ("lambda-0", "loop-parity"),
+        ("lambda-1", "loop-parity"),
+    ):
         row = by_name[part]
         assert row["kind"] == "part" and row["model"] == model and row["complete"], row
         assert 0 <= row["summary"]["test_acc"] <= 1 and row["dataset"] == "mnist-sample"
@@ -265,8 +302,9 @@ def test_an_experiment_is_recorded_as_runs(tmp_path, small):
     from mnistlab.train.run import resume_run
     from mnistlab.web.served import ServedRuns
 
-    cfg = build_experiment_config("dream", sets=["rounds=2", "steps=5", "epochs=1", "judge_epochs=1",
-                                                 "epochs_per_round=1", "per_digit=1"])
+    cfg = build_experiment_config(
+        "dream", sets=["rounds=2", "steps=5", "epochs=1", "judge_epochs=1", "epochs_per_round=1", "per_digit=1"]
+    )
     path, m = run_experiment("dream", cfg, run_dir=tmp_path / "d", dataset=small, progress=False)
     config = json.loads((path / "config.json").read_text())
     assert config["kind"] == "experiment" and config["name"] == "dream"
@@ -290,11 +328,15 @@ def test_an_experiment_is_recorded_as_runs(tmp_path, small):
         resume_run(path / "model")
 
 
-@pytest.mark.parametrize("name,flags", [("loop-parity", {"lam": 1.0, "warmup_epochs": 1, "code_dim": 32}),
-                                        # an ensemble whose adversary 0 is renewed as epoch 3 starts
-                                        ("loop-parity", {"lam": 1.0, "code_dim": 32, "adversaries": 2,
-                                                         "adversary_reset_epochs": 2}),
-                                        ("ae-reencode", {"batch_size": 64})])
+@pytest.mark.parametrize(
+    "name,flags",
+    [
+        ("loop-parity", {"lam": 1.0, "warmup_epochs": 1, "code_dim": 32}),
+        # an ensemble whose adversary 0 is renewed as epoch 3 starts
+        ("loop-parity", {"lam": 1.0, "code_dim": 32, "adversaries": 2, "adversary_reset_epochs": 2}),
+        ("ae-reencode", {"batch_size": 64}),
+    ],
+)
 def test_coupled_models_resume_as_if_never_stopped(tmp_path, monkeypatch, name, flags):
     """Two optimisers, one loop: killed after epoch 2 of 3 and resumed, the same test figures."""
     from conftest import kill_at_epoch, synthetic_dataset

@@ -1,6 +1,7 @@
 """mnistlab export (issue 25): every registered model round-trips through ONNX and
 onnxruntime to 1e-4 with any batch size; the CLI writes, checks and records an export, and
 refuses one that does not match."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,14 @@ from mnistlab.train.run import train_run  # noqa: E402
 @pytest.fixture(scope="module")
 def ae_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    return train_run(build_config("ae-convbn", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=2",
-                                                     "filters=4,8", "kernels=3,3"]),
-                     root / "ae", progress=False, figures=False)
+    return train_run(
+        build_config(
+            "ae-convbn", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=2", "filters=4,8", "kernels=3,3"]
+        ),
+        root / "ae",
+        progress=False,
+        figures=False,
+    )
 
 
 @pytest.mark.slow("exports and checks every registered model with onnxruntime")
@@ -47,8 +53,12 @@ def test_the_cli_exports_checks_and_records(tmp_path, capsys, monkeypatch):
     from mnistlab import export
     from mnistlab.cli import main
 
-    run = train_run(build_config("cnn-fast", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=3"]),
-                    tmp_path / "cnn", progress=False, figures=False)
+    run = train_run(
+        build_config("cnn-fast", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=3"]),
+        tmp_path / "cnn",
+        progress=False,
+        figures=False,
+    )
     capsys.readouterr()
     assert main(["export", str(run.path), "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)

@@ -3,6 +3,7 @@ same step computes uncaptured, and is really captured and replayed (not fallen b
 resumes on the GPU as if never stopped; a step that cannot be captured is never tried, and a
 capture that fails anyway leaves the process able to go on (run in child processes, so a
 broken CUDA state could never leak into the tests after it)."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,10 @@ def _params(model):
     return torch.cat([p.detach().float().flatten().cpu() for p in model.parameters()])
 
 
-@pytest.mark.parametrize("name,amp,tol", [("cnn", "off", 1e-6), ("cnn-fast", "off", 1e-6),
-                                          ("cnn-robust", "off", 1e-6), ("cnn", "bf16", 1e-5)])
+@pytest.mark.parametrize(
+    "name,amp,tol",
+    [("cnn", "off", 1e-6), ("cnn-fast", "off", 1e-6), ("cnn-robust", "off", 1e-6), ("cnn", "bf16", 1e-5)],
+)
 def test_captured_step_equals_the_same_step_uncaptured(toy, deterministic, monkeypatch, capsys, name, amp, tol):
     """5 epochs of 256 images at batch 24: 10 full batches and a smaller last one an epoch, so
     3 warm-up steps, the capture, 36 replays and 5 eager smaller batches. The weights, the metric
@@ -57,8 +60,15 @@ def test_captured_step_equals_the_same_step_uncaptured(toy, deterministic, monke
         torch.cuda.manual_seed_all(0)
         model = create_model(name, cfg.model)
         ran = []
-        hist = loop.fit(model, toy.train, {}, cfg.train, device="cuda", progress=False,
-                         on_epoch=lambda row, state, ran=ran: ran.append((state.plan.graph, state.optimizer)))
+        hist = loop.fit(
+            model,
+            toy.train,
+            {},
+            cfg.train,
+            device="cuda",
+            progress=False,
+            on_epoch=lambda row, state, ran=ran: ran.append((state.plan.graph, state.optimizer)),
+        )
         beta1 = float(ran[-1][1].param_groups[0]["betas"][0])
         out[kind] = (_params(model), [r["train_loss"] for r in hist], beta1, ran[-1][0])
     monkeypatch.setattr(steps, "plan", real_plan)
@@ -125,12 +135,18 @@ print(json.dumps({{"plans": plans, "acc": hist[-1]["test_acc"], "again": again[-
 """
 
 
-@pytest.mark.parametrize("when,notice", [("always", "the step waits on the host"),
-                                         ("capture", "capturing the step failed")])
+@pytest.mark.parametrize(
+    "when,notice", [("always", "the step waits on the host"), ("capture", "capturing the step failed")]
+)
 def test_a_step_that_cannot_be_captured_runs_eagerly_and_the_process_goes_on(tmp_path, when, notice):
     script = _CHILD.format(tests=os.path.dirname(__file__))
-    p = subprocess.run([sys.executable, "-c", script, when], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "MNISTLAB_OFFLINE": "1"})
+    p = subprocess.run(
+        [sys.executable, "-c", script, when],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "MNISTLAB_OFFLINE": "1"},
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     got = json.loads(p.stdout.strip().splitlines()[-1])
     lines = [line for line in p.stderr.splitlines() if line.startswith("mnistlab:")]

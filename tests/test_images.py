@@ -1,4 +1,5 @@
 """MNIST-style preprocessing of users' own images."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ def photo_of(digit: np.ndarray, scale=9, pad=(40, 90), dark_on_light=True) -> np
     """An MNIST digit as a user might photograph it: large, off-centre, ink dark on paper."""
     big = np.kron(digit.astype(np.float64), np.ones((scale, scale)))
     canvas = np.zeros((big.shape[0] + 2 * pad[0], big.shape[1] + 2 * pad[1]))
-    canvas[pad[0] // 2:pad[0] // 2 + big.shape[0], pad[1]:pad[1] + big.shape[1]] = big
+    canvas[pad[0] // 2 : pad[0] // 2 + big.shape[0], pad[1] : pad[1] + big.shape[1]] = big
     return 255 - canvas if dark_on_light else canvas
 
 

@@ -1,5 +1,6 @@
 """The package's import graph has no circle: every import counts, function-local ones too
 (a local import only hides a circle from the interpreter, not from the reader)."""
+
 from __future__ import annotations
 
 import ast

@@ -1,4 +1,5 @@
 """Every registered model keeps the contract: forward, loss, backward, save and load."""
+
 from __future__ import annotations
 
 import pickle

@@ -1,5 +1,6 @@
 """One home for every name: the torch-free lists the command line offers (``mnistlab.names``)
 are the keys of the tables that hold the things, and the parser offers exactly those."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,13 @@ def test_the_parser_offers_the_tables_names():
     assert tuple(_choices(parser, "explain", "method")) == tuple(METHODS)
     assert tuple(_choices(parser, "experiment", "name")) == tuple(EXPERIMENTS)
     assert set(_choices(parser, "train", "dataset")) == {*DATASETS, names.AUTO}
-    report_help = next(a for a in next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-                       .choices["report"]._actions if a.dest == "only").help
+    report_help = next(
+        a
+        for a in next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        .choices["report"]
+        ._actions
+        if a.dest == "only"
+    ).help
     assert all(j in report_help for j in jobs())
 
 

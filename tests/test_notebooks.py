@@ -1,6 +1,7 @@
 """The tutorials run: each jupytext notebook under docs/tutorials is executed in a fresh kernel, as
 a reader would run it, and must show its figures inline. The executed notebook is kept for the
 docs build (docs/executed.py), which then need not run it again."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ The photos are generated (``mnistlab.reading.photos``: stroke templates and font
 Preprocessing is checked without a model: a digit photographed under a condition must come
 out as the same 28x28 image as the same ink on clean paper. Reading is checked with models
 trained on the bundled sample."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,10 @@ def test_each_condition_comes_out_as_on_clean_paper(condition):
         assert out.shape == (28, 28) and out.dtype == np.uint8
         sims.append(_similarity(out, preprocess(_grey(ref))))
     # a rotated digit is another image (the grey rendering keeps its interpolated edges: 0.923)
-    assert min(sims) > 0.8 and np.mean(sims) > (0.9 if condition == "rotation" else 0.93), (condition,
-                                                                                            np.round(sims, 2))
+    assert min(sims) > 0.8 and np.mean(sims) > (0.9 if condition == "rotation" else 0.93), (
+        condition,
+        np.round(sims, 2),
+    )
 
 
 def test_noise_specks_and_margins_no_longer_shrink_the_digit():
@@ -83,6 +86,7 @@ def test_ruled_lines_are_erased_and_crossing_strokes_kept():
 
 
 # ---------------------------------------------------------------- segmentation
+
 
 def _row(digits, gap, rng_seed=0, condition="clean", source="strokes"):
     rng = np.random.default_rng(rng_seed)
@@ -126,6 +130,7 @@ def test_segmentation_merges_broken_strokes():
 
 # ---------------------------------------------------------------- reading, with trained models
 
+
 @pytest.fixture(scope="module")
 def cnn_run(cnn_run_dir):
     """A plain cnn, 2 epochs on the sample (the session's): enough for shapes and the CLI."""
@@ -146,9 +151,9 @@ def test_touching_digits_are_split(cnn_run):
     a, b = (digit_ink(d, rng, 120, "strokes", 1.3)[:110] for d in (2, 3))
     overlap = 12  # the 2's foot runs into the 3
     joined = np.zeros((110, a.shape[1] + b.shape[1] - overlap), np.float32)
-    joined[:, :a.shape[1]] = a
-    joined[:, -b.shape[1]:] = np.maximum(joined[:, -b.shape[1]:], b)
-    joined[92:104, a.shape[1] - 30:a.shape[1] + 40] = 1.0  # a ligature: the pen never left the paper
+    joined[:, : a.shape[1]] = a
+    joined[:, -b.shape[1] :] = np.maximum(joined[:, -b.shape[1] :], b)
+    joined[92:104, a.shape[1] - 30 : a.shape[1] + 40] = 1.0  # a ligature: the pen never left the paper
     img, _ = photo([joined], _settings("clean", rng), rng)
     found = find_ink(_grey(img))
     _, blobs = components(found.mask)
@@ -179,7 +184,7 @@ def test_unsure_when_the_model_is(cnn_run):
 def _below_the_bar(right: int, n: int, bar: float) -> float:
     """P(X <= right) for X ~ Binomial(n, bar): how surprising `right` of `n` would be were the
     model's accuracy exactly the bar."""
-    return sum(math.comb(n, k) * bar ** k * (1 - bar) ** (n - k) for k in range(right + 1))
+    return sum(math.comb(n, k) * bar**k * (1 - bar) ** (n - k) for k in range(right + 1))
 
 
 @pytest.mark.outcome
@@ -205,10 +210,12 @@ def test_cnn_robust_meets_the_photo_bars(robust_run):
 
 # ---------------------------------------------------------------- the CLI
 
+
 def _cli(*args, cwd=None):
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "mnistlab", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300
+    )
 
 
 @pytest.mark.slow("starts mnistlab in child processes")
@@ -234,8 +241,15 @@ def test_read_json_and_boxes_picture(cnn_run, tmp_path):
 @pytest.mark.slow("starts mnistlab in child processes")
 def test_predict_steps_picture_and_low_confidence_field(cnn_run, tmp_path):
     folder = write_set(tmp_path / "mixed", make_set("mixed", 1, seed=3, sources=("strokes",)))
-    r = _cli("predict", str(folder / "0000.png"), "--steps", "--save", str(tmp_path / "steps.png"),
-             "--run", str(cnn_run.path))
+    r = _cli(
+        "predict",
+        str(folder / "0000.png"),
+        "--steps",
+        "--save",
+        str(tmp_path / "steps.png"),
+        "--run",
+        str(cnn_run.path),
+    )
     assert r.returncode == 0, r.stderr
     assert "predicted" in r.stdout and (tmp_path / "steps.png").stat().st_size > 5000
     r = _cli("predict", str(folder / "0000.png"), "--json", "--run", str(cnn_run.path))
@@ -251,8 +265,14 @@ def _bad_images(tmp_path):
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((200, 300)) > 0.5).astype(np.uint8) * 255).save(tmp_path / "noise.png")
     Image.new("L", (5000, 4000), 255).save(tmp_path / "huge.png")
-    return {"empty.png": "not a readable image", "text.png": "not a readable image", "blank.png": "no ink found",
-            "allink.png": "no ink found", "noise.png": "no digit found", "huge.png": "too large"}
+    return {
+        "empty.png": "not a readable image",
+        "text.png": "not a readable image",
+        "blank.png": "no ink found",
+        "allink.png": "no ink found",
+        "noise.png": "no digit found",
+        "huge.png": "too large",
+    }
 
 
 def test_bad_images_one_clear_error_each(tmp_path):

@@ -1,4 +1,5 @@
 """Real-data quality bars on the bundled MNIST sample (marked slow: tens of seconds)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """`mnistlab report`: every figure over seeds, resumable; the CI smoke path is one job, one seed."""
+
 from __future__ import annotations
 
 import json
@@ -75,15 +76,22 @@ def test_bars_hold_the_worst_seed_or_the_mean():
     assert Bar("<=", 0.03, "mean").met([0.04, 0.01]) and not Bar("<=", 0.03).met([0.04, 0.01])
 
 
-@pytest.mark.parametrize("text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("3", [3]), ("0,2,5", [0, 2, 5]),
-                                         ("1-2,7", [1, 2, 7])])
+@pytest.mark.parametrize(
+    "text, seeds", [("0-4", [0, 1, 2, 3, 4]), ("3", [3]), ("0,2,5", [0, 2, 5]), ("1-2,7", [1, 2, 7])]
+)
 def test_seed_lists(text, seeds):
     assert parse_seeds(text) == seeds
 
 
-@pytest.mark.parametrize("args, message", [(["--seeds", "4-1"], "--seeds"), (["--seeds", "a"], "--seeds"),
-                                           (["--seeds", "1,1"], "each seed once"),
-                                           (["--only", "nosuch"], "no such figure job")])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "4-1"], "--seeds"),
+        (["--seeds", "a"], "--seeds"),
+        (["--seeds", "1,1"], "each seed once"),
+        (["--only", "nosuch"], "no such figure job"),
+    ],
+)
 def test_report_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["report", *args, "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err.strip()
@@ -96,8 +104,13 @@ def test_the_photo_reader_job_reads_generated_photos(tmp_path, monkeypatch):
     from mnistlab.studies import report
 
     real_train = report._train
-    monkeypatch.setattr(report, "_train", lambda model, seed, folder, sets=(): real_train(
-        model, seed, folder, ["epochs=1", "limit_batches=3", "printed=0"]))
+    monkeypatch.setattr(
+        report,
+        "_train",
+        lambda model, seed, folder, sets=(): real_train(
+            model, seed, folder, ["epochs=1", "limit_batches=3", "printed=0"]
+        ),
+    )
     monkeypatch.setattr(report, "PHOTOS_PER_SET", 4)
     figures = report._cnn_robust(0, tmp_path)
     keys = {f"cnn-robust.photos.{c}_acc" for c in report.PHOTO_SETS}
@@ -115,8 +128,13 @@ def test_the_explain_job_measures_every_method_against_the_issues_bars(tmp_path,
     from mnistlab.studies import report
 
     real_train = report._train
-    monkeypatch.setattr(report, "_train", lambda model, seed, folder, sets=(): real_train(
-        model, seed, folder, ["epochs=1", "limit_batches=5", "printed=0"]))
+    monkeypatch.setattr(
+        report,
+        "_train",
+        lambda model, seed, folder, sets=(): real_train(
+            model, seed, folder, ["epochs=1", "limit_batches=5", "printed=0"]
+        ),
+    )
     monkeypatch.setattr(report, "EXPLAIN_DIGITS", 6)
     figures = report._explain(0, tmp_path)
     assert (tmp_path / "runs" / "cnn-seed0" / "summary.json").is_file()  # the cnn job's folder, shared

@@ -1,4 +1,5 @@
 """The fast path against the conventional pipeline, device augmentation, and a bench smoke run."""
+
 from __future__ import annotations
 
 import json
@@ -77,7 +78,8 @@ def test_fit_trains_channels_last_and_hands_back_the_default_layout(toy):
     assert cfg.channels_last == "auto"
     seen = []
     model.conv2.register_forward_hook(
-        lambda m, inp, out: seen.append(m.training and inp[0].is_contiguous(memory_format=torch.channels_last)))
+        lambda m, inp, out: seen.append(m.training and inp[0].is_contiguous(memory_format=torch.channels_last))
+    )
     fit(model, toy.train, {}, cfg, progress=False)
     assert seen and all(seen)  # every training step's activations were NHWC
     assert model.conv2.weight.is_contiguous()
@@ -87,6 +89,7 @@ def test_compile_option_falls_back_or_trains(toy, monkeypatch):
     def broken(fn):
         def fail(*a, **k):
             raise RuntimeError("no compiler here")
+
         return fail
 
     monkeypatch.setattr(torch, "compile", broken)
@@ -119,10 +122,16 @@ def test_bench_quick_smoke(tmp_path, capsys):
 def test_a_bench_that_fails_midway_keeps_the_sections_before(tmp_path, monkeypatch):
     from mnistlab.studies import bench
 
-    monkeypatch.setattr(bench, "pipeline_ratio", lambda *a, **k: {"images": 1, "mnistlab_img_s": 2.0,
-                                                                    "tutorial_img_s": 1.0, "ratio": 2.0})
-    monkeypatch.setattr(bench, "time_to_accuracy", lambda name, *a, **k: {
-        "model": name, "target": 0.97, "seeds": 1, "reached": 1, "mean_s": 1.0, "sd_s": 0.0})
+    monkeypatch.setattr(
+        bench,
+        "pipeline_ratio",
+        lambda *a, **k: {"images": 1, "mnistlab_img_s": 2.0, "tutorial_img_s": 1.0, "ratio": 2.0},
+    )
+    monkeypatch.setattr(
+        bench,
+        "time_to_accuracy",
+        lambda name, *a, **k: {"model": name, "target": 0.97, "seeds": 1, "reached": 1, "mean_s": 1.0, "sd_s": 0.0},
+    )
 
     def broken(*a, **k):
         raise RuntimeError("out of memory")

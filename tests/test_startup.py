@@ -1,6 +1,7 @@
 """Start-up cost: what a command imports, figures off the critical path, and the fast
 paths (optimisers that skip torch's compile guard, one test pass for figures and numbers)
 equal to the plain ones."""
+
 from __future__ import annotations
 
 import copy
@@ -24,16 +25,35 @@ def _python(code: str) -> str:
 
 
 def test_import_and_parser_pull_in_no_torch():
-    loaded = _python("import sys, mnistlab; from mnistlab.cli import build_parser; build_parser(); "
-                     "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
+    loaded = _python(
+        "import sys, mnistlab; from mnistlab.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    )
     assert loaded == "[]"
 
 
 @pytest.mark.slow("starts mnistlab in child processes")
 def test_a_dry_run_imports_no_dynamo(tmp_path):
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "mnistlab", "train", "cnn-fast", "--dataset",
-                          "mnist-sample", "--dry-run", "--no-progress", "--run-dir", str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "mnistlab",
+            "train",
+            "cnn-fast",
+            "--dataset",
+            "mnist-sample",
+            "--dry-run",
+            "--no-progress",
+            "--run-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time")}
     assert "torch" in imported and "torch.optim.adam" in imported  # the listing is whole: it trained
@@ -64,9 +84,14 @@ print(getattr(fn, '__dynamo_disable').__qualname__)
     assert "_deferred" not in real  # torch's disabled function now, not the deferring one
 
 
-@pytest.mark.parametrize("cls,kwargs", [(torch.optim.Adam, {"lr": 0.01, "weight_decay": 1e-4}),
-                                        (torch.optim.AdamW, {"lr": 0.01}),
-                                        (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True})])
+@pytest.mark.parametrize(
+    "cls,kwargs",
+    [
+        (torch.optim.Adam, {"lr": 0.01, "weight_decay": 1e-4}),
+        (torch.optim.AdamW, {"lr": 0.01}),
+        (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
+    ],
+)
 def test_plain_optimizer_steps_exactly_as_torch_s(cls, kwargs):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
@@ -100,8 +125,23 @@ def test_one_test_pass_gives_the_figures_and_the_numbers(toy):
 def test_figures_none_writes_everything_but_figures(tmp_path, capsys, model):
     for figures in ("none", "end"):
         run = tmp_path / figures
-        assert main(["train", model, "--dataset", "mnist-sample", "--dry-run", "--no-progress",
-                     "--figures", figures, "--run-dir", str(run)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    model,
+                    "--dataset",
+                    "mnist-sample",
+                    "--dry-run",
+                    "--no-progress",
+                    "--figures",
+                    figures,
+                    "--run-dir",
+                    str(run),
+                ]
+            )
+            == 0
+        )
         files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()}
         pngs = {f for f in files if f.endswith(".png")}
         assert {"config.json", "summary.json", "metrics.jsonl", "env.json", "checkpoint.pt"} <= files, files
@@ -109,8 +149,11 @@ def test_figures_none_writes_everything_but_figures(tmp_path, capsys, model):
         if figures == "none":
             assert not pngs
         else:
-            want = {"figures/curves.png", "figures/confusion.png"} if model == "cnn-fast" else {
-                "figures/reconstructions_before.png", "figures/reconstructions_after.png", "figures/curves.png"}
+            want = (
+                {"figures/curves.png", "figures/confusion.png"}
+                if model == "cnn-fast"
+                else {"figures/reconstructions_before.png", "figures/reconstructions_after.png", "figures/curves.png"}
+            )
             assert want <= pngs, pngs
     out = capsys.readouterr().out
     assert out.count("run folder:") == 2 and out.count("figures:") == 1

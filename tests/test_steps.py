@@ -1,6 +1,7 @@
 """The training step, eager or as the captured step's function (steps.py), on the CPU: the
 plan each model gets, the static step's hyper-parameter tensors, and that runs and resumes
 go the same either way. The CUDA-graph replay itself is checked in test_gpu.py."""
+
 from __future__ import annotations
 
 import importlib
@@ -21,16 +22,19 @@ def _cfg(model="cnn-fast", **sets):
 
 
 @pytest.mark.parametrize("verified", [False, True])
-@pytest.mark.parametrize("model,device,graph,step,amp", [
-    ("cnn", "cpu", "auto", "eager", "fp32"),
-    ("cnn", "cpu", "on", "static", "fp32"),
-    ("cnn", "cuda", "auto", "captured", "bf16"),  # bf16 measured faster inside a graph for cnn
-    ("cnn-fast", "cuda", "auto", "captured", "fp32"),  # ... and slower for cnn-fast
-    ("cnn", "cuda", "on", "captured", "bf16"),
-    ("cnn", "cuda", "off", "eager", "fp32"),  # eagerly fp32 won for every model
-    ("loop-parity", "cuda", "auto", "eager", "fp32"),  # coupled optimisers: eager, said so
-    ("ae-reencode", "cpu", "on", "eager", "fp32"),
-])
+@pytest.mark.parametrize(
+    "model,device,graph,step,amp",
+    [
+        ("cnn", "cpu", "auto", "eager", "fp32"),
+        ("cnn", "cpu", "on", "static", "fp32"),
+        ("cnn", "cuda", "auto", "captured", "bf16"),  # bf16 measured faster inside a graph for cnn
+        ("cnn-fast", "cuda", "auto", "captured", "fp32"),  # ... and slower for cnn-fast
+        ("cnn", "cuda", "on", "captured", "bf16"),
+        ("cnn", "cuda", "off", "eager", "fp32"),  # eagerly fp32 won for every model
+        ("loop-parity", "cuda", "auto", "eager", "fp32"),  # coupled optimisers: eager, said so
+        ("ae-reencode", "cpu", "on", "eager", "fp32"),
+    ],
+)
 def test_each_model_gets_a_plan(monkeypatch, model, device, graph, step, amp, verified):
     """Until the captured step has passed on a GPU (CAPTURE_VERIFIED), graph=auto runs eagerly
     on CUDA, in fp32, and graph=on captures saying it is unverified."""
@@ -47,10 +51,15 @@ def test_each_model_gets_a_plan(monkeypatch, model, device, graph, step, amp, ve
     assert (how.why == steps.UNVERIFIED) == (step == "captured" and not verified)
 
 
-@pytest.mark.parametrize("sets,reason", [({"optimizer": "sgd"}, "sgd has no capturable form"),
-                                         ({"compile": "true"}, "train.compile is on"),
-                                         ({"channels_last": "off"}, "channels_last is off"),
-                                         ({"amp": "bf16"}, None)])
+@pytest.mark.parametrize(
+    "sets,reason",
+    [
+        ({"optimizer": "sgd"}, "sgd has no capturable form"),
+        ({"compile": "true"}, "train.compile is on"),
+        ({"channels_last": "off"}, "channels_last is off"),
+        ({"amp": "bf16"}, None),
+    ],
+)
 def test_what_keeps_a_step_from_being_captured_is_named(sets, reason, monkeypatch):
     monkeypatch.setattr(steps, "CAPTURE_VERIFIED", True)
     cfg = _cfg("cnn", graph="on", **sets)
@@ -136,8 +145,9 @@ def test_env_json_is_written_once_saying_how_the_steps_ran(toy, tmp_path, monkey
 
     def failing_capture(self, idx):
         if self.plan.graph != "eager":
-            self.plan = steps.Plan("eager", self.plan.amp, "capturing the step failed (RuntimeError: test); "
-                                                           "running eagerly")
+            self.plan = steps.Plan(
+                "eager", self.plan.amp, "capturing the step failed (RuntimeError: test); running eagerly"
+            )
         return real_run(self, idx)
 
     cfg = _cfg("cnn-fast", graph="on", epochs=2, batch_size=32)

@@ -1,5 +1,6 @@
 """Sweeps on Optuna: grid and search, pruning, argument errors, resuming after a killed
 worker, several workers on one study (SQLite here, PostgreSQL in the slow tests)."""
+
 from __future__ import annotations
 
 import csv
@@ -39,7 +40,11 @@ def test_grid_sweep_end_to_end_records_failures(tmp_path, capsys):
     rows = table(out)
     # the table follows the grid's order; each point trained once, into its own run folder
     assert [(r["code"], r["hidden"], r["status"]) for r in rows] == [
-        ("4", "32", "ok"), ("4", "64", "ok"), ("8", "32", "ok"), ("8", "64", "ok")]
+        ("4", "32", "ok"),
+        ("4", "64", "ok"),
+        ("8", "32", "ok"),
+        ("8", "64", "ok"),
+    ]
     assert sorted(int(r["trial"]) for r in rows) == [0, 1, 2, 3]
     assert all(0 < float(r["val_mse"]) < 1 and float(r["test_mse"]) > 0 for r in rows)
     assert len(finished_runs(out)) == 4 and all(Path(r["run"]).is_dir() for r in rows)
@@ -75,8 +80,21 @@ def test_rerunning_a_finished_sweep_trains_nothing_and_show_reprints_it(tmp_path
     assert main(["sweep", "--show", "--out", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "| trial | lr | val_acc | test_acc |" in shown and shown.count("| ok |") == 2
-    assert main(["sweep", "--show", "--storage", f"sqlite:///{out / 'study.db'}", "--study", study,
-                 "--out", str(tmp_path / "shown")]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--show",
+                "--storage",
+                f"sqlite:///{out / 'study.db'}",
+                "--study",
+                study,
+                "--out",
+                str(tmp_path / "shown"),
+            ]
+        )
+        == 0
+    )
     assert table(tmp_path / "shown") == first
 
 
@@ -86,9 +104,29 @@ def test_search_with_pruning_stops_hopeless_trials(tmp_path, capsys):
     """Two learning rates too small to learn in 3 epochs among good ones: the median pruner
     (two start-up trials) stops the hopeless ones after an epoch; their run folders stay unfinished."""
     out = tmp_path / "p"
-    assert main(["sweep", "cnn", "--grid", "lr=0.000001,0.0000012,0.002,0.003", "--prune",
-                 "--dataset", "mnist-sample", "--epochs", "3", "--set", "limit_batches=12", "--no-progress",
-                 "--figures", "none", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "cnn",
+                "--grid",
+                "lr=0.000001,0.0000012,0.002,0.003",
+                "--prune",
+                "--dataset",
+                "mnist-sample",
+                "--epochs",
+                "3",
+                "--set",
+                "limit_batches=12",
+                "--no-progress",
+                "--figures",
+                "none",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = table(out)
     pruned = [r for r in rows if r["status"] == "pruned"]
     # the grid sampler's seeded order puts the two good rates first (the start-up trials)
@@ -104,8 +142,26 @@ def test_search_with_pruning_stops_hopeless_trials(tmp_path, capsys):
 @pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_tpe_search_over_ranges(tmp_path):
     out = tmp_path / "t"
-    assert main(["sweep", "ae-dense", "--search", "lr=0.0001:0.01:log", "--search", "code=2:16",
-                 "--search", "hidden=32|64", "--trials", "4", *TINY, "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "ae-dense",
+                "--search",
+                "lr=0.0001:0.01:log",
+                "--search",
+                "code=2:16",
+                "--search",
+                "hidden=32|64",
+                "--trials",
+                "4",
+                *TINY,
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = table(out)
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
     for r in rows:
@@ -115,23 +171,26 @@ def test_tpe_search_over_ranges(tmp_path):
     assert cfg["model"]["code"] == int(rows[0]["code"]) and cfg["train"]["val_fraction"] == 0.1
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "at least one --grid"),
-    (["--grid", "lr"], "expected key=v1,v2"),
-    (["--grid", "lr=0.1,"], "empty value"),
-    (["--grid", "lr=0.1,0.1"], "given twice"),
-    (["--grid", "nosuch=1,2"], "nosuch"),
-    (["--search", "lr=0.1:0.01"], "LOW must be below HIGH"),
-    (["--search", "lr=0:1:log", "--trials", "2"], "log range needs LOW > 0"),
-    (["--search", "lr=a:1"], "expected LOW:HIGH"),
-    (["--search", "lr=0.001:0.1"], "needs --trials"),
-    (["--search", "lr=0.001:0.1", "--sampler", "grid"], "needs listed values"),
-    (["--grid", "lr=0.1,0.2", "--trials", "5"], "each of its 2 points once"),
-    (["--grid", "lr=0.1,0.2", "--workers", "0"], "--workers 0"),
-    (["--grid", "lr=0.1,0.2", "--timeout", "-1"], "--timeout"),
-    (["--grid", "lr=0.1,0.2", "--study", "bad name/x"], "--study"),
-    (["--grid", "lr=0.1,0.2", "--storage", "nosuchdb://x"], "cannot open the study storage"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "at least one --grid"),
+        (["--grid", "lr"], "expected key=v1,v2"),
+        (["--grid", "lr=0.1,"], "empty value"),
+        (["--grid", "lr=0.1,0.1"], "given twice"),
+        (["--grid", "nosuch=1,2"], "nosuch"),
+        (["--search", "lr=0.1:0.01"], "LOW must be below HIGH"),
+        (["--search", "lr=0:1:log", "--trials", "2"], "log range needs LOW > 0"),
+        (["--search", "lr=a:1"], "expected LOW:HIGH"),
+        (["--search", "lr=0.001:0.1"], "needs --trials"),
+        (["--search", "lr=0.001:0.1", "--sampler", "grid"], "needs listed values"),
+        (["--grid", "lr=0.1,0.2", "--trials", "5"], "each of its 2 points once"),
+        (["--grid", "lr=0.1,0.2", "--workers", "0"], "--workers 0"),
+        (["--grid", "lr=0.1,0.2", "--timeout", "-1"], "--timeout"),
+        (["--grid", "lr=0.1,0.2", "--study", "bad name/x"], "--study"),
+        (["--grid", "lr=0.1,0.2", "--storage", "nosuchdb://x"], "cannot open the study storage"),
+    ],
+)
 def test_sweep_argument_errors_are_one_line(tmp_path, capsys, args, message):
     code = main(["sweep", "cnn", *args, "--dataset", "mnist-sample", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
@@ -151,22 +210,61 @@ def test_show_and_model_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_a_joining_worker_with_another_sweep_is_refused(tmp_path, capsys):
     db = f"sqlite:///{tmp_path / 'shared.db'}"
-    assert main(["sweep", "ae-dense", "--grid", "code=4,8", *TINY, "--storage", db, "--study", "s",
-                 "--out", str(tmp_path / "a")]) == 0
-    assert main(["sweep", "ae-dense", "--grid", "hidden=32,64", *TINY, "--storage", db, "--study", "s",
-                 "--out", str(tmp_path / "b")]) == 1
+    assert (
+        main(
+            [
+                "sweep",
+                "ae-dense",
+                "--grid",
+                "code=4,8",
+                *TINY,
+                "--storage",
+                db,
+                "--study",
+                "s",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sweep",
+                "ae-dense",
+                "--grid",
+                "hidden=32,64",
+                *TINY,
+                "--storage",
+                db,
+                "--study",
+                "s",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 1
+    )
     assert "is another sweep" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- several processes
 
+
 def _worker(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mnistlab", "sweep", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", "sweep", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
 
 
-def _kill_mid_trial(proc: subprocess.Popen, out: Path, storage: str | None = None, study: str | None = None,
-                    timeout: float = 180) -> Path:
+def _kill_mid_trial(
+    proc: subprocess.Popen, out: Path, storage: str | None = None, study: str | None = None, timeout: float = 180
+) -> Path:
     """SIGKILL `proc` once a trial it runs has logged an epoch; returns that trial's folder.
     With `storage`, the trial is told by the pid it records, else it is the only one running."""
     deadline = time.monotonic() + timeout
@@ -178,8 +276,9 @@ def _kill_mid_trial(proc: subprocess.Popen, out: Path, storage: str | None = Non
             try:
                 st = optuna.load_study(study_name=study, storage=rdb)
                 trials = [t for t in st.get_trials(deepcopy=False) if t.user_attrs.get("pid") == proc.pid]
-                mine = [Path(t.user_attrs["run"]) for t in trials
-                        if t.state.name == "RUNNING" and "run" in t.user_attrs]
+                mine = [
+                    Path(t.user_attrs["run"]) for t in trials if t.state.name == "RUNNING" and "run" in t.user_attrs
+                ]
                 if not any(t.state.name == "COMPLETE" for t in trials):
                     mine = []  # let it finish one trial first
             except KeyError:  # the study is not created yet
@@ -187,8 +286,11 @@ def _kill_mid_trial(proc: subprocess.Popen, out: Path, storage: str | None = Non
         else:
             mine = list(out.glob("t*"))
         for d in mine:
-            if (d / "metrics.jsonl").is_file() and (d / "metrics.jsonl").stat().st_size and \
-                    not (d / "summary.json").exists():
+            if (
+                (d / "metrics.jsonl").is_file()
+                and (d / "metrics.jsonl").stat().st_size
+                and not (d / "summary.json").exists()
+            ):
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(30)
                 return d
@@ -201,16 +303,44 @@ def _kill_mid_trial(proc: subprocess.Popen, out: Path, storage: str | None = Non
 def _assert_complete(out: Path, points: int) -> list[dict]:
     rows = table(out)
     ok = [r for r in rows if r["status"] == "ok"]
-    keys = [k for k in rows[0] if k not in ("trial", "status", "error", "host", "run", "params", "train_time_s",
-                                            "epochs", "val_acc", "test_acc", "val_mse", "test_mse")]
+    keys = [
+        k
+        for k in rows[0]
+        if k
+        not in (
+            "trial",
+            "status",
+            "error",
+            "host",
+            "run",
+            "params",
+            "train_time_s",
+            "epochs",
+            "val_acc",
+            "test_acc",
+            "val_mse",
+            "test_mse",
+        )
+    ]
     assert len(ok) == points and len({tuple(r[k] for k in keys) for r in ok}) == points, rows  # none twice
     assert len(finished_runs(out)) == points
     assert all(r["status"] in ("ok", "cut off") for r in rows), rows
     return rows
 
 
-SLOWER = ["--dataset", "mnist-sample", "--epochs", "3", "--set", "limit_batches=12", "--no-progress",
-          "--heartbeat", "1", "--figures", "none"]
+SLOWER = [
+    "--dataset",
+    "mnist-sample",
+    "--epochs",
+    "3",
+    "--set",
+    "limit_batches=12",
+    "--no-progress",
+    "--heartbeat",
+    "1",
+    "--figures",
+    "none",
+]
 
 
 @pytest.mark.slow("runs sweeps: trials, studies and worker processes")
@@ -229,8 +359,24 @@ def test_a_killed_worker_s_trial_is_redone_when_the_sweep_is_run_again(tmp_path,
 @pytest.mark.slow("runs sweeps: trials, studies and worker processes")
 def test_workers_on_one_machine_share_the_study(tmp_path):
     out = tmp_path / "w"
-    assert main(["sweep", "ae-dense", "--grid", "code=2,4,8", "--grid", "hidden=32,64", *TINY, "--workers", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "ae-dense",
+                "--grid",
+                "code=2,4,8",
+                "--grid",
+                "hidden=32,64",
+                *TINY,
+                "--workers",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     _assert_complete(out, 6)
 
 
@@ -252,7 +398,10 @@ def test_two_workers_share_a_postgresql_study_and_survive_a_kill(tmp_path, postg
     assert main(["sweep", *args]) == 0  # the re-run: nothing lost, nothing to do
     rows = _assert_complete(out, 6)
     assert [Path(r["run"]).name for r in rows if r["status"] == "cut off"] == [killed.name]
-    states = [t.state.name for t in optuna.load_study(study_name="pg-grid", storage=postgres_url).trials
-              if "duplicate_of" not in t.user_attrs]
+    states = [
+        t.state.name
+        for t in optuna.load_study(study_name="pg-grid", storage=postgres_url).trials
+        if "duplicate_of" not in t.user_attrs
+    ]
     assert states.count("COMPLETE") == 6 and states.count("FAIL") == 1
     assert len({r["host"] for r in rows}) == 1  # both on this machine; each trial records where it ran

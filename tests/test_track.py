@@ -1,5 +1,6 @@
 """--track tensorboard / mlflow, read back with the real readers: TensorBoard's event reader
 and MLflow's client."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The training loop, run folders and determinism, on small synthetic data."""
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,15 @@ def test_schedules_and_optimizers_train(toy, schedule, optimizer):
 def test_run_folder_records_everything(toy, tmp_path, device):
     run = train_run(_cfg(), tmp_path / "r", dataset=toy, progress=False)
     files = {p.name for p in (tmp_path / "r").iterdir()}
-    assert {"config.json", "metrics.jsonl", "summary.json", "env.json", "checkpoint.pt", "figures",
-            "confusion.csv"} <= files
+    assert {
+        "config.json",
+        "metrics.jsonl",
+        "summary.json",
+        "env.json",
+        "checkpoint.pt",
+        "figures",
+        "confusion.csv",
+    } <= files
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and "test_acc" in rows[0]
     env = json.loads((tmp_path / "r" / "env.json").read_text())
@@ -139,14 +147,34 @@ def test_resume_after_sigkill_ends_as_if_never_stopped(tmp_path):
     import time
 
     # 20 batches an epoch: what is compared (every epoch's figures, the final ones) does not need more
-    args = ["train", "cnn", "--dataset", "mnist-sample", "--epochs", "4", "--set", "limit_batches=20", "--no-progress",
-            "--figures", "none"]
+    args = [
+        "train",
+        "cnn",
+        "--dataset",
+        "mnist-sample",
+        "--epochs",
+        "4",
+        "--set",
+        "limit_batches=20",
+        "--no-progress",
+        "--figures",
+        "none",
+    ]
     env = {**os.environ, "MNISTLAB_RUNS": str(tmp_path)}
-    whole = subprocess.run([sys.executable, "-m", "mnistlab", *args, "--run-dir", str(tmp_path / "whole")],
-                           capture_output=True, text=True, env=env, timeout=300)
+    whole = subprocess.run(
+        [sys.executable, "-m", "mnistlab", *args, "--run-dir", str(tmp_path / "whole")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert whole.returncode == 0, whole.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", *args, "--run-dir", str(tmp_path / "cut")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *args, "--run-dir", str(tmp_path / "cut")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = tmp_path / "cut" / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -156,8 +184,24 @@ def test_resume_after_sigkill_ends_as_if_never_stopped(tmp_path):
         time.sleep(0.01)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL and not (tmp_path / "cut" / "summary.json").exists()
-    again = subprocess.run([sys.executable, "-m", "mnistlab", "train", "cnn", "--resume", str(tmp_path / "cut"),
-                            "--no-progress", "--figures", "none"], capture_output=True, text=True, env=env, timeout=300)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnistlab",
+            "train",
+            "cnn",
+            "--resume",
+            str(tmp_path / "cut"),
+            "--no-progress",
+            "--figures",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     a = json.loads((tmp_path / "whole" / "summary.json").read_text())
     b = json.loads((tmp_path / "cut" / "summary.json").read_text())
@@ -167,8 +211,13 @@ def test_resume_after_sigkill_ends_as_if_never_stopped(tmp_path):
     assert [r["epoch"] for r in rows_b] == [1, 2, 3, 4]
     assert all(abs(x["train_loss"] - y["train_loss"]) <= 1e-6 for x, y in zip(rows_a, rows_b))
     # a finished run is not resumed again
-    done = subprocess.run([sys.executable, "-m", "mnistlab", "train", "cnn", "--resume", str(tmp_path / "cut")],
-                          capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mnistlab", "train", "cnn", "--resume", str(tmp_path / "cut")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 1 and "nothing to resume" in done.stderr
 
 
@@ -178,8 +227,15 @@ def test_resume_continues_a_two_stage_model(tmp_path, monkeypatch):
 
     ds = synthetic_dataset()
     ae = train_run(build_config("ae-dense", flags={"epochs": 1}), tmp_path / "ae", dataset=ds, progress=False)
-    cfg = lambda: build_config("encoder-classifier", flags={  # noqa: E731
-        "epochs": 2, "model.encoder": str(ae.path), "model.finetune_epochs": 2, "dropout": 0.3})
+    cfg = lambda: build_config(
+        "encoder-classifier",
+        flags={  # noqa: E731
+            "epochs": 2,
+            "model.encoder": str(ae.path),
+            "model.finetune_epochs": 2,
+            "dropout": 0.3,
+        },
+    )
     whole = train_run(cfg(), tmp_path / "whole", dataset=ds, progress=False)
     real, calls = tr.append_jsonl, []
 
@@ -196,8 +252,12 @@ def test_resume_continues_a_two_stage_model(tmp_path, monkeypatch):
     monkeypatch.setattr(tr, "dataset_for", lambda *a, **k: ds)
     resumed = tr.resume_run(tmp_path / "cut", model="encoder-classifier")
     assert resumed.summary["epochs"] == 4
-    assert [r["stage"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")] == \
-        ["frozen", "frozen", "finetune", "finetune"]
+    assert [r["stage"] for r in read_jsonl(tmp_path / "cut" / "metrics.jsonl")] == [
+        "frozen",
+        "frozen",
+        "finetune",
+        "finetune",
+    ]
     assert abs(resumed.summary["test_acc"] - whole.summary["test_acc"]) <= 1e-6
     assert abs(resumed.summary["test_loss"] - whole.summary["test_loss"]) <= 1e-6
     with pytest.raises(RunError, match="not 'cnn'"):

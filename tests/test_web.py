@@ -1,5 +1,6 @@
 """The web page: API through Starlette's test client, a bounded load test on loopback,
 and a real browser (headless Chromium driven by Playwright) drawing a digit."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def served(tmp_path_factory, cnn_run_dir):
     """A CNN (the session's, 2 epochs) and a 2-D-code autoencoder trained on the sample, served."""
     root = tmp_path_factory.mktemp("web")
-    ae = train_run(build_config("ae-code2d", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=30"]),
-                   root / "ae-run", progress=False)
+    ae = train_run(
+        build_config("ae-code2d", sets=["dataset=mnist-sample", "epochs=1", "limit_batches=30"]),
+        root / "ae-run",
+        progress=False,
+    )
     return cnn_run_dir, ae.path
 
 
@@ -69,16 +73,20 @@ def test_predict_png_and_pixels(client, digits):
     images, labels = digits
     hits = 0
     for img, label in zip(images[:10], labels[:10]):
-        r = client.post("/api/predict?run=cnn-run", content=_png(255 - np.kron(img, np.ones((6, 6)))),
-                        headers={"content-type": "image/png"})
+        r = client.post(
+            "/api/predict?run=cnn-run",
+            content=_png(255 - np.kron(img, np.ones((6, 6)))),
+            headers={"content-type": "image/png"},
+        )
         assert r.status_code == 200
         body = r.json()
         assert len(body["probabilities"]) == 10 and abs(sum(body["probabilities"]) - 1) < 1e-4
         assert np.asarray(body["input"]).shape == (28, 28)
         hits += body["digit"] == label
     assert hits >= 9
-    r = client.post("/api/predict", content=json.dumps({"pixels": images[0].tolist()}),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/predict", content=json.dumps({"pixels": images[0].tolist()}), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 200 and r.json()["digit"] == labels[0]
 
 
@@ -95,20 +103,33 @@ def test_activations_and_reconstruct_and_codes(client, digits):
     assert len(codes["points"]) == len(codes["labels"]) == 2000 and len(codes["points"][0]) == 2
 
 
-@pytest.mark.parametrize("path, body, ctype, status, message", [
-    ("/api/predict", b"", "image/png", 400, "empty request body"),
-    ("/api/predict", b"not an image at all", "image/png", 400, "not a readable image"),
-    ("/api/predict", b"{bad json", "application/json", 400, "not valid JSON"),
-    ("/api/predict", json.dumps({"pixels": [[0] * 28] * 27}).encode(), "application/json", 400, "must be 28x28"),
-    ("/api/predict", json.dumps({"pixels": [[300] * 28] * 28}).encode(), "application/json", 400, "0..255"),
-    ("/api/predict", json.dumps({"pixels": [[0] * 28] * 28}).encode(), "application/json", 400, "empty"),
-    ("/api/predict", json.dumps({"image": 1}).encode(), "application/json", 400, "needs a \"pixels\" field"),
-    ("/api/predict?run=nope", json.dumps({"pixels": [[9] * 28] * 28}).encode(), "application/json", 404,
-     "unknown run"),
-    ("/api/predict?run=ae-run", json.dumps({"pixels": [[9] * 28] * 28}).encode(), "application/json", 400,
-     "not classify"),
-    ("/api/predict", b"x" * (MAX_BODY + 1), "image/png", 413, "too large"),
-])
+@pytest.mark.parametrize(
+    "path, body, ctype, status, message",
+    [
+        ("/api/predict", b"", "image/png", 400, "empty request body"),
+        ("/api/predict", b"not an image at all", "image/png", 400, "not a readable image"),
+        ("/api/predict", b"{bad json", "application/json", 400, "not valid JSON"),
+        ("/api/predict", json.dumps({"pixels": [[0] * 28] * 27}).encode(), "application/json", 400, "must be 28x28"),
+        ("/api/predict", json.dumps({"pixels": [[300] * 28] * 28}).encode(), "application/json", 400, "0..255"),
+        ("/api/predict", json.dumps({"pixels": [[0] * 28] * 28}).encode(), "application/json", 400, "empty"),
+        ("/api/predict", json.dumps({"image": 1}).encode(), "application/json", 400, 'needs a "pixels" field'),
+        (
+            "/api/predict?run=nope",
+            json.dumps({"pixels": [[9] * 28] * 28}).encode(),
+            "application/json",
+            404,
+            "unknown run",
+        ),
+        (
+            "/api/predict?run=ae-run",
+            json.dumps({"pixels": [[9] * 28] * 28}).encode(),
+            "application/json",
+            400,
+            "not classify",
+        ),
+        ("/api/predict", b"x" * (MAX_BODY + 1), "image/png", 413, "too large"),
+    ],
+)
 def test_bad_requests_get_4xx_json(client, path, body, ctype, status, message):
     r = client.post(path, content=body, headers={"content-type": ctype})
     assert r.status_code == status and message in r.json()["error"]
@@ -139,6 +160,7 @@ def test_page_and_static_files_are_local(client):
 
 
 # ---------------------------------------------------------------- a real server
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -226,9 +248,18 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
     index = next(i for i in range(20) if labels[i] in (0, 2, 3, 6, 8))  # a digit with a clear shape
     shot = os.environ.get("MNISTLAB_SCREENSHOT") or str(tmp_path / "page.png")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         # The page runs under its own Content-Security-Policy: waits are locator assertions,
         # never eval'd strings (which the policy forbids).
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -265,7 +296,7 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
 def test_read_and_predict_steps_for_an_uploaded_photo(client, tmp_path):
     from mnistlab.reading.photos import make_set
 
-    (img, label), = make_set("numbers", 1, seed=4, sources=("strokes",))
+    ((img, label),) = make_set("numbers", 1, seed=4, sources=("strokes",))
     body = io.BytesIO()
     Image.fromarray(img).save(body, format="PNG")
     r = client.post("/api/read?run=cnn-run", content=body.getvalue(), headers={"content-type": "image/png"})
@@ -274,23 +305,29 @@ def test_read_and_predict_steps_for_an_uploaded_photo(client, tmp_path):
     assert out["number"] == "".join(str(d["digit"]) for d in out["digits"]) and out["digits"]
     assert all(len(d["box"]) == 4 and 0 <= d["confidence"] <= 1 for d in out["digits"])
     assert out["boxes_png"].startswith("data:image/png;base64,") and isinstance(out["low_confidence"], bool)
-    (one, _), = make_set("mixed", 1, seed=4, sources=("strokes",))
+    ((one, _),) = make_set("mixed", 1, seed=4, sources=("strokes",))
     body = io.BytesIO()
     Image.fromarray(one).save(body, format="PNG")
     r = client.post("/api/predict?run=cnn-run&steps=1", content=body.getvalue(), headers={"content-type": "image/png"})
     p = r.json()
     assert r.status_code == 200 and [s["name"] for s in p["steps"]][-1] == "28x28" and len(p["steps"]) == 5
     assert len(p["box"]) == 4 and p["low_confidence"] == (p["confidence"] < 0.9)
-    r = client.post("/api/read", content=json.dumps({"pixels": [[0] * 28] * 27 + [[255] * 28]}),
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/read",
+        content=json.dumps({"pixels": [[0] * 28] * 27 + [[255] * 28]}),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400 and "needs an image file" in r.json()["error"]
 
 
 # ---------------------------------------------------------------- issue 24: why, and inside a convolution
 
+
 def _json(arr):
-    return {"content": json.dumps({"pixels": np.asarray(arr).tolist()}),
-            "headers": {"content-type": "application/json"}}
+    return {
+        "content": json.dumps({"pixels": np.asarray(arr).tolist()}),
+        "headers": {"content-type": "application/json"},
+    }
 
 
 def test_explain_api_maps_contrast_deletion_and_scrambled_weights(client, digits):
@@ -321,8 +358,11 @@ def test_explain_api_maps_contrast_deletion_and_scrambled_weights(client, digits
     scrambled = client.post("/api/explain?run=cnn-run&method=saliency&scrambled=1", **body).json()
     assert scrambled["scrambled"] is True and -1 <= scrambled["spearman"] <= 1
     assert np.abs(np.asarray(scrambled["attribution"]) - why).max() > 1e-3
-    for query, message in (("method=deeplift", "method: one of"), ("target=10", "target: 0..9"),
-                           ("contrast=x", "an integer")):
+    for query, message in (
+        ("method=deeplift", "method: one of"),
+        ("target=10", "target: 0..9"),
+        ("contrast=x", "an integer"),
+    ):
         r = client.post(f"/api/explain?run=cnn-run&{query}", **body)
         assert r.status_code == 400 and message in r.json()["error"]
 
@@ -353,7 +393,7 @@ def test_a_convolution_opened_at_a_pixel_adds_up_to_its_map(client, digits):
 def test_predict_picks_one_digit_of_a_written_number(client):
     from mnistlab.reading.photos import make_set
 
-    (img, label), = make_set("numbers", 1, seed=11, sources=("strokes",))
+    ((img, label),) = make_set("numbers", 1, seed=11, sources=("strokes",))
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     png = {"content": buf.getvalue(), "headers": {"content-type": "image/png"}}
@@ -383,7 +423,7 @@ def test_a_photo_is_looked_at_once_per_prediction(client, monkeypatch):
 
     monkeypatch.setattr(images_module, "find_ink", counted)
     monkeypatch.setattr(reading, "find_ink", counted)
-    (img, label), = make_set("numbers", 1, seed=11, sources=("strokes",))
+    ((img, label),) = make_set("numbers", 1, seed=11, sources=("strokes",))
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="PNG")
     p = client.post("/api/predict?run=cnn-run", content=buf.getvalue(), headers={"content-type": "image/png"})
@@ -402,9 +442,18 @@ def _draw(page, img):
 
 
 def _browser(p):
-    return p.chromium.launch(executable_path=CHROMIUM, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"])
+    return p.chromium.launch(
+        executable_path=CHROMIUM,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ],
+    )
 
 
 @pytest.mark.slow("drives a real browser")
@@ -505,8 +554,9 @@ def test_explanations_and_predictions_at_once_do_not_disturb_each_other(server, 
             return json.loads(resp.read())
 
     alone = [post("/api/predict", i)["probabilities"] for i in range(20)]
-    jobs = [("/api/explain?method=gradcam", i) for i in range(8)] + [("/api/conv?layer=1&channel=3&y=2&x=2", i)
-                                                                     for i in range(8)]
+    jobs = [("/api/explain?method=gradcam", i) for i in range(8)] + [
+        ("/api/conv?layer=1&channel=3&y=2&x=2", i) for i in range(8)
+    ]
     jobs += [("/api/predict", i) for i in range(40)]
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda job: (job, post(*job)), jobs))

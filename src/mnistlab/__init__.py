@@ -8,6 +8,7 @@
 
 Names are imported on first use, so ``import mnistlab`` does not pull in torch or matplotlib.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,6 @@
 """Atomic file writes: a reader never sees a half-written file, a crash leaves the old one.
 And one defensive reader: only regular files, never more than a cap, JSON depth errors caught."""
+
 from __future__ import annotations
 
 import errno
@@ -89,8 +90,13 @@ def not_regular(path: str | os.PathLike) -> str | None:
             return "a name too long for this file system"
         return f"cannot be read ({e.strerror or e})"
     mode = st.st_mode
-    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket")):
+    for test, what in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return f"{what}, not a file"
     return None if stat.S_ISREG(mode) else "not a regular file"

@@ -11,6 +11,7 @@ on a seeded half of its test split, with the ECE before and after reported on th
 so no figure is measured on the digits T was fitted on. T is stored in ``calibration.json``
 of the run and used by ``predict``, ``read`` and the web page (``reading.probabilities``).
 """
+
 from __future__ import annotations
 
 import math
@@ -67,17 +68,23 @@ def ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> float:
     return total
 
 
-def calibration(fit: tuple[torch.Tensor, torch.Tensor], report: tuple[torch.Tensor, torch.Tensor],
-                fitted_on: str) -> dict:
+def calibration(
+    fit: tuple[torch.Tensor, torch.Tensor], report: tuple[torch.Tensor, torch.Tensor], fitted_on: str
+) -> dict:
     """Fit T on `fit` (logits, labels) and report the ECE before and after on `report`."""
     t = fit_temperature(*fit)
     held, labels = report[0].double(), report[1]
-    return {"temperature": t, "fitted_on": fitted_on, "n_fit": len(fit[1]), "n_report": len(labels),
-            "ece_before": round(ece(torch.softmax(held, 1), labels), 5),
-            "ece_after": round(ece(torch.softmax(held / t, 1), labels), 5)}
+    return {
+        "temperature": t,
+        "fitted_on": fitted_on,
+        "n_fit": len(fit[1]),
+        "n_report": len(labels),
+        "ece_before": round(ece(torch.softmax(held, 1), labels), 5),
+        "ece_after": round(ece(torch.softmax(held / t, 1), labels), 5),
+    }
 
 
 def split_halves(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded split of n rows into a fitting half and a reporting half."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 104729))
-    return perm[: n // 2], perm[n // 2:]
+    return perm[: n // 2], perm[n // 2 :]

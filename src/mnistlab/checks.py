@@ -1,6 +1,7 @@
 """Validation and coercion of config values: what every config dataclass (run, model,
 experiment) uses to check its fields and to take values from files and the command line.
 A leaf: it imports nothing of mnistlab but its errors."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,6 +59,7 @@ def check(ok: bool, key: str, why: str, value) -> None:
 
 # ---------------------------------------------------------------- coercion
 
+
 def parse_bool(text: str, key: str) -> bool:
     low = text.strip().lower()
     if low in ("1", "true", "yes", "on"):
@@ -109,7 +111,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-INT_LIMIT = 2 ** 62  # every int setting fits 64 bits with room for seed + offset arithmetic
+INT_LIMIT = 2**62  # every int setting fits 64 bits with room for seed + offset arithmetic
 
 
 def _number(value: Any, hint: type, key: str) -> int | float:

@@ -1,9 +1,10 @@
 """The ``mnistlab`` command: parses arguments and calls the library, nothing more.
 
-    mnistlab train cnn --dataset mnist-sample --epochs 3
-    mnistlab predict 17 my_digit.png --json
-    mnistlab layers 17 --save layers.png
+mnistlab train cnn --dataset mnist-sample --epochs 3
+mnistlab predict 17 my_digit.png --json
+mnistlab layers 17 --save layers.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,7 @@ def _notice(msg: str) -> None:
 
 # ---------------------------------------------------------------- train
 
+
 def _without_nproc(argv: list[str]) -> list[str]:
     out, skip = [], False
     for a in argv:
@@ -51,8 +53,13 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _train_flags(args) -> dict:
-    flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device,
-             "track": ",".join(args.track) if args.track else None}
+    flags = {
+        **_data_flags(args),
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "device": args.device,
+        "track": ",".join(args.track) if args.track else None,
+    }
     if args.dry_run:
         flags.update(epochs=1, limit_batches=2)
     if args.encoder:
@@ -72,8 +79,9 @@ def cmd_train(args) -> int:
     if args.nproc is not None:
         most, what = distributed.process_limit(args.device or "auto")
         if not 1 <= args.nproc <= most:
-            raise MnistlabError(f"--nproc {args.nproc}: must be in 1..{most} ({what}; more machines join "
-                                "with torchrun)")
+            raise MnistlabError(
+                f"--nproc {args.nproc}: must be in 1..{most} ({what}; more machines join with torchrun)"
+            )
         if args.reuse or args.interactive:
             raise MnistlabError("--nproc trains; it does not go with --reuse or --interactive")
         if args.nproc > 1 and not distributed.launched():
@@ -81,8 +89,13 @@ def cmd_train(args) -> int:
                 build_config(args.model, file=args.config, flags=_train_flags(args), sets=args.set)
             return distributed.launch(args.nproc, _without_nproc(args.argv))
     if args.resume:
-        run = resume_run(args.resume, model=args.model, progress=False if args.no_progress else None,
-                         notice=_notice, figures=args.figures != "none")
+        run = resume_run(
+            args.resume,
+            model=args.model,
+            progress=False if args.no_progress else None,
+            notice=_notice,
+            figures=args.figures != "none",
+        )
     elif args.reuse:
         path = args.run_dir or latest_run(model=args.model, dataset=args.dataset)
         run = reuse_run(path, notice=_notice)
@@ -90,14 +103,20 @@ def cmd_train(args) -> int:
             raise MnistlabError(f"{path} holds a {run.config.model_name!r} run, not {args.model!r}")
         print(f"reused {run.path}")
     else:
-        cfg = build_config(args.model, file=args.config, flags=_train_flags(args), sets=args.set,
-                           validate=not args.interactive)
+        cfg = build_config(
+            args.model, file=args.config, flags=_train_flags(args), sets=args.set, validate=not args.interactive
+        )
         if args.interactive:
             from .interactive import ask_config
 
             cfg = ask_config(cfg, sys.stdin, sys.stdout, sys.stdin.isatty())
-        run = train_run(cfg, args.run_dir, progress=False if args.no_progress else None, notice=_notice,
-                        figures=args.figures != "none")
+        run = train_run(
+            cfg,
+            args.run_dir,
+            progress=False if args.no_progress else None,
+            notice=_notice,
+            figures=args.figures != "none",
+        )
     if distributed.current().main:
         _print_summary(run)
     return 0
@@ -108,8 +127,10 @@ def _print_summary(run) -> None:
     ds = run.config.data.dataset
     held = f"{s['n_test']:,} held-out test images" if isinstance(s.get("n_test"), int) else "test split"
     if "test_acc" in s:
-        print(f"{run.config.model_name} on {ds}: test accuracy {s['test_acc']:.2%} ({held}), "
-              f"test loss {s['test_loss']:.4f}")
+        print(
+            f"{run.config.model_name} on {ds}: test accuracy {s['test_acc']:.2%} ({held}), "
+            f"test loss {s['test_loss']:.4f}"
+        )
     for k in sorted(k for k in s if k.startswith("test_") and k not in ("test_acc", "test_loss")):
         print(f"{run.config.model_name} on {ds}: {k} {s[k]:.5f}")
     if "train_time_s" in s:
@@ -133,22 +154,40 @@ def cmd_sweep(args) -> int:
         raise MnistlabError("sweep needs a MODEL (or --show to print a stored study's table)")
     _single_process("sweeps (use --workers K, or the same command on other machines)")
     flags = {**_data_flags(args), "epochs": args.epochs, "seed": args.seed, "device": args.device}
-    out, rows = run_sweep(args.model, args.grid, search=args.search, trials=args.trials, sampler=args.sampler,
-                          prune=args.prune, timeout=args.timeout, storage=args.storage, study=args.study,
-                          workers=args.workers, flags=flags, sets=args.set, out_dir=args.out, heartbeat=args.heartbeat,
-                          progress=False if args.no_progress else None, notice=_notice,
-                          figures=args.figures != "none")
+    out, rows = run_sweep(
+        args.model,
+        args.grid,
+        search=args.search,
+        trials=args.trials,
+        sampler=args.sampler,
+        prune=args.prune,
+        timeout=args.timeout,
+        storage=args.storage,
+        study=args.study,
+        workers=args.workers,
+        flags=flags,
+        sets=args.set,
+        out_dir=args.out,
+        heartbeat=args.heartbeat,
+        progress=False if args.no_progress else None,
+        notice=_notice,
+        figures=args.figures != "none",
+    )
     print((out / "table.md").read_text().strip())
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "pruned", "failed", "cut off", "running")}
     said = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "ok")
     figs = ", ".join(p.name for p in sorted(out.glob("*.png")))
-    print(f"\n{counts['ok']} of {len(rows)} trials trained{f' ({said})' if said else ''}; "
-          f"table.md, table.csv, sweep.json{', ' + figs if figs else ''} in {out}")
+    print(
+        f"\n{counts['ok']} of {len(rows)} trials trained{f' ({said})' if said else ''}; "
+        f"table.md, table.csv, sweep.json{', ' + figs if figs else ''} in {out}"
+    )
     info = json.loads((out / "sweep.json").read_text())
     if info.get("best_run"):
         values = " ".join(f"{k}={v}" for k, v in info["best_params"].items())
-        print(f"best: trial {info['best_trial_number']} ({values}), {info['metric']} {info['best_value']:.4g}: "
-              f"{info['best_run']}")
+        print(
+            f"best: trial {info['best_trial_number']} ({values}), {info['metric']} {info['best_value']:.4g}: "
+            f"{info['best_run']}"
+        )
     return 1 if rows and counts["ok"] == 0 and counts["pruned"] == 0 else 0
 
 
@@ -167,8 +206,15 @@ def cmd_experiment(args) -> int:
     flags = {**_data_flags(args), "seed": args.seed, "device": args.device}
     cfg = build_experiment_config(args.name, file=args.config, sets=args.set, flags=flags)
     log = (lambda m: None) if args.quiet else _notice
-    path, metrics = run_experiment(args.name, cfg, run_dir=args.run_dir, reuse=args.reuse,
-                                   progress=False if args.no_progress else None, log=log, notice=_notice)
+    path, metrics = run_experiment(
+        args.name,
+        cfg,
+        run_dir=args.run_dir,
+        reuse=args.reuse,
+        progress=False if args.no_progress else None,
+        log=log,
+        notice=_notice,
+    )
     from .studies.experiments import summary_lines
 
     for line in summary_lines(args.name, metrics):
@@ -185,8 +231,13 @@ def cmd_bench(args) -> int:
     if not 1 <= args.seeds <= 100:
         raise MnistlabError(f"--seeds {args.seeds}: must be in 1..100")
 
-    res = run_bench(quick=args.quick, device=args.device, seeds=args.seeds, out=Path(args.out),
-                    log=(lambda m: None) if args.quiet else _notice)
+    res = run_bench(
+        quick=args.quick,
+        device=args.device,
+        seeds=args.seeds,
+        out=Path(args.out),
+        log=(lambda m: None) if args.quiet else _notice,
+    )
     print(to_markdown(res))
     print(f"written: {Path(args.out) / 'bench.md'}, {Path(args.out) / 'bench.json'}")
     return 0
@@ -196,13 +247,16 @@ def cmd_report(args) -> int:
     from .studies.report import parse_seeds, run_report
 
     _single_process("the report")
-    report = run_report(parse_seeds(args.seeds), args.only, args.out,
-                        progress=False if args.no_progress else None, notice=_notice)
+    report = run_report(
+        parse_seeds(args.seeds), args.only, args.out, progress=False if args.no_progress else None, notice=_notice
+    )
     out = Path(args.out)
     print((out / "report.md").read_text().strip())
     missed = [k for k, f in report["figures"].items() if f["met"] is False]
-    print(f"\nreport.md, report.json and a picture per job in {out}"
-          + (f"; bars not met: {', '.join(missed)}" if missed else ""))
+    print(
+        f"\nreport.md, report.json and a picture per job in {out}"
+        + (f"; bars not met: {', '.join(missed)}" if missed else "")
+    )
     return 0
 
 
@@ -210,13 +264,15 @@ def cmd_serve(args) -> int:
     try:
         from .web.transport import serve
     except ImportError as e:
-        raise MnistlabError(f"the web page needs the 'web' extra ({e.name} is missing): "
-                            "pip install 'mnistlab[web]'") from None
+        raise MnistlabError(
+            f"the web page needs the 'web' extra ({e.name} is missing): pip install 'mnistlab[web]'"
+        ) from None
     serve([Path(r) for r in args.run] or None, host=args.host, port=args.port, head_timeout=args.head_timeout)
     return 0
 
 
 # ---------------------------------------------------------------- show / predict / layers
+
 
 def cmd_show(args) -> int:
     from .data.splits import pick_digit
@@ -225,8 +281,11 @@ def cmd_show(args) -> int:
     d = pick_digit(_load_data(args), args.train, args.id)
     print(f"{d.name}: label {d.label or 'unknown'}")
     suffix = "-annotated" if args.annotate else ""
-    saved = show_or_save(digit_figure(d.image, f"{d.name}: {d.label}", args.annotate), args.save,
-                         f"digit-{d.dataset}-{d.split}-{d.index}{suffix}.png")
+    saved = show_or_save(
+        digit_figure(d.image, f"{d.name}: {d.label}", args.annotate),
+        args.save,
+        f"digit-{d.dataset}-{d.split}-{d.index}{suffix}.png",
+    )
     if saved:
         print(f"saved {saved}")
     return 0
@@ -288,8 +347,15 @@ def _digit_input(run, args, item, ds):
 
     if item is not None and is_image_path(item):
         reading, prep = read_digit(run.model, load_grey(item), item)
-        return (reading.image, item, np.asarray(reading.probabilities), None, {"input": item, "box": reading.box},
-                prep, ds)
+        return (
+            reading.image,
+            item,
+            np.asarray(reading.probabilities),
+            None,
+            {"input": item, "box": reading.box},
+            prep,
+            ds,
+        )
     ds = ds or _dataset_for_run(run, args)
     d = pick_digit(ds, args.train, None if item is None else int(item))
     record = {"input": d.name, "id": d.index, "split": d.split, "label": d.label}
@@ -315,9 +381,19 @@ def cmd_predict(args) -> int:
         top = int(probs.argmax())
         unsure = bool(probs[top] < LOW_CONFIDENCE)
         if args.json:
-            print(json.dumps({**record, "run": str(run.path), "digit": top, "class": classes[top],
-                              "confidence": round(float(probs[top]), 6), "low_confidence": unsure,
-                              "probabilities": [round(float(p), 6) for p in probs]}))
+            print(
+                json.dumps(
+                    {
+                        **record,
+                        "run": str(run.path),
+                        "digit": top,
+                        "class": classes[top],
+                        "confidence": round(float(probs[top]), 6),
+                        "low_confidence": unsure,
+                        "probabilities": [round(float(p), 6) for p in probs],
+                    }
+                )
+            )
         else:
             truth = ""
             if label is not None:  # the class the label stands for among the model's (loop-parity: a loop)
@@ -330,14 +406,24 @@ def cmd_predict(args) -> int:
         if args.display or (args.save and not args.steps):  # --save alone saves the prediction picture
             from .viz import prediction_figure
 
-            pictures.append((prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
-                             _numbered(args.save, n, len(inputs)), f"prediction-{n}.png"))
+            pictures.append(
+                (
+                    prediction_figure(img, probs, classes, f"{name}\npredicted {classes[top]}"),
+                    _numbered(args.save, n, len(inputs)),
+                    f"prediction-{n}.png",
+                )
+            )
         if args.steps and prep is not None:
             from .reading.images import stage_images
             from .viz import steps_figure
 
-            pictures.append((steps_figure(stage_images(prep), f"{name}: predicted {classes[top]} ({probs[top]:.0%})"),
-                             _numbered(args.save, n, len(inputs), "-steps" if args.display else ""), f"steps-{n}.png"))
+            pictures.append(
+                (
+                    steps_figure(stage_images(prep), f"{name}: predicted {classes[top]} ({probs[top]:.0%})"),
+                    _numbered(args.save, n, len(inputs), "-steps" if args.display else ""),
+                    f"steps-{n}.png",
+                )
+            )
         for fig, save, default in pictures:
             from .viz import show_or_save
 
@@ -368,12 +454,22 @@ def cmd_explain(args) -> int:
             failures += _failed(item, e, args.json)
             continue
         classes = _classes(run, ds)
-        what = f"{args.method}: why {classes[target]}" + (f", not {classes[args.contrast]}"
-                                                          if args.contrast is not None else "")
+        what = f"{args.method}: why {classes[target]}" + (
+            f", not {classes[args.contrast]}" if args.contrast is not None else ""
+        )
         if args.json:
-            print(json.dumps({"input": name, "digit": int(probs.argmax()), "target": target,
-                              **({"contrast": args.contrast} if args.contrast is not None else {}),
-                              "method": args.method, "attribution": np.round(amap, 6).tolist()}))
+            print(
+                json.dumps(
+                    {
+                        "input": name,
+                        "digit": int(probs.argmax()),
+                        "target": target,
+                        **({"contrast": args.contrast} if args.contrast is not None else {}),
+                        "method": args.method,
+                        "attribution": np.round(amap, 6).tolist(),
+                    }
+                )
+            )
         else:
             print(f"{name}: read as {classes[int(probs.argmax())]} ({probs.max():.1%}); {what}")
         if args.save or not args.json:
@@ -393,25 +489,34 @@ def _explain_eval(run, args) -> int:
     from .checks import check_count
 
     if args.inputs or args.target is not None or args.contrast is not None:
-        raise MnistlabError("--eval measures the first --n held-out digits for their predicted classes: "
-                            "give no inputs, --target or --contrast with it")
+        raise MnistlabError(
+            "--eval measures the first --n held-out digits for their predicted classes: "
+            "give no inputs, --target or --contrast with it"
+        )
     check_count(args.n, "--n", MAX_DIGITS)
     ds = _dataset_for_run(run, args)
     split = ds.train if args.train else ds.test
-    x = split.images[:args.n, None].float().div(255)
+    x = split.images[: args.n, None].float().div(255)
     which = f"{args.method} on {len(x)} {'training' if args.train else 'held-out'} digits"
     if args.eval == "deletion":
         result = deletion(run.model, x, args.method, seed=args.seed)
-        line = (f"{which}: deletion beats a random "
-                f"ink-first order on {result.beats_random:.1%} (area {result.deletion.mean():.3f} vs "
-                f"{result.deletion_random.mean():.3f}), insertion on {result.insertion_beats_random:.1%} (area "
-                f"{result.insertion.mean():.3f} vs {result.insertion_random.mean():.3f})")
+        line = (
+            f"{which}: deletion beats a random "
+            f"ink-first order on {result.beats_random:.1%} (area {result.deletion.mean():.3f} vs "
+            f"{result.deletion_random.mean():.3f}), insertion on {result.insertion_beats_random:.1%} (area "
+            f"{result.insertion.mean():.3f} vs {result.insertion_random.mean():.3f})"
+        )
     else:
         result = randomization(run.model, x, args.method, seed=args.seed)
-        line = (f"{which}: median Spearman over "
-                f"ink pixels, trained vs re-initialised weights: {result.median:.3f} (|map|: {result.abs_median:.3f})"
-                + ("; integrated gradients multiply by the input, so the digit's shape survives the scrambling"
-                   if args.method == "ig" else ""))
+        line = (
+            f"{which}: median Spearman over "
+            f"ink pixels, trained vs re-initialised weights: {result.median:.3f} (|map|: {result.abs_median:.3f})"
+            + (
+                "; integrated gradients multiply by the input, so the digit's shape survives the scrambling"
+                if args.method == "ig"
+                else ""
+            )
+        )
     record = {"run": str(run.path), **result.to_dict()}
     print(json.dumps(record) if args.json else line)
     if args.save:
@@ -445,9 +550,12 @@ def cmd_read(args) -> int:
         if args.save:
             from .viz import save_picture
 
-            rgb = boxes_image(grey, [d.box for d in reading.digits],
-                              [f"{d.digit} {d.confidence:.0%}" for d in reading.digits],
-                              [d.low_confidence for d in reading.digits])
+            rgb = boxes_image(
+                grey,
+                [d.box for d in reading.digits],
+                [f"{d.digit} {d.confidence:.0%}" for d in reading.digits],
+                [d.low_confidence for d in reading.digits],
+            )
             saved = save_picture(rgb, _numbered(args.save, n, len(args.images)))
             if not args.json:
                 print(f"saved {saved}")
@@ -479,6 +587,7 @@ def cmd_layers(args) -> int:
 
 # ---------------------------------------------------------------- listings
 
+
 def cmd_models(args) -> int:
     from .models import create_model, get_spec, list_models
 
@@ -502,8 +611,9 @@ def _key_figure(r: dict) -> str:
     if r["kind"] == "sweep":
         acc, mse = s.get("best_test_acc"), s.get("best_test_mse")
         best = f"best acc {acc:.2%}" if num(acc) else f"best mse {mse:.4f}" if num(mse) else ""
-        return f"{s.get('finished', 0)}/{s.get('trials', 0)} trials" + (f", {best} ({s.get('best_trial')})"
-                                                                         if best else "")
+        return f"{s.get('finished', 0)}/{s.get('trials', 0)} trials" + (
+            f", {best} ({s.get('best_trial')})" if best else ""
+        )
     if "headline" in s:
         return str(s["headline"])
     if num(s.get("test_acc")):
@@ -520,9 +630,11 @@ def cmd_export(args) -> int:
     if args.json:
         print(json.dumps(record))
     else:
-        print(f"exported {record['path']} ({record['format']}, opset {record['opset']}, {record['bytes']:,} bytes); "
-              f"onnxruntime equals torch within {record['max_abs_diff']:.1e} on {record['checked_on']} held-out "
-              f"digits (allowed {record['tolerance']:g}); recorded in exports.json")
+        print(
+            f"exported {record['path']} ({record['format']}, opset {record['opset']}, {record['bytes']:,} bytes); "
+            f"onnxruntime equals torch within {record['max_abs_diff']:.1e} on {record['checked_on']} held-out "
+            f"digits (allowed {record['tolerance']:g}); recorded in exports.json"
+        )
     return 0
 
 
@@ -542,9 +654,18 @@ def cmd_runs(args) -> int:
         s = r["summary"]
         what = r.get("experiment") or r["model"] or "-"
         name = str(r["path"]) if r["kind"] not in ("trial", "part") else f"  {r['path'].parent.name}/{r['path'].name}"
-        rows.append((name, r["kind"], what, r["dataset"] or "-", _key_figure(r), str(s.get("epochs", "-")),
-                     f"{s['train_time_s']:.1f}s" if isinstance(s.get("train_time_s"), (int, float)) else "-",
-                     "" if r["complete"] else "incomplete"))
+        rows.append(
+            (
+                name,
+                r["kind"],
+                what,
+                r["dataset"] or "-",
+                _key_figure(r),
+                str(s.get("epochs", "-")),
+                f"{s['train_time_s']:.1f}s" if isinstance(s.get("train_time_s"), (int, float)) else "-",
+                "" if r["complete"] else "incomplete",
+            )
+        )
     _table(("run", "kind", "model", "dataset", "key figure", "epochs", "time", ""), rows)
     return 0
 
@@ -562,6 +683,7 @@ def _table(header, rows) -> None:
 
 # ---------------------------------------------------------------- parser
 
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .names import AUTO, DATASET_NAMES, EXPERIMENT_NAMES
@@ -572,16 +694,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_args(sp, default=AUTO):
-        sp.add_argument("--dataset", choices=datasets, default=default,
-                        help="dataset name; 'auto' is MNIST when available, else the bundled sample "
-                             f"(default: {default})")
+        sp.add_argument(
+            "--dataset",
+            choices=datasets,
+            default=default,
+            help=f"dataset name; 'auto' is MNIST when available, else the bundled sample (default: {default})",
+        )
         sp.add_argument("--data-dir", help="folder with the dataset's files (IDX raw/gz, CSV or Keras NPZ)")
         files = sp.add_argument_group("data files by path (any names; IDX raw/gz, CSV with the label first, NPZ/NPY)")
         files.add_argument("--train-images", metavar="FILE", help="training images")
-        files.add_argument("--train-labels", metavar="FILE",
-                           help="training labels (optional for autoencoders; CSV and NPZ carry their own)")
-        files.add_argument("--test-images", metavar="FILE",
-                           help="test images (default: a seeded 10%% of the training images, with a notice)")
+        files.add_argument(
+            "--train-labels",
+            metavar="FILE",
+            help="training labels (optional for autoencoders; CSV and NPZ carry their own)",
+        )
+        files.add_argument(
+            "--test-images",
+            metavar="FILE",
+            help="test images (default: a seeded 10%% of the training images, with a notice)",
+        )
         files.add_argument("--test-labels", metavar="FILE", help="test labels")
 
     def training_args(sp, set_help="override one config key, e.g. --set lr=0.01 --set model.dropout=0.3"):
@@ -597,53 +728,97 @@ def build_parser() -> argparse.ArgumentParser:
     training_args(t)
     t.add_argument("--config", help="TOML or YAML file with [model], [train], [data] sections")
     t.add_argument("--run-dir", help="run folder to write (default: runs/MODEL-DATASET-TIME)")
-    t.add_argument("--reuse", action="store_true",
-                   help="load the saved model of --run-dir (or the newest run of MODEL) instead of training")
-    t.add_argument("--track", action="append", choices=["tensorboard", "mlflow"],
-                   help="also log params, per-epoch metrics and figures to TensorBoard (RUN/tensorboard) or "
-                        "MLflow ($MLFLOW_TRACKING_URI, default sqlite in the runs folder); repeatable; "
-                        "needs the 'track' extra")
-    t.add_argument("--resume", metavar="RUN_DIR",
-                   help="go on with a run stopped mid-way, from its last checkpoint (weights, optimiser, "
-                        "schedule, random state, epoch): it ends as if never stopped")
+    t.add_argument(
+        "--reuse",
+        action="store_true",
+        help="load the saved model of --run-dir (or the newest run of MODEL) instead of training",
+    )
+    t.add_argument(
+        "--track",
+        action="append",
+        choices=["tensorboard", "mlflow"],
+        help="also log params, per-epoch metrics and figures to TensorBoard (RUN/tensorboard) or "
+        "MLflow ($MLFLOW_TRACKING_URI, default sqlite in the runs folder); repeatable; "
+        "needs the 'track' extra",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="go on with a run stopped mid-way, from its last checkpoint (weights, optimiser, "
+        "schedule, random state, epoch): it ends as if never stopped",
+    )
     t.add_argument("--encoder", metavar="RUN_DIR", help="encoder-classifier: run folder of a trained autoencoder")
-    t.add_argument("--interactive", action="store_true",
-                   help="ask for each hyperparameter (answers may come from a file on stdin)")
+    t.add_argument(
+        "--interactive", action="store_true", help="ask for each hyperparameter (answers may come from a file on stdin)"
+    )
     t.add_argument("--dry-run", action="store_true", help="one epoch of two batches: a quick smoke run")
-    t.add_argument("--figures", choices=["end", "none"], default="end",
-                   help="end: draw the run's figures once summary.json is written (default); none: no figures")
-    t.add_argument("--nproc", type=int, metavar="N",
-                   help="train on N processes of this machine with DistributedDataParallel (gloo on the CPU, one GPU "
-                        "each with NCCL), started through torchrun's launcher; for several machines run "
-                        "`torchrun ... -m mnistlab train ...` on each")
+    t.add_argument(
+        "--figures",
+        choices=["end", "none"],
+        default="end",
+        help="end: draw the run's figures once summary.json is written (default); none: no figures",
+    )
+    t.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train on N processes of this machine with DistributedDataParallel (gloo on the CPU, one GPU "
+        "each with NCCL), started through torchrun's launcher; for several machines run "
+        "`torchrun ... -m mnistlab train ...` on each",
+    )
     t.set_defaults(func=cmd_train)
 
-    sw = sub.add_parser("sweep", help="an Optuna study: a grid or a search, on one or several processes or machines",
-                        description="Train each trial of an Optuna study into its own run folder and compare them. "
-                                    "The same command with the same --storage and --study on several machines joins "
-                                    "one study; re-running a stopped sweep goes on with it.")
+    sw = sub.add_parser(
+        "sweep",
+        help="an Optuna study: a grid or a search, on one or several processes or machines",
+        description="Train each trial of an Optuna study into its own run folder and compare them. "
+        "The same command with the same --storage and --study on several machines joins "
+        "one study; re-running a stopped sweep goes on with it.",
+    )
     sw.add_argument("model", nargs="?", help="a registered model")
-    sw.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                    help="values to try for one key, every combination once (split on '|' when given, for list "
-                         "values)")
-    sw.add_argument("--search", action="append", default=[], metavar="KEY=LOW:HIGH[:log]|KEY=A|B",
-                    help="a range (int when both bounds are) or choices for the sampler to search; needs --trials")
+    sw.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="values to try for one key, every combination once (split on '|' when given, for list values)",
+    )
+    sw.add_argument(
+        "--search",
+        action="append",
+        default=[],
+        metavar="KEY=LOW:HIGH[:log]|KEY=A|B",
+        help="a range (int when both bounds are) or choices for the sampler to search; needs --trials",
+    )
     sw.add_argument("--trials", type=int, help="trials the study should hold (a grid: its size)")
-    sw.add_argument("--sampler", choices=["tpe", "random", "grid"],
-                    help="default: grid for --grid only, else tpe")
+    sw.add_argument("--sampler", choices=["tpe", "random", "grid"], help="default: grid for --grid only, else tpe")
     sw.add_argument("--timeout", type=float, metavar="SECONDS", help="start no new trial after this long")
-    sw.add_argument("--prune", nargs="?", const="median", choices=["median", "hyperband"],
-                    help="stop poor trials early from their per-epoch validation metric (default pruner: median)")
-    sw.add_argument("--storage", metavar="URL",
-                    help="SQLAlchemy URL of the study, e.g. postgresql+psycopg://user:pw@host/db "
-                         "(default: sqlite study.db in the sweep folder)")
+    sw.add_argument(
+        "--prune",
+        nargs="?",
+        const="median",
+        choices=["median", "hyperband"],
+        help="stop poor trials early from their per-epoch validation metric (default pruner: median)",
+    )
+    sw.add_argument(
+        "--storage",
+        metavar="URL",
+        help="SQLAlchemy URL of the study, e.g. postgresql+psycopg://user:pw@host/db "
+        "(default: sqlite study.db in the sweep folder)",
+    )
     sw.add_argument("--study", metavar="NAME", help="study name (default: MODEL-HASH of the sweep's settings)")
     sw.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes on this machine (default 1)")
-    sw.add_argument("--heartbeat", type=int, default=10, metavar="S",
-                    help="seconds between a worker's heartbeats; a trial that misses three is marked failed and its "
-                         "point redone (default 10)")
-    sw.add_argument("--figures", choices=["end", "none"], default="end",
-                    help="each trial's figures: end (default) or none")
+    sw.add_argument(
+        "--heartbeat",
+        type=int,
+        default=10,
+        metavar="S",
+        help="seconds between a worker's heartbeats; a trial that misses three is marked failed and its "
+        "point redone (default 10)",
+    )
+    sw.add_argument(
+        "--figures", choices=["end", "none"], default="end", help="each trial's figures: end (default) or none"
+    )
     sw.add_argument("--show", action="store_true", help="print a stored study's table (--storage/--study or --out)")
     data_args(sw, default=None)
     sw.add_argument("--epochs", type=int, help="epochs for every run (default: the model's preset)")
@@ -651,15 +826,17 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", help="sweep folder (default: runs/sweep-STUDY)")
     sw.set_defaults(func=cmd_sweep)
 
-
     ex = sub.add_parser("experiment", help="run an experiment: " + ", ".join(EXPERIMENT_NAMES))
     ex.add_argument("name", choices=list(EXPERIMENT_NAMES))
     data_args(ex, default=None)
     training_args(ex, "override one setting")
     ex.add_argument("--config", help="TOML or YAML file (keys at the top level or under [experiment])")
     ex.add_argument("--run-dir", help="folder to write (default: runs/experiment-NAME-TIME)")
-    ex.add_argument("--reuse", action="store_true",
-                    help="load the saved models and results of --run-dir (or the newest run) instead of training")
+    ex.add_argument(
+        "--reuse",
+        action="store_true",
+        help="load the saved models and results of --run-dir (or the newest run) instead of training",
+    )
     ex.add_argument("--quiet", action="store_true", help="no progress notes")
     ex.set_defaults(func=cmd_experiment)
 
@@ -673,20 +850,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("report", help="every headline figure over seeds (mean, sd, worst, bar), resumable")
     rp.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 0,1,2 (default 0-4)")
-    rp.add_argument("--only", nargs="+", metavar="JOB",
-                    help=f"only these jobs: {', '.join(REPORT_JOBS)}")
+    rp.add_argument("--only", nargs="+", metavar="JOB", help=f"only these jobs: {', '.join(REPORT_JOBS)}")
     rp.add_argument("--out", default="report", help="folder for report.md, report.json, pictures (default report/)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
     rp.set_defaults(func=cmd_report)
 
     sv = sub.add_parser("serve", help="a local web page: draw a digit and watch the networks respond")
-    sv.add_argument("--run", action="append", default=[], metavar="R",
-                    help="run folder to serve (repeatable; default: the newest classifier and autoencoder runs)")
+    sv.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="R",
+        help="run folder to serve (repeatable; default: the newest classifier and autoencoder runs)",
+    )
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    sv.add_argument("--head-timeout", type=float, default=10.0, metavar="S",
-                    help="seconds a connection has to send a request's head before it is closed, 1-300 "
-                         "(default: 10; slow clients holding connections open are cut off)")
+    sv.add_argument(
+        "--head-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="seconds a connection has to send a request's head before it is closed, 1-300 "
+        "(default: 10; slow clients holding connections open are cut off)",
+    )
     sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("show", help="show one digit (random when no ID)")
@@ -698,56 +884,85 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_show)
 
     pr = sub.add_parser("predict", help="predict dataset digits by id, or your own PNG/JPEG files")
-    pr.add_argument("inputs", nargs="*", metavar="ID|IMAGE",
-                    help="dataset ids and/or image files (default: one random id)")
+    pr.add_argument(
+        "inputs", nargs="*", metavar="ID|IMAGE", help="dataset ids and/or image files (default: one random id)"
+    )
     pr.add_argument("--train", action="store_true", help="ids index the training split (default: test)")
-    pr.add_argument("--run", help="run folder of a classifier (default: the newest cnn-robust run, else the "
-                                  "newest classifier)")
+    pr.add_argument(
+        "--run", help="run folder of a classifier (default: the newest cnn-robust run, else the newest classifier)"
+    )
     pr.add_argument("--display", action="store_true", help="show each digit with its probabilities")
-    pr.add_argument("--steps", action="store_true",
-                    help="draw each preprocessing stage of an image (input, flattened paper, ink mask, chosen "
-                         "component, 28x28)")
-    pr.add_argument("--save", metavar="FILE",
-                    help="write the prediction picture (or, with --steps, the steps) to FILE (FILE-N.png for "
-                         "several inputs)")
-    pr.add_argument("--json", action="store_true",
-                    help='one JSON object per input: {"input", "run", "digit", "class", "confidence", '
-                         '"low_confidence", "probabilities": [10]} with "id", "split", "label" for a dataset id or '
-                         '"box": [x, y, w, h] for an image file; {"input", "error"} for one that failed')
+    pr.add_argument(
+        "--steps",
+        action="store_true",
+        help="draw each preprocessing stage of an image (input, flattened paper, ink mask, chosen component, 28x28)",
+    )
+    pr.add_argument(
+        "--save",
+        metavar="FILE",
+        help="write the prediction picture (or, with --steps, the steps) to FILE (FILE-N.png for several inputs)",
+    )
+    pr.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per input: {"input", "run", "digit", "class", "confidence", '
+        '"low_confidence", "probabilities": [10]} with "id", "split", "label" for a dataset id or '
+        '"box": [x, y, w, h] for an image file; {"input", "error"} for one that failed',
+    )
     data_args(pr, default=None)
     pr.set_defaults(func=cmd_predict)
 
     rd = sub.add_parser("read", help="read written numbers (a year, a house number, a row of digits) in images")
     rd.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG/... files")
-    rd.add_argument("--run", help="run folder of a classifier (default: the newest cnn-robust run, else the "
-                                  "newest classifier)")
-    rd.add_argument("--json", action="store_true",
-                    help='one JSON object per input: {"input", "number", "digits": [{"digit", "confidence", '
-                         '"box": [x, y, w, h], "low_confidence"}], "low_confidence"} or {"input", "error"}')
+    rd.add_argument(
+        "--run", help="run folder of a classifier (default: the newest cnn-robust run, else the newest classifier)"
+    )
+    rd.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per input: {"input", "number", "digits": [{"digit", "confidence", '
+        '"box": [x, y, w, h], "low_confidence"}], "low_confidence"} or {"input", "error"}',
+    )
     rd.add_argument("--save", metavar="FILE", help="draw the boxes and readings on the image (FILE-N.png for several)")
     rd.set_defaults(func=cmd_read)
 
-    xp = sub.add_parser("explain", help="which pixels made the prediction: attribution maps (saliency, "
-                                        "smoothgrad, ig, occlusion, gradcam, hirescam); needs the 'explain' extra")
-    xp.add_argument("inputs", nargs="*", metavar="ID|IMAGE", help="dataset ids and/or image files (default: one "
-                                                                  "random id)")
-    xp.add_argument("--run", help="run folder of a classifier (default: the newest cnn-robust run, else the "
-                                  "newest classifier)")
-    xp.add_argument("--method", choices=EXPLAIN_METHODS, default="ig",
-                    help="attribution method (default: ig, integrated gradients from a black image)")
+    xp = sub.add_parser(
+        "explain",
+        help="which pixels made the prediction: attribution maps (saliency, "
+        "smoothgrad, ig, occlusion, gradcam, hirescam); needs the 'explain' extra",
+    )
+    xp.add_argument(
+        "inputs", nargs="*", metavar="ID|IMAGE", help="dataset ids and/or image files (default: one random id)"
+    )
+    xp.add_argument(
+        "--run", help="run folder of a classifier (default: the newest cnn-robust run, else the newest classifier)"
+    )
+    xp.add_argument(
+        "--method",
+        choices=EXPLAIN_METHODS,
+        default="ig",
+        help="attribution method (default: ig, integrated gradients from a black image)",
+    )
     xp.add_argument("--target", type=int, metavar="K", help="explain class K (default: the predicted class)")
-    xp.add_argument("--contrast", type=int, metavar="K", help="explain the target's logit minus class K's: "
-                                                              "why the target and not K")
-    xp.add_argument("--eval", choices=["deletion", "randomization"],
-                    help="measure the method's faithfulness on the first --n held-out digits instead: deletion "
-                         "(and insertion) of ink against random ink-first orders, or the randomisation check "
-                         "(re-initialised weights, Spearman over ink pixels)")
+    xp.add_argument(
+        "--contrast", type=int, metavar="K", help="explain the target's logit minus class K's: why the target and not K"
+    )
+    xp.add_argument(
+        "--eval",
+        choices=["deletion", "randomization"],
+        help="measure the method's faithfulness on the first --n held-out digits instead: deletion "
+        "(and insertion) of ink against random ink-first orders, or the randomisation check "
+        "(re-initialised weights, Spearman over ink pixels)",
+    )
     xp.add_argument("--n", type=int, default=200, help="digits for --eval (default: 200)")
     xp.add_argument("--seed", type=int, default=0, help="seed of --eval's random orders and weights (default: 0)")
     xp.add_argument("--train", action="store_true", help="ids index the training split (default: test)")
     xp.add_argument("--save", metavar="FILE", help="write the picture to FILE (FILE-N.png for several inputs)")
-    xp.add_argument("--json", action="store_true",
-                    help='one JSON object per input: {"input", "digit", "target", "method", "attribution": 28x28}')
+    xp.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per input: {"input", "digit", "target", "method", "attribution": 28x28}',
+    )
     data_args(xp, default=None)
     xp.set_defaults(func=cmd_explain)
 
@@ -763,20 +978,24 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'ae-*'")
     m.set_defaults(func=cmd_models)
 
-    ex = sub.add_parser("export", help="write a run's model as an ONNX file, checked by onnxruntime against torch; "
-                                       "needs the 'export' extra")
+    ex = sub.add_parser(
+        "export",
+        help="write a run's model as an ONNX file, checked by onnxruntime against torch; needs the 'export' extra",
+    )
     ex.add_argument("run", metavar="RUN", help="run folder of a classifier or autoencoder")
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="file format (default: onnx)")
     ex.add_argument("--out", metavar="FILE", help="where to write it (default: RUN/model.onnx)")
-    ex.add_argument("--opset", type=int, default=18, choices=range(18, 24), metavar="18..23",
-                    help="ONNX opset (default: 18)")
+    ex.add_argument(
+        "--opset", type=int, default=18, choices=range(18, 24), metavar="18..23", help="ONNX opset (default: 18)"
+    )
     ex.add_argument("--json", action="store_true", help="print the export's record (as exports.json keeps it)")
     ex.set_defaults(func=cmd_export)
 
     r = sub.add_parser("runs", help="list run folders with their key metrics")
     r.add_argument("--root", type=Path, help="folder holding runs (default: runs/ or $MNISTLAB_RUNS)")
-    r.add_argument("--json", action="store_true",
-                   help="one object per run: path, kind, model, dataset, complete, summary")
+    r.add_argument(
+        "--json", action="store_true", help="one object per run: path, kind, model, dataset, complete, summary"
+    )
     r.set_defaults(func=cmd_runs)
     return p
 

@@ -4,6 +4,7 @@ Sections are ``model`` (the model's own config dataclass), ``train`` and ``data`
 be written in full (``train.epochs=3``) or bare (``epochs=3``) when only one section has it.
 Unknown keys and values of the wrong type are errors that name the key.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,15 +61,27 @@ class TrainConfig:
         check(0 <= self.val_fraction < 1, "train.val_fraction", "must be in [0, 1)", self.val_fraction)
         check_threads(self.threads, "train.threads")
         check(0 <= self.printed <= 1, "train.printed", "must be in [0, 1]", self.printed)
-        check(set(self.track) <= {"tensorboard", "mlflow"}, "train.track", "must name tensorboard and/or mlflow",
-              self.track)
+        check(
+            set(self.track) <= {"tensorboard", "mlflow"},
+            "train.track",
+            "must name tensorboard and/or mlflow",
+            self.track,
+        )
         check(self.limit_batches >= 0, "train.limit_batches", "must be >= 0", self.limit_batches)
-        check(self.augment in ("none", "shift", "affine", "robust"), "train.augment",
-               "must be none, shift, affine or robust", self.augment)
+        check(
+            self.augment in ("none", "shift", "affine", "robust"),
+            "train.augment",
+            "must be none, shift, affine or robust",
+            self.augment,
+        )
         check(self.amp in ("auto", "bf16", "off"), "train.amp", "must be auto, bf16 or off", self.amp)
         check(self.graph in ("auto", "on", "off"), "train.graph", "must be auto, on or off", self.graph)
-        check(self.channels_last in ("auto", "on", "off"), "train.channels_last", "must be auto, on or off",
-               self.channels_last)
+        check(
+            self.channels_last in ("auto", "on", "off"),
+            "train.channels_last",
+            "must be auto, on or off",
+            self.channels_last,
+        )
 
 
 @dataclass
@@ -99,8 +112,10 @@ class RunConfig:
         return {"model": self.model, "train": self.train, "data": self.data}
 
     def to_dict(self) -> dict:
-        return {"model_name": self.model_name,
-                **{name: dataclasses.asdict(sec) for name, sec in self.sections().items()}}
+        return {
+            "model_name": self.model_name,
+            **{name: dataclasses.asdict(sec) for name, sec in self.sections().items()},
+        }
 
     def validate(self, data: bool = True, fits: bool = True) -> None:
         """Every section's checks and, with `fits`, whether training the model fits in memory.
@@ -152,8 +167,10 @@ def read_config_file(path: str | Path) -> dict:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     except Exception as e:  # parser errors differ by format; all mean the same to the user
-        raise ConfigError(f"{path}: not valid {'YAML' if yaml_file else 'TOML'} "
-                          f"({brief((str(e).splitlines() or [type(e).__name__])[0])})") from None
+        raise ConfigError(
+            f"{path}: not valid {'YAML' if yaml_file else 'TOML'} "
+            f"({brief((str(e).splitlines() or [type(e).__name__])[0])})"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of sections at the top level")
     return data
@@ -211,8 +228,14 @@ def apply_pairs(cfg: RunConfig, pairs: list[tuple[str, Any]]) -> RunConfig:
     return RunConfig(cfg.model_name, secs["model"], secs["train"], secs["data"])
 
 
-def build_config(model_name: str, *, file: str | Path | None = None, flags: dict[str, Any] | None = None,
-                 sets: list[str] | None = None, validate: bool = True) -> RunConfig:
+def build_config(
+    model_name: str,
+    *,
+    file: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+    validate: bool = True,
+) -> RunConfig:
     """Defaults and the model's preset, then the file, then CLI flags, then --set pairs."""
     spec = get_spec(model_name)
     train = apply_overrides(TrainConfig(), spec.train, "train")

@@ -13,6 +13,7 @@ wrapped in DDP itself; models with coupled optimisers, which take several backwa
 per batch (loop-parity, ae-reencode), average each optimiser's gradients over the ranks
 just before it steps, which is what DDP's reducer does for one.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,12 @@ class Context:
         return self.rank == 0
 
     def record(self) -> dict:
-        return {"world_size": self.world, "local_world_size": self.local_world,
-                "nodes": max(1, self.world // max(1, self.local_world)), "backend": self.backend}
+        return {
+            "world_size": self.world,
+            "local_world_size": self.local_world,
+            "nodes": max(1, self.world // max(1, self.local_world)),
+            "backend": self.backend,
+        }
 
 
 def launched() -> bool:
@@ -67,8 +72,13 @@ def joined() -> bool:
 def current() -> Context:
     if not (dist.is_available() and dist.is_initialized()):
         return Context()
-    return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
-                   int(os.environ.get("LOCAL_WORLD_SIZE", 1)), dist.get_backend())
+    return Context(
+        dist.get_rank(),
+        dist.get_world_size(),
+        int(os.environ.get("LOCAL_RANK", 0)),
+        int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+        dist.get_backend(),
+    )
 
 
 def setup(device_name: str = "auto", threads: int = 0) -> tuple[Context, torch.device]:
@@ -84,8 +94,10 @@ def setup(device_name: str = "auto", threads: int = 0) -> tuple[Context, torch.d
     device = resolve_device(device_name)
     if device.type == "cuda":
         if torch.cuda.device_count() < local_world:
-            raise ConfigError(f"{local_world} processes on this machine but {torch.cuda.device_count()} GPU(s): "
-                              "give --nproc at most the GPU count, or --device cpu")
+            raise ConfigError(
+                f"{local_world} processes on this machine but {torch.cuda.device_count()} GPU(s): "
+                "give --nproc at most the GPU count, or --device cpu"
+            )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     elif device.type != "cpu":
@@ -153,7 +165,7 @@ class AveragedOptimizer:
         offset = 0
         for p, g in zip(self.params, grads):
             n = g.numel()
-            p.grad = flat[offset:offset + n].view_as(p).to(p.dtype)
+            p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
             offset += n
         return self.opt.step()
 
@@ -173,13 +185,15 @@ def wrap(model, opts: dict, loss_fn, ctx: Context, device: torch.device):
 
     if type(model).train_step is Model.train_step:  # one loss, one backward: DDP itself
         ddp = nn.parallel.DistributedDataParallel(
-            _Loss(model, loss_fn), device_ids=[device.index] if device.type == "cuda" else None)
+            _Loss(model, loss_fn), device_ids=[device.index] if device.type == "cuda" else None
+        )
         return opts, ddp
     broadcast_state(model)
     return {k: AveragedOptimizer(o, ctx.world) for k, o in opts.items()}, loss_fn
 
 
 # ---------------------------------------------------------------- the launcher (--nproc)
+
 
 def process_limit(device_name: str = "auto") -> tuple[int, str]:
     """How many processes one machine may start for a job: one per GPU on CUDA, else one per
@@ -243,9 +257,17 @@ def launch(nproc: int, argv: list[str]) -> int:
     os.environ["MNISTLAB_PARENT"] = str(os.getpid())  # and end with this process (die_with_parent)
     logs = tempfile.mkdtemp(prefix="mnistlab-ranks-")
     os.environ[RANK_LOGS_ENV] = logs  # where each rank's C++ runtime writes (quiet_runtime)
-    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()),
-                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.5,
-                          start_method="spawn")
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=str(uuid.uuid4()),
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",
+        max_restarts=0,
+        monitor_interval=0.5,
+        start_method="spawn",
+    )
     try:
         elastic_launch(config, sys.executable)("-m", "mnistlab", *argv)
     except ChildFailedError as e:
@@ -253,8 +275,11 @@ def launch(nproc: int, argv: list[str]) -> int:
         msg = failure.message if isinstance(failure.message, str) else json.dumps(failure.message)
         if not msg or msg.startswith("To enable traceback"):
             msg = f"exit code {failure.exitcode}"
-        hint = ("; its run folder stays unfinished (go on with --resume RUN_DIR)"
-                if "train" in argv[:1] and _cause_rank(failure) > 0 else "")
+        hint = (
+            "; its run folder stays unfinished (go on with --resume RUN_DIR)"
+            if "train" in argv[:1] and _cause_rank(failure) > 0
+            else ""
+        )
         print(f"mnistlab: error: rank {rank} of {nproc} failed: {msg}{hint}", file=sys.stderr)
         return 1
     finally:
@@ -292,8 +317,9 @@ def quiet_runtime() -> None:
     try:
         sys.stderr.flush()
         terminal = os.dup(2)
-        log = os.open(os.path.join(logs, f"rank-{os.environ.get('RANK', '0')}.log"),
-                      os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log = os.open(
+            os.path.join(logs, f"rank-{os.environ.get('RANK', '0')}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+        )
     except OSError:
         return
     os.dup2(log, 2)

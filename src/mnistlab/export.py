@@ -14,6 +14,7 @@ held-out digits of the run's dataset must equal torch's within ``TOLERANCE``, el
 is not written and the error says by how much they differed. Each export is recorded in the
 run folder's ``exports.json``. Needs the ``export`` extra (onnx, onnxscript, onnxruntime).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,9 @@ def _extra():
         import onnxruntime
         import onnxscript  # noqa: F401
     except ImportError as e:
-        raise ConfigError(f"exporting a model needs the 'export' extra ({e.name} is missing): "
-                          "pip install 'mnistlab[export]'") from None
+        raise ConfigError(
+            f"exporting a model needs the 'export' extra ({e.name} is missing): pip install 'mnistlab[export]'"
+        ) from None
     return onnxruntime
 
 
@@ -76,10 +78,17 @@ def onnx_bytes(model, opset: int = OPSET) -> bytes:
         quiet = logging.getLogger("torch.onnx")
         level, quiet.level = quiet.level, logging.ERROR
         try:
-            program = torch.onnx.export(wrapped, (example,), None, dynamo=True, opset_version=opset,
-                                        input_names=["images"], output_names=[output],
-                                        dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
-                                        verbose=False)
+            program = torch.onnx.export(
+                wrapped,
+                (example,),
+                None,
+                dynamo=True,
+                opset_version=opset,
+                input_names=["images"],
+                output_names=[output],
+                dynamic_shapes={"images": {0: torch.export.Dim("batch", min=1)}},
+                verbose=False,
+            )
         except Exception as e:  # the exporter's own failure, said in one line
             raise MnistlabError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
         finally:
@@ -123,20 +132,29 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, opset: int = OPSET, digi
     x = ds.test.images[:digits, None].float() / 255
     diff = check_onnx(data, model, x)
     if not diff <= TOLERANCE:
-        raise MnistlabError(f"the ONNX model differs from torch by {diff:.2e} on {len(x)} held-out digits "
-                            f"(allowed {TOLERANCE:g}): not written")
+        raise MnistlabError(
+            f"the ONNX model differs from torch by {diff:.2e} on {len(x)} held-out digits "
+            f"(allowed {TOLERANCE:g}): not written"
+        )
     with atomic_open(path, "wb") as f:
         f.write(data)
     with torch.no_grad():
         one = tuple(model(x[:1]).shape[1:])
     inside = path.resolve().is_relative_to(run.path.resolve())
-    record = {"file": os.path.relpath(path, run.path) if inside else str(path),
-              "format": fmt, "opset": opset, "input": {"name": "images", "shape": ["N", 1, 28, 28],
-                                                       "dtype": "float32", "range": [0, 1]},
-              "output": {"name": output_name(model), "shape": ["N", *one]},
-              "checked_on": len(x), "max_abs_diff": diff, "tolerance": TOLERANCE,
-              "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-              "seconds": round(time.perf_counter() - t0, 2), "torch": torch.__version__}
+    record = {
+        "file": os.path.relpath(path, run.path) if inside else str(path),
+        "format": fmt,
+        "opset": opset,
+        "input": {"name": "images", "shape": ["N", 1, 28, 28], "dtype": "float32", "range": [0, 1]},
+        "output": {"name": output_name(model), "shape": ["N", *one]},
+        "checked_on": len(x),
+        "max_abs_diff": diff,
+        "tolerance": TOLERANCE,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "torch": torch.__version__,
+    }
     if run.task == "classify":
         record["temperature"] = temperature_of(model)
     log = run.path / "exports.json"

@@ -1,6 +1,7 @@
 """Batched inference: one helper for every model output over many images (predictions,
 codes, decodings, evaluation), in eval mode and under ``torch.inference_mode()``. Used by
 training, figures, experiments, the CLI and the web page; it imports no trainer."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -53,8 +54,13 @@ def _layout(model, fmt) -> None:
 
 
 @torch.inference_mode()
-def batched(model, fn: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int = EVAL_BATCH,
-            as_images: bool = True) -> torch.Tensor:
+def batched(
+    model,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    batch_size: int = EVAL_BATCH,
+    as_images: bool = True,
+) -> torch.Tensor:
     """fn over `inputs` in batches on the model's device, the model in eval mode (restored after);
     results concatenated on the CPU as float. `as_images`: inputs are (N, 28, 28) uint8 images."""
     with _inference(model, len(inputs)):
@@ -69,16 +75,18 @@ def predict(model, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.
 
 
 @torch.inference_mode()
-def evaluate(model, split: Split, batch_size: int = EVAL_BATCH,
-             shard: tuple[int, int] | None = None) -> dict[str, float]:
+def evaluate(
+    model, split: Split, batch_size: int = EVAL_BATCH, shard: tuple[int, int] | None = None
+) -> dict[str, float]:
     """Size-weighted means of the model's loss dict over a whole split. `shard=(rank, world)`:
     each rank of a distributed job takes a slice and the sums are added up over the ranks."""
     return _evaluate(model, split, batch_size, shard)[0]
 
 
 @torch.inference_mode()
-def evaluate_and_predict(model, split: Split,
-                         batch_size: int = EVAL_BATCH) -> tuple[dict[str, float], torch.Tensor | None]:
+def evaluate_and_predict(
+    model, split: Split, batch_size: int = EVAL_BATCH
+) -> tuple[dict[str, float], torch.Tensor | None]:
     """``evaluate``, and a classifier's predicted class per image (CPU), from the same pass;
     None for a model that does not classify."""
     metrics, logits = evaluate_and_score(model, split, batch_size)
@@ -86,8 +94,9 @@ def evaluate_and_predict(model, split: Split,
 
 
 @torch.inference_mode()
-def evaluate_and_score(model, split: Split,
-                       batch_size: int = EVAL_BATCH) -> tuple[dict[str, float], torch.Tensor | None]:
+def evaluate_and_score(
+    model, split: Split, batch_size: int = EVAL_BATCH
+) -> tuple[dict[str, float], torch.Tensor | None]:
     """``evaluate``, and a classifier's logits per image (CPU, float), from the same pass; None
     for a model that does not classify."""
     return _evaluate(model, split, batch_size, None, keep=hasattr(model, "scored"))
@@ -103,8 +112,10 @@ def _evaluate_pass(model, split, batch_size, shard, keep):
     sharded = shard is not None and shard[1] > 1 and n >= shard[1]
     if sharded:
         rank, world = shard
-        images, labels = images[rank * n // world:(rank + 1) * n // world], labels[rank * n // world:
-                                                                                   (rank + 1) * n // world]
+        images, labels = (
+            images[rank * n // world : (rank + 1) * n // world],
+            labels[rank * n // world : (rank + 1) * n // world],
+        )
     sums: dict[str, torch.Tensor] = {}
     preds = []
     for x, y in Batches(images, labels, batch_size=batch_size, device=_device(model)):
@@ -177,8 +188,14 @@ def open_convolution(model, image, layer: int, channel: int | None = None, y: in
     finally:
         hook.remove()
     maps = grab["out"][0].detach().float().cpu()
-    out = {"layer": name, "index": layer, "shape": list(maps.shape), "kernel": list(conv.kernel_size),
-           "stride": list(conv.stride), "first": layer == 0}
+    out = {
+        "layer": name,
+        "index": layer,
+        "shape": list(maps.shape),
+        "kernel": list(conv.kernel_size),
+        "stride": list(conv.stride),
+        "first": layer == 0,
+    }
     if channel is None:
         return {**out, "maps": maps}
     c_out, h, w = maps.shape
@@ -190,12 +207,21 @@ def open_convolution(model, image, layer: int, channel: int | None = None, y: in
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
     ph, pw = ((dh * (kh - 1)) // 2, (dw * (kw - 1)) // 2) if isinstance(conv.padding, str) else conv.padding
     inp = F.pad(grab["inp"][0].detach().float().cpu(), (pw, pw, ph, ph))
-    patch = inp[:, y * sh: y * sh + dh * (kh - 1) + 1: dh, x * sw: x * sw + dw * (kw - 1) + 1: dw]
+    patch = inp[:, y * sh : y * sh + dh * (kh - 1) + 1 : dh, x * sw : x * sw + dw * (kw - 1) + 1 : dw]
     kernel = conv.weight[channel].detach().float().cpu()
     products = patch * kernel
     partial = products.sum((1, 2))
     bias = float(conv.bias[channel]) if conv.bias is not None else 0.0
-    return {**out, "channel": channel, "y": y, "x": x, "bias": bias, "total": float(partial.sum()) + bias,
-            "value": float(maps[channel, y, x]),
-            "inputs": [{"channel": i, "kernel": kernel[i], "patch": patch[i], "products": products[i],
-                        "sum": float(partial[i])} for i in range(len(kernel))]}
+    return {
+        **out,
+        "channel": channel,
+        "y": y,
+        "x": x,
+        "bias": bias,
+        "total": float(partial.sum()) + bias,
+        "value": float(maps[channel, y, x]),
+        "inputs": [
+            {"channel": i, "kernel": kernel[i], "patch": patch[i], "products": products[i], "sum": float(partial[i])}
+            for i in range(len(kernel))
+        ],
+    }

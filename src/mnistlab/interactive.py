@@ -4,6 +4,7 @@ Answers may come from a terminal (an invalid answer is asked again) or from a fi
 standard input (``< answers.txt``, one answer a line, blank for the default), where an
 invalid answer fails with its line number.
 """
+
 from __future__ import annotations
 
 import dataclasses

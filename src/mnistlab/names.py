@@ -14,7 +14,21 @@ AUTO = "auto"  # MNIST when it is available, else the bundled sample
 DATASET_NAMES = ("mnist", "fashion-mnist", "kmnist", "mnist-sample")
 EXPERIMENT_NAMES = ("dream", "unbiased", "reencode")
 EXPLAIN_METHODS = ("saliency", "smoothgrad", "ig", "occlusion", "gradcam", "hirescam")
-REPORT_JOBS = ("cnn", "cnn-fast", "cnn-robust", "ae-dense", "ae-convtranspose", "ae-upsample", "ae-code3d",
-               "ae-code4x4", "ae-convbn", "encoder-classifier", "reencode", "dream", "unbiased", "explain")
+REPORT_JOBS = (
+    "cnn",
+    "cnn-fast",
+    "cnn-robust",
+    "ae-dense",
+    "ae-convtranspose",
+    "ae-upsample",
+    "ae-code3d",
+    "ae-code4x4",
+    "ae-convbn",
+    "encoder-classifier",
+    "reencode",
+    "dream",
+    "unbiased",
+    "explain",
+)
 FILE_KEYS = ("train_images", "train_labels", "test_images", "test_labels")  # data files given by path
 SEED_MAX = 2**32 - 1  # every seed: numpy's generators take at most this

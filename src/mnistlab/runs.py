@@ -31,6 +31,7 @@ Experiments write `results.json` and their parts as runs in sub-folders; sweeps 
 alone. Every file is written atomically; checkpoints load with ``weights_only=True`` so a
 file can never run code.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -99,8 +100,9 @@ def prepare_run_dir(path: Path) -> Path:
 
 def git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -198,8 +200,9 @@ def model_from_checkpoint(state: dict, source: str = "checkpoint"):
         model = create_model(state["model_name"], **state["model_args"])
         model.load_state_dict(state["state_dict"])
     except (RuntimeError, KeyError, TypeError) as e:
-        raise RunError(f"{source}: weights do not fit model {state.get('model_name')!r} "
-                       f"({str(e).splitlines()[0]})") from None
+        raise RunError(
+            f"{source}: weights do not fit model {state.get('model_name')!r} ({str(e).splitlines()[0]})"
+        ) from None
     return model
 
 
@@ -341,19 +344,23 @@ def check_checkpoint(state: dict, config, where: Path) -> None:
     epoch, and each weight's shape against the model config.json describes (built on the meta
     device, so no memory is spent)."""
     if state.get("model_name") != config.model_name:
-        raise RunError(f"{where}: holds a {state.get('model_name')!r} model but config.json says "
-                       f"{config.model_name!r}; the folder was altered")
+        raise RunError(
+            f"{where}: holds a {state.get('model_name')!r} model but config.json says "
+            f"{config.model_name!r}; the folder was altered"
+        )
     epoch = state.get("epoch")
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch <= config.train.epochs * 100:
-        raise RunError(f"{where}: checkpoint epoch {brief(repr(epoch))} does not fit the run "
-                       f"({config.train.epochs} epochs)")
+        raise RunError(
+            f"{where}: checkpoint epoch {brief(repr(epoch))} does not fit the run ({config.train.epochs} epochs)"
+        )
     saved, said = _plain(state.get("model_args")), _plain(dataclasses.asdict(config.model))
     # what config.json sets must be what the weights were saved with; fields a model fills in
     # as it builds (an encoder classifier's encoder settings, read from its autoencoder run)
     # are empty in config.json and not compared
     if not isinstance(saved, dict) or any(saved.get(k) != v for k, v in said.items() if v not in (None, "", {}, [])):
-        raise RunError(f"{where}: the model it was saved with differs from config.json's model section; "
-                       "the folder was altered")
+        raise RunError(
+            f"{where}: the model it was saved with differs from config.json's model section; the folder was altered"
+        )
     try:
         with torch.device("meta"):
             expected = create_model(config.model_name, config.model, load_run=_meta_encoder).state_dict()
@@ -366,8 +373,10 @@ def check_checkpoint(state: dict, config, where: Path) -> None:
     want = {k: tuple(v.shape) for k, v in expected.items()}
     if shapes != want:
         diff = sorted(set(shapes) ^ set(want)) or [k for k in want if shapes.get(k) != want[k]]
-        raise RunError(f"{where}: its weights do not match the model config.json describes "
-                       f"({brief(', '.join(diff[:3]))}{'...' if len(diff) > 3 else ''}); the folder was altered")
+        raise RunError(
+            f"{where}: its weights do not match the model config.json describes "
+            f"({brief(', '.join(diff[:3]))}{'...' if len(diff) > 3 else ''}); the folder was altered"
+        )
 
 
 def _meta_encoder(path):
@@ -395,11 +404,20 @@ def _describe(d: Path, kind: str = "training") -> dict | None:
         return {**out, "kind": "unreadable"}
     name, conf = experiment_sections(cfg)
     if name is not None:
-        return {**out, "kind": "experiment", "experiment": name, "dataset": conf.get("dataset"),
-                "complete": bool(summary)}
+        return {
+            **out,
+            "kind": "experiment",
+            "experiment": name,
+            "dataset": conf.get("dataset"),
+            "complete": bool(summary),
+        }
     data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
-    return {**out, "model": cfg.get("model_name"), "dataset": data.get("dataset"),
-            "complete": (d / CHECKPOINT).exists() and bool(summary)}
+    return {
+        **out,
+        "model": cfg.get("model_name"),
+        "dataset": data.get("dataset"),
+        "complete": (d / CHECKPOINT).exists() and bool(summary),
+    }
 
 
 def _parts(d: Path, kind: str) -> list[dict]:
@@ -418,14 +436,21 @@ def _sweep(d: Path) -> list[dict]:
     best = next((t for t in done if t["path"].name == named), None) if isinstance(named, str) else None
     if best is None:  # trials whose figure is no number (a tampered summary) are not candidates
         scored = [t for t in done if as_number(t["summary"].get(metric)) is not None]
-        best = (max if metric == "test_acc" else min)(scored, key=lambda t: as_number(t["summary"][metric]),
-                                                      default=None)
+        best = (max if metric == "test_acc" else min)(
+            scored, key=lambda t: as_number(t["summary"][metric]), default=None
+        )
     summary = {**info, "trials": len(trials), "finished": len(done)}
     if best is not None:
         summary.update(best_trial=best["path"].name, **{f"best_{metric}": best["summary"].get(metric)})
     complete = info["complete"] if isinstance(info.get("complete"), bool) else len(done) == len(trials)
-    head = {"path": d, "kind": "sweep", "model": info.get("model"), "dataset": info.get("dataset"),
-            "summary": summary, "complete": bool(info) and complete}
+    head = {
+        "path": d,
+        "kind": "sweep",
+        "model": info.get("model"),
+        "dataset": info.get("dataset"),
+        "summary": summary,
+        "complete": bool(info) and complete,
+    }
     return [head, *trials]
 
 
@@ -453,21 +478,30 @@ def list_runs(root: Path | None = None) -> list[dict]:
                 if entry["kind"] == "experiment":
                     out += _parts(d, "part")
         except OSError:
-            out.append({"path": d, "kind": "unreadable", "model": None, "dataset": None, "summary": {},
-                        "complete": False})
+            out.append(
+                {"path": d, "kind": "unreadable", "model": None, "dataset": None, "summary": {}, "complete": False}
+            )
     return out
 
 
-def latest_run(root: Path | None = None, *, model: str | None = None, task: str | None = None,
-               dataset: str | None = None) -> Path:
-    found = [r for r in list_runs(root) if r["complete"] and r["kind"] == "training"
-             and (model is None or r["model"] == model)
-             and (dataset is None or r["dataset"] == dataset)
-             and (task is None or _task_of(r["model"], get_spec) == task)]
+def latest_run(
+    root: Path | None = None, *, model: str | None = None, task: str | None = None, dataset: str | None = None
+) -> Path:
+    found = [
+        r
+        for r in list_runs(root)
+        if r["complete"]
+        and r["kind"] == "training"
+        and (model is None or r["model"] == model)
+        and (dataset is None or r["dataset"] == dataset)
+        and (task is None or _task_of(r["model"], get_spec) == task)
+    ]
     if not found:
         what = model or (f"{task}" if task else "any")
-        raise RunError(f"no finished {what} run under {Path(root or runs_root())}/ "
-                       f"(train one first, e.g. `mnistlab train {model or 'cnn'}`, or pass --run)")
+        raise RunError(
+            f"no finished {what} run under {Path(root or runs_root())}/ "
+            f"(train one first, e.g. `mnistlab train {model or 'cnn'}`, or pass --run)"
+        )
     return found[-1]["path"]
 
 
@@ -478,5 +512,15 @@ def _task_of(name, get_spec):
         return None
 
 
-__all__ = ["Run", "load_run", "list_runs", "latest_run", "save_checkpoint", "load_checkpoint",
-           "new_run_dir", "prepare_run_dir", "environment", "write_json"]
+__all__ = [
+    "Run",
+    "load_run",
+    "list_runs",
+    "latest_run",
+    "save_checkpoint",
+    "load_checkpoint",
+    "new_run_dir",
+    "prepare_run_dir",
+    "environment",
+    "write_json",
+]

@@ -1,4 +1,5 @@
 """The one place for seed, device, threads, and what the machine is."""
+
 from __future__ import annotations
 
 import os
@@ -93,7 +94,8 @@ def keep_freed_memory() -> bool:
         libc = ctypes.CDLL("libc.so.6")
         m_trim_threshold, m_mmap_threshold = -1, -3
         _ALLOCATOR_TUNED = bool(libc.mallopt(m_mmap_threshold, 64 << 20)) and bool(
-            libc.mallopt(m_trim_threshold, 256 << 20))
+            libc.mallopt(m_trim_threshold, 256 << 20)
+        )
     except (OSError, AttributeError):
         return False
     return _ALLOCATOR_TUNED
@@ -184,8 +186,7 @@ def plain_optimizer(cls: type) -> type:
             return update(self, closure)
 
     step.__doc__ = update.__doc__
-    _PLAIN[cls] = type(cls.__name__, (cls,), {"step": step, "__module__": __name__,
-                                              "__doc__": cls.__doc__})
+    _PLAIN[cls] = type(cls.__name__, (cls,), {"step": step, "__module__": __name__, "__doc__": cls.__doc__})
     return _PLAIN[cls]
 
 

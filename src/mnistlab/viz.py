@@ -1,5 +1,6 @@
 """Figures. Matplotlib is imported lazily (with the Agg backend unless a window is wanted),
 so ``import mnistlab`` stays light. Every figure is written atomically as PNG."""
+
 from __future__ import annotations
 
 import io
@@ -52,6 +53,7 @@ def show_or_save(fig, save: str | None, default_name: str) -> Path | None:
 
 # ---------------------------------------------------------------- single digits
 
+
 def digit_figure(image: np.ndarray, title: str = "", annotate: bool = False):
     """A 28x28 digit in grey; `annotate` writes each pixel's 8-bit value on it."""
     plt = _plt()
@@ -61,8 +63,9 @@ def digit_figure(image: np.ndarray, title: str = "", annotate: bool = False):
     if annotate:
         for (r, c), v in np.ndenumerate(image):
             if v:
-                ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=5.5,
-                        color="black" if v > 127 else "white")
+                ax.text(
+                    c, r, str(int(v)), ha="center", va="center", fontsize=5.5, color="black" if v > 127 else "white"
+                )
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
@@ -91,13 +94,15 @@ def _probability_bars(ax, probs: np.ndarray, classes) -> None:
     ax.set_ylabel("probability")
 
 
-def explanation_figure(image: np.ndarray, attribution: np.ndarray, probs: np.ndarray, classes, title: str = "",
-                       what: str = ""):
+def explanation_figure(
+    image: np.ndarray, attribution: np.ndarray, probs: np.ndarray, classes, title: str = "", what: str = ""
+):
     """The digit, its signed attribution map over it (red: pushed toward the explained class,
     blue: away from it), and the class probabilities."""
     plt = _plt()
-    fig, (a0, a1, a2) = plt.subplots(1, 3, figsize=(10.5, 3.2), gridspec_kw={"width_ratios": [1, 1, 1.6]},
-                                     layout="constrained")
+    fig, (a0, a1, a2) = plt.subplots(
+        1, 3, figsize=(10.5, 3.2), gridspec_kw={"width_ratios": [1, 1, 1.6]}, layout="constrained"
+    )
     a0.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     a0.set_title(title, fontsize=9)
     lim = float(np.abs(attribution).max()) or 1.0
@@ -148,6 +153,7 @@ def faithfulness_figure(result):
 
 # ---------------------------------------------------------------- runs
 
+
 def curves_figure(history: list[dict]):
     """Loss (and accuracy, when the model has it) per epoch for each split recorded."""
     plt = _plt()
@@ -173,8 +179,7 @@ def confusion_figure(cm: np.ndarray, rows, cols=None, title: str = ""):
     ax.imshow(cm, cmap="Blues")
     thresh = cm.max() / 2
     for (r, c), v in np.ndenumerate(cm):
-        ax.text(c, r, str(v), ha="center", va="center", fontsize=7,
-                color="white" if v > thresh else "black")
+        ax.text(c, r, str(v), ha="center", va="center", fontsize=7, color="white" if v > thresh else "black")
     xnames, ynames = [str(c)[:7] for c in cols], [str(c)[:7] for c in rows]
     ax.set_xticks(range(len(xnames)), xnames, rotation=45 if max(map(len, xnames)) > 2 else 0, fontsize=8)
     ax.set_yticks(range(len(ynames)), ynames, fontsize=8)
@@ -196,7 +201,7 @@ def _mosaic(maps: np.ndarray, cols: int | None = None) -> np.ndarray:
     scaled = (maps - lo) / np.where(hi > lo, hi - lo, 1)
     for i in range(c):
         r, q = divmod(i, cols)
-        out[r * (h + 1):r * (h + 1) + h, q * (w + 1):q * (w + 1) + w] = scaled[i]
+        out[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = scaled[i]
     return out
 
 
@@ -221,8 +226,9 @@ def layers_figure(acts: list[tuple[str, torch.Tensor]], classes, title: str = ""
         elif a.ndim == 1 and len(a) == len(classes):
             probs = np.exp(a - a.max())
             probs /= probs.sum()
-            ax.bar(range(len(a)), probs, color=["tab:orange" if i == probs.argmax() else "tab:blue"
-                                                 for i in range(len(a))])
+            ax.bar(
+                range(len(a)), probs, color=["tab:orange" if i == probs.argmax() else "tab:blue" for i in range(len(a))]
+            )
             ax.set_xticks(range(len(a)), [str(c)[:4] for c in classes], fontsize=8)
             ax.set_ylim(0, 1)
             ax.set_title(f"{name}: class probabilities")
@@ -231,7 +237,7 @@ def layers_figure(acts: list[tuple[str, torch.Tensor]], classes, title: str = ""
         else:
             side = int(math.ceil(math.sqrt(a.size)))
             sq = np.full(side * side, np.nan)
-            sq[:a.size] = a.ravel()
+            sq[: a.size] = a.ravel()
             ax.imshow(sq.reshape(side, side), cmap="viridis", interpolation="nearest")
             ax.set_title(f"{name}: {a.size} values as {side}x{side}")
         ax.set_xticks([])
@@ -254,11 +260,14 @@ def _classify_figures(run, ds, phase: str, predictions: torch.Tensor | None = No
     from .runs import run_confusion
 
     cm, rows, cols = run_confusion(run, ds, predictions)
-    save_figure(confusion_figure(cm, rows, cols, f"{ds.name} test: {np.trace(cm) / max(cm.sum(), 1):.2%} correct"),
-                fig / "confusion.png")
+    save_figure(
+        confusion_figure(cm, rows, cols, f"{ds.name} test: {np.trace(cm) / max(cm.sum(), 1):.2%} correct"),
+        fig / "confusion.png",
+    )
 
 
 # ---------------------------------------------------------------- autoencoders
+
 
 def one_per_class(split, k: int = 10) -> torch.Tensor:
     """Index of the first example of each class, in class order (a fixed, readable pick)."""
@@ -285,7 +294,7 @@ def tile(images: np.ndarray, gap: int = 2, fill: float = np.nan) -> np.ndarray:
     n, h, w = images.shape
     out = np.full((h, n * (w + gap) - gap), fill, dtype=np.float64)
     for i, im in enumerate(images):
-        out[:, i * (w + gap):i * (w + gap) + w] = im
+        out[:, i * (w + gap) : i * (w + gap) + w] = im
     return out
 
 
@@ -299,7 +308,7 @@ def image_rows_figure(rows: list[tuple[str, np.ndarray]], title: str = "", gap: 
     sheet = np.full((len(rows) * (h + gap) - gap, n * (w + gap) - gap), np.nan)
     for r, (_, imgs) in enumerate(rows):
         strip = tile(np.asarray(imgs, dtype=np.float64), gap)
-        sheet[r * (h + gap):r * (h + gap) + imgs.shape[1], :strip.shape[1]] = strip
+        sheet[r * (h + gap) : r * (h + gap) + imgs.shape[1], : strip.shape[1]] = strip
     fig, ax = plt.subplots(figsize=(1.1 * n, 1.2 * len(rows)))
     cmap = plt.get_cmap("gray").with_extremes(bad="white")
     ax.imshow(sheet, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
@@ -350,7 +359,7 @@ def code2d_figure(model, codes: np.ndarray, labels: np.ndarray, title: str, grid
     mosaic = np.ones((grid * 28, grid * 28))
     for k, im in enumerate(imgs):
         r, c = divmod(k, grid)
-        mosaic[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28] = im
+        mosaic[r * 28 : (r + 1) * 28, c * 28 : (c + 1) * 28] = im
     fig, (a0, a1) = plt.subplots(1, 2, figsize=(12, 5.5))
     sc = a0.scatter(codes[:, 0], codes[:, 1], **_scatter_kwargs(labels))
     a0.set_xlim(lo[0], hi[0])
@@ -400,9 +409,15 @@ def _reconstruct_figures(run, ds, phase: str, predictions=None) -> None:
             save_figure(code2d_figure(model, codes, labels, title), out / f"code2d_{phase}.png")
     if phase == "after":
         save_figure(curves_figure(run.metrics), out / "curves.png")
-        save_figure(interpolation_figure(model, images[1], images[7], title=f"{run.config.model_name}: "
-                                         "interpolating between a 1 and a 7 in code space"),
-                    out / "interpolation.png")
+        save_figure(
+            interpolation_figure(
+                model,
+                images[1],
+                images[7],
+                title=f"{run.config.model_name}: interpolating between a 1 and a 7 in code space",
+            ),
+            out / "interpolation.png",
+        )
 
 
 # The figures each task's run writes, before and after training.
@@ -417,6 +432,7 @@ def run_figures(run, ds, phase: str = "after", predictions: torch.Tensor | None 
 
 
 # ---------------------------------------------------------------- users' images
+
 
 def steps_figure(stages: list[tuple[str, np.ndarray]], title: str = ""):
     """The preprocessing stages of one image side by side (``images.stage_images``)."""

@@ -1,6 +1,7 @@
 """Property-based fuzzing (Hypothesis) of what reads outside input: the IDX, CSV and NPZ
 readers, the config parser, the image loader and the JSON API. Any input gives a result
 or the project's own error, never another exception."""
+
 from __future__ import annotations
 
 import io
@@ -24,10 +25,14 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 def _idx_like():
     """Bytes that start like IDX often enough to reach the deeper checks."""
-    header = st.tuples(st.sampled_from([IMAGE_MAGIC, LABEL_MAGIC, 2052, 0x0801, 0]),
-                       st.lists(st.sampled_from([0, 1, 2, 28, 29, 2 ** 31, 2 ** 32 - 1]), max_size=4))
-    return st.one_of(st.binary(max_size=64), st.builds(
-        lambda h, tail: struct.pack(f">I{len(h[1])}I", h[0], *h[1]) + tail, header, st.binary(max_size=3000)))
+    header = st.tuples(
+        st.sampled_from([IMAGE_MAGIC, LABEL_MAGIC, 2052, 0x0801, 0]),
+        st.lists(st.sampled_from([0, 1, 2, 28, 29, 2**31, 2**32 - 1]), max_size=4),
+    )
+    return st.one_of(
+        st.binary(max_size=64),
+        st.builds(lambda h, tail: struct.pack(f">I{len(h[1])}I", h[0], *h[1]) + tail, header, st.binary(max_size=3000)),
+    )
 
 
 @FAST
@@ -49,8 +54,11 @@ def _write(factory, raw: bytes, gz: bool):
     return path
 
 
-cells = st.one_of(st.integers(-300, 300).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                  st.sampled_from(["", "x", "1e400", "3.7", " 4 ", "0x1"]))
+cells = st.one_of(
+    st.integers(-300, 300).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", "x", "1e400", "3.7", " 4 ", "0x1"]),
+)
 
 
 @FAST
@@ -70,8 +78,11 @@ def test_csv_reader(tmp_path_factory, rows, full):
 
 
 arrays = st.one_of(
-    st.builds(lambda n, v: np.full((n, 28, 28), v), st.integers(0, 3),
-              st.one_of(st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True))),
+    st.builds(
+        lambda n, v: np.full((n, 28, 28), v),
+        st.integers(0, 3),
+        st.one_of(st.integers(-5, 300), st.floats(allow_nan=True, allow_infinity=True)),
+    ),
     st.builds(lambda s: np.zeros(s, np.uint8), st.lists(st.integers(0, 30), max_size=4)),
     st.sampled_from([np.array(["a", "b"]), np.zeros(3, dtype=[("a", "u1")]), np.ones((1, 28, 28), complex)]),
 )
@@ -93,10 +104,31 @@ def test_npz_reader(tmp_path_factory, x, y, corrupt):
     assert train.images.shape[1:] == (28, 28)
 
 
-keys = st.sampled_from(["epochs", "lr", "seed", "batch_size", "momentum", "dropout", "train.epochs", "model.x",
-                        "optimizer", "schedule", "augment", "track", "channels", "weight_decay", "val_fraction"])
-values = st.one_of(st.text(max_size=12), st.integers().map(str), st.floats().map(repr),
-                   st.sampled_from(["inf", "-inf", "nan", "1e400", "9" * 500, "true", "adam", "1,2", ""]))
+keys = st.sampled_from(
+    [
+        "epochs",
+        "lr",
+        "seed",
+        "batch_size",
+        "momentum",
+        "dropout",
+        "train.epochs",
+        "model.x",
+        "optimizer",
+        "schedule",
+        "augment",
+        "track",
+        "channels",
+        "weight_decay",
+        "val_fraction",
+    ]
+)
+values = st.one_of(
+    st.text(max_size=12),
+    st.integers().map(str),
+    st.floats().map(repr),
+    st.sampled_from(["inf", "-inf", "nan", "1e400", "9" * 500, "true", "adam", "1,2", ""]),
+)
 
 
 @FAST
@@ -123,13 +155,23 @@ def _image_bytes(draw_format, w, h, mode):
 
 
 @FAST
-@given(st.one_of(
-    st.binary(max_size=200),
-    st.builds(_image_bytes, st.sampled_from(["PNG", "BMP", "TIFF", "GIF"]), st.integers(1, 80), st.integers(1, 80),
-              st.sampled_from(["L", "RGB", "RGBA", "1", "P", "I", "LA"])),
-    st.builds(lambda b, k: b[:k], st.builds(_image_bytes, st.just("PNG"), st.just(40), st.just(40),
-                                            st.just("RGB")), st.integers(0, 80)),
-))
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            _image_bytes,
+            st.sampled_from(["PNG", "BMP", "TIFF", "GIF"]),
+            st.integers(1, 80),
+            st.integers(1, 80),
+            st.sampled_from(["L", "RGB", "RGBA", "1", "P", "I", "LA"]),
+        ),
+        st.builds(
+            lambda b, k: b[:k],
+            st.builds(_image_bytes, st.just("PNG"), st.just(40), st.just(40), st.just("RGB")),
+            st.integers(0, 80),
+        ),
+    )
+)
 def test_image_loader(data):
     try:
         out = preprocess(load_grey(data))
@@ -138,14 +180,21 @@ def test_image_loader(data):
     assert out.shape == (28, 28) and out.dtype == np.uint8
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-                           lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=6), inner,
-                                                                                         max_size=3), max_leaves=900)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=30) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=900,
+)
 
 
 @FAST
-@given(st.one_of(json_values.map(lambda v: json.dumps({"pixels": v})), json_values.map(json.dumps),
-                 st.binary(max_size=100).map(lambda b: b.decode("latin-1"))))
+@given(
+    st.one_of(
+        json_values.map(lambda v: json.dumps({"pixels": v})),
+        json_values.map(json.dumps),
+        st.binary(max_size=100).map(lambda b: b.decode("latin-1")),
+    )
+)
 def test_json_api_parser(text):
     from mnistlab.web.handlers import parse_upload
     from mnistlab.web.served import BadRequest

@@ -1,6 +1,7 @@
 """Each hostile input found in the adversarial pass (issue 12), reproduced: one
 `mnistlab: error:` line and a non-zero exit, or the documented behaviour; never a
 traceback, never a run that is mistaken for a finished one."""
+
 from __future__ import annotations
 
 import gzip
@@ -37,11 +38,18 @@ SMALL = ["--dataset", "mnist-sample", "--epochs", "1", "--set", "limit_batches=2
 
 # ---------------------------------------------------------------- training and config
 
-@pytest.mark.parametrize("sets, key", [
-    (["lr=inf"], "train.lr"), (["weight_decay=inf"], "train.weight_decay"),
-    (["optimizer=sgd", "momentum=nan"], "train.momentum"), (["lr=-nan"], "train.lr"),
-    (["lr=" + "9" * 400], "train.lr"), (["epochs=" + "9" * 5000], "train.epochs"),
-])
+
+@pytest.mark.parametrize(
+    "sets, key",
+    [
+        (["lr=inf"], "train.lr"),
+        (["weight_decay=inf"], "train.weight_decay"),
+        (["optimizer=sgd", "momentum=nan"], "train.momentum"),
+        (["lr=-nan"], "train.lr"),
+        (["lr=" + "9" * 400], "train.lr"),
+        (["epochs=" + "9" * 5000], "train.epochs"),
+    ],
+)
 def test_non_finite_or_huge_numbers_are_refused(sets, key, capsys, tmp_path):
     argv = ["train", "cnn", *SMALL, "--run-dir", str(tmp_path / "r")]
     for s in sets:
@@ -58,8 +66,7 @@ def test_a_toml_epochs_of_ten_to_the_twenty_is_refused(capsys, tmp_path):
 
 
 def test_a_seed_of_two_to_the_seventy_fails_before_anything_is_written(capsys, tmp_path):
-    fails_cleanly(["train", "cnn", *SMALL, "--seed", str(2 ** 70), "--run-dir", str(tmp_path / "r")], capsys,
-                  "seed")
+    fails_cleanly(["train", "cnn", *SMALL, "--seed", str(2**70), "--run-dir", str(tmp_path / "r")], capsys, "seed")
     assert not (tmp_path / "r").exists()
 
 
@@ -67,8 +74,7 @@ def test_a_diverging_run_fails_and_is_never_the_default(capsys, tmp_path, monkey
     runs = tmp_path / "runs"
     monkeypatch.setenv("MNISTLAB_RUNS", str(runs))
     assert main(["train", "cnn", *SMALL, "--run-dir", str(runs / "good")]) == 0
-    fails_cleanly(["train", "cnn", *SMALL, "--set", "lr=1e30", "--run-dir", str(runs / "nan")], capsys,
-                  "diverged")
+    fails_cleanly(["train", "cnn", *SMALL, "--set", "lr=1e30", "--run-dir", str(runs / "nan")], capsys, "diverged")
     assert not (runs / "nan" / "summary.json").exists()
     capsys.readouterr()
     assert main(["predict", "0", "--dataset", "mnist-sample", "--json"]) == 0
@@ -78,6 +84,7 @@ def test_a_diverging_run_fails_and_is_never_the_default(capsys, tmp_path, monkey
 
 
 # ---------------------------------------------------------------- run folders
+
 
 def test_bad_folders_under_runs_break_nothing(capsys, tmp_path, monkeypatch):
     runs = tmp_path / "runs"
@@ -175,21 +182,26 @@ def test_a_gzip_bomb_is_refused_in_bounded_memory(tmp_path):
         for _ in range(24):
             f.write(zeros)
     assert bomb.stat().st_size < 3 << 20
-    code = (BASE + "import sys; from mnistlab.data import load_files\n"
-            "try:\n    load_files(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)\n" + PEAK)
+    code = (
+        BASE + "import sys; from mnistlab.data import load_files\n"
+        "try:\n    load_files(sys.argv[1])\nexcept Exception as e:\n    print(type(e).__name__, e)\n" + PEAK
+    )
     out = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, timeout=120).stdout
     assert "DataError" in out and "bomb-images.gz" in out, out
     peak_mb = int(out.split("peak")[1]) / 1024
     assert peak_mb < 80, f"peak {peak_mb:.0f} MB above the imports"
 
 
-@pytest.mark.parametrize("raw, message", [
-    (struct.pack(">IIIII", 2051 + 1, 2 ** 31, 2 ** 31, 2 ** 31, 7), "bad magic"),  # 4-D, overflowing
-    (struct.pack(">IIII", 2051, 2 ** 31 - 1, 28, 28), "header says 2,147,483,647 images"),
-    (struct.pack(">IIII", 2051, 2 ** 31 - 1, 2 ** 31 - 1, 2 ** 31 - 1), "28x28"),
-    (struct.pack(">III", 2051, 1, 28), "truncated"),
-    (struct.pack(">IIII", 2051, 1, 28, 29) + bytes(28 * 29), "28x28"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (struct.pack(">IIIII", 2051 + 1, 2**31, 2**31, 2**31, 7), "bad magic"),  # 4-D, overflowing
+        (struct.pack(">IIII", 2051, 2**31 - 1, 28, 28), "header says 2,147,483,647 images"),
+        (struct.pack(">IIII", 2051, 2**31 - 1, 2**31 - 1, 2**31 - 1), "28x28"),
+        (struct.pack(">III", 2051, 1, 28), "truncated"),
+        (struct.pack(">IIII", 2051, 1, 28, 29) + bytes(28 * 29), "28x28"),
+    ],
+)
 def test_idx_headers_that_lie(raw, message):
     with pytest.raises(MnistlabError, match=message):
         parse_idx(raw, "x.idx", 2051)
@@ -216,13 +228,16 @@ def _npz(tmp_path, **arrays) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("images, message", [
-    (np.array([["a"] * 28] * 28)[None].repeat(2, 0), "dtype"),
-    (np.zeros((2, 28, 28), dtype=[("a", "u1")]), "dtype"),
-    (np.full((2, 28, 28), np.nan), "NaN"),
-    (np.ones((2, 28, 28), dtype=complex), "complex"),
-    (np.full((2, 28, 28), 300.0), "0..255"),
-])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.array([["a"] * 28] * 28)[None].repeat(2, 0), "dtype"),
+        (np.zeros((2, 28, 28), dtype=[("a", "u1")]), "dtype"),
+        (np.full((2, 28, 28), np.nan), "NaN"),
+        (np.ones((2, 28, 28), dtype=complex), "complex"),
+        (np.full((2, 28, 28), 300.0), "0..255"),
+    ],
+)
 def test_npz_images_of_the_wrong_kind(tmp_path, images, message):
     with pytest.raises(MnistlabError, match=message):
         load_files(_npz(tmp_path, x_train=images, y_train=np.zeros(len(images), dtype=np.int64)))
@@ -237,7 +252,7 @@ def test_npz_float_labels_and_non_zip(tmp_path):
 
 
 def test_an_npz_header_claiming_a_billion_images_allocates_nothing(tmp_path):
-    header = {"descr": "|u1", "fortran_order": False, "shape": (10 ** 9, 28, 28)}
+    header = {"descr": "|u1", "fortran_order": False, "shape": (10**9, 28, 28)}
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, header)
     with zipfile.ZipFile(tmp_path / "big.npz", "w") as z:
@@ -294,10 +309,13 @@ def test_a_huge_rgba_png_is_read_in_bounded_memory(tmp_path):
     big[..., 3] = 255
     big[1000:3000, 1900:2200, :3] = 255
     Image.fromarray(big, "RGBA").save(tmp_path / "big.png")
-    code = (BASE + "import sys; from mnistlab.reading.images import load_grey, preprocess\n"
-            "g = load_grey(open(sys.argv[1], 'rb').read()); preprocess(g)\n" + PEAK)
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "big.png")], capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        BASE + "import sys; from mnistlab.reading.images import load_grey, preprocess\n"
+        "g = load_grey(open(sys.argv[1], 'rb').read()); preprocess(g)\n" + PEAK
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "big.png")], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     peak_mb = int(out.stdout.split("peak")[1]) / 1024
     assert peak_mb < 180, f"peak {peak_mb:.0f} MB above torch"  # the file alone is 64 MB; was ~580 MB
@@ -305,10 +323,14 @@ def test_a_huge_rgba_png_is_read_in_bounded_memory(tmp_path):
 
 def test_a_folder_whose_listing_is_refused(tmp_path, capsys, monkeypatch):
     """As root no folder is unreadable: the refusal is simulated where the listing happens."""
+
     def refuse(self):
         raise PermissionError(13, "Permission denied")
 
     (tmp_path / "d").mkdir()
     monkeypatch.setattr(Path, "iterdir", refuse)
-    fails_cleanly(["train", "cnn", "--dataset", "mnist", "--data-dir", str(tmp_path / "d"),
-                   "--run-dir", str(tmp_path / "r")], capsys, "cannot read (Permission denied)")
+    fails_cleanly(
+        ["train", "cnn", "--dataset", "mnist", "--data-dir", str(tmp_path / "d"), "--run-dir", str(tmp_path / "r")],
+        capsys,
+        "cannot read (Permission denied)",
+    )

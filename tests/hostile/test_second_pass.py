@@ -2,6 +2,7 @@
 reads, numbers that size work, tampered run folders, children outliving their command,
 outside services, terminal text. Each is one `mnistlab: error:` line and a non-zero exit, or
 the documented behaviour; never a traceback, a hang, or a machine's worth of memory."""
+
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ from .test_inputs import BASE, HWM, SMALL, fails_cleanly
 @pytest.fixture(autouse=True)
 def _no_hang():
     """A read that blocks (a FIFO) fails the test after 60 s instead of hanging the suite."""
+
     def timeout(*_):
         raise TimeoutError("hung: a read blocked")
 
@@ -60,14 +62,23 @@ def test_special_files_where_data_and_config_are_read(tmp_path, capsys, kind, pl
     said, make = SPECIALS[kind]
     d = tmp_path / "d"
     d.mkdir()
-    name = {"data-dir npz": "mnist.npz", "data-dir csv": "train.csv", "data-dir idx": "train-images-idx3-ubyte",
-            "train-images": "images.npz", "config": "c.toml"}[place]
+    name = {
+        "data-dir npz": "mnist.npz",
+        "data-dir csv": "train.csv",
+        "data-dir idx": "train-images-idx3-ubyte",
+        "train-images": "images.npz",
+        "config": "c.toml",
+    }[place]
     make(d / name, tmp_path)
     if place == "data-dir csv":
         (d / "test.csv").write_text("")
-    args = {"data-dir npz": ["--data-dir", str(d)], "data-dir csv": ["--data-dir", str(d)],
-            "data-dir idx": ["--data-dir", str(d)], "train-images": ["--train-images", str(d / name)],
-            "config": ["--config", str(d / name), "--dataset", "mnist-sample"]}[place]
+    args = {
+        "data-dir npz": ["--data-dir", str(d)],
+        "data-dir csv": ["--data-dir", str(d)],
+        "data-dir idx": ["--data-dir", str(d)],
+        "train-images": ["--train-images", str(d / name)],
+        "config": ["--config", str(d / name), "--dataset", "mnist-sample"],
+    }[place]
     t0 = time.monotonic()
     line = fails_cleanly(["train", "cnn", "--dry-run", "--no-progress", *args], capsys, name)
     assert said in line, line
@@ -102,11 +113,16 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-json_values = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=8),
-                           lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids,
-                                                                                      max_size=3), max_leaves=10)
-file_bodies = st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()),
-                        st.integers(1, 30000).map(lambda n: b"[" * n + b"]" * n))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=6), kids, max_size=3),
+    max_leaves=10,
+)
+file_bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.integers(1, 30000).map(lambda n: b"[" * n + b"]" * n),
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -128,6 +144,7 @@ def test_any_run_folder_is_listed_or_refused_in_one_line(good_run, tmp_path_fact
 
 
 # ---------------------------------------------------------------- tampered runs on --resume
+
 
 def _cut_run(tmp_path, good_run) -> Path:
     """A copy of a finished 1-epoch run made unfinished: resumable, as after a kill."""
@@ -169,6 +186,7 @@ def _checkpoint_epoch(value):
         state = torch.load(cut / "checkpoint.pt", weights_only=True)
         state["epoch"] = value
         torch.save(state, cut / "checkpoint.pt")
+
     return edit
 
 
@@ -177,15 +195,19 @@ TAMPERED = {
     "metrics missing": (lambda cut, g, t: (cut / "metrics.jsonl").unlink(), "the record is incomplete"),
     "config invalid": (lambda cut, g, t: (cut / "config.json").write_text("{nope"), "config.json"),
     "config a list": (lambda cut, g, t: (cut / "config.json").write_text("[1]"), "not a JSON object"),
-    "config deep": (lambda cut, g, t: (cut / "config.json").write_text("[" * 100_000 + "]" * 100_000),
-                    "nested too deeply"),
+    "config deep": (
+        lambda cut, g, t: (cut / "config.json").write_text("[" * 100_000 + "]" * 100_000),
+        "nested too deeply",
+    ),
     "batch -1": (lambda cut, g, t: _edit_config(cut, lambda c: c["train"].update(batch_size=-1)), "batch_size"),
-    "epochs 10^9": (lambda cut, g, t: _edit_config(cut, lambda c: c["train"].update(epochs=10 ** 9)), "epochs"),
+    "epochs 10^9": (lambda cut, g, t: _edit_config(cut, lambda c: c["train"].update(epochs=10**9)), "epochs"),
     "mlp checkpoint": (_mlp_checkpoint, "'mlp'"),
-    "channels edited": (lambda cut, g, t: _edit_config(cut, lambda c: c["model"].update(channels=[8, 16])),
-                        "config.json's model section"),
+    "channels edited": (
+        lambda cut, g, t: _edit_config(cut, lambda c: c["model"].update(channels=[8, 16])),
+        "config.json's model section",
+    ),
     "epoch -5": (_checkpoint_epoch(-5), "epoch -5"),
-    "epoch 10^12": (_checkpoint_epoch(10 ** 12), "does not fit the run"),
+    "epoch 10^12": (_checkpoint_epoch(10**12), "does not fit the run"),
 }
 
 
@@ -212,19 +234,30 @@ def test_a_tampered_finished_run_is_not_used(good_run, tmp_path, capsys, case):
 # Each case in turn in one child: its exit code, its stderr, its seconds, and the child's memory
 # high-water mark above torch's import after it. The mark only rises, so a case that used more
 # than the bound shows at that case; one child for all (each child costs a second of start-up).
-_BOUNDED = (BASE + "import contextlib, io, json, sys, time\nfrom mnistlab.cli import main\n"
-            "for args in json.loads(sys.argv[1]):\n"
-            "    err, t0 = io.StringIO(), time.monotonic()\n"
-            "    with contextlib.redirect_stderr(err):\n"
-            "        rc = main(args)\n"
-            f"    print(json.dumps({{'rc': rc, 'stderr': err.getvalue(), 'seconds': time.monotonic() - t0, "
-            f"'peak_kb': {HWM} - _base}}), flush=True)\n")
+_BOUNDED = (
+    BASE + "import contextlib, io, json, sys, time\nfrom mnistlab.cli import main\n"
+    "for args in json.loads(sys.argv[1]):\n"
+    "    err, t0 = io.StringIO(), time.monotonic()\n"
+    "    with contextlib.redirect_stderr(err):\n"
+    "        rc = main(args)\n"
+    f"    print(json.dumps({{'rc': rc, 'stderr': err.getvalue(), 'seconds': time.monotonic() - t0, "
+    f"'peak_kb': {HWM} - _base}}), flush=True)\n"
+)
 
 SIZES = [
     (["report", "--only", "cnn", "--seeds", "0-300000000"], "at most 1,000 seeds"),
     (["report", "--only", "cnn", "--seeds", "0-4294967296"], "at most 2^32-1"),
-    (["sweep", "cnn", *(f"--grid={k}={','.join(map(str, range(1, 101)))}"
-                        for k in ("lr", "seed", "epochs", "batch_size", "weight_decay"))], "10,000,000,000 points"),
+    (
+        [
+            "sweep",
+            "cnn",
+            *(
+                f"--grid={k}={','.join(map(str, range(1, 101)))}"
+                for k in ("lr", "seed", "epochs", "batch_size", "weight_decay")
+            ),
+        ],
+        "10,000,000,000 points",
+    ),
     (["train", "cnn", "--dry-run", "--set", "model.channels=100000,100000"], "GiB to train"),
     (["train", "ae-dense", "--dry-run", "--set", "code=1000000000"], "GiB to train"),
     (["train", "mlp", "--dry-run", "--set", "hidden=1000000,1000000"], "GiB to train"),
@@ -238,8 +271,12 @@ SIZES = [
 def test_numbers_that_size_work_are_refused_before_the_work(mb: float = 150, seconds: float = 10):
     """Each refused in one line, within 10 s, the child's memory above torch's own import under
     150 MB (in a child: ru_maxrss and VmHWM are a process's own)."""
-    p = subprocess.run([sys.executable, "-c", _BOUNDED, json.dumps([args for args, _ in SIZES])],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-c", _BOUNDED, json.dumps([args for args, _ in SIZES])],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "Traceback" not in p.stderr, p.stderr
     results = [json.loads(line) for line in p.stdout.splitlines()]
     assert len(results) == len(SIZES), (p.stdout, p.stderr)
@@ -265,14 +302,34 @@ def test_model_size_is_judged_against_the_memory_there_is():
 
 # ---------------------------------------------------------------- children die with their parent
 
+
 @pytest.mark.slow("starts a two-process distributed job")
 def test_a_killed_launcher_leaves_no_worker(tmp_path):
     from tests.test_distributed import _ranks_of
 
     run = tmp_path / "orphans"
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", "cnn", "--dataset", "mnist-sample",
-                             "--epochs", "50", "--nproc", "2", "--device", "cpu", "--run-dir", str(run),
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnistlab",
+            "train",
+            "cnn",
+            "--dataset",
+            "mnist-sample",
+            "--epochs",
+            "50",
+            "--nproc",
+            "2",
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(run),
+            "--no-progress",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     ranks: dict = {}
     while len(ranks) < 2:
@@ -296,16 +353,26 @@ def _state(pid: int) -> str:
 
 # ---------------------------------------------------------------- outside services fail fast
 
+
 def test_an_in_memory_sqlite_study_is_refused(capsys, tmp_path):
     pytest.importorskip("optuna")
     for url in ("sqlite:///", "sqlite:///:memory:"):
-        fails_cleanly(["sweep", "cnn", "--grid", "lr=0.1,0.2", "--storage", url, "--out", str(tmp_path / "s")],
-                      capsys, "in-memory SQLite")
+        fails_cleanly(
+            ["sweep", "cnn", "--grid", "lr=0.1,0.2", "--storage", url, "--out", str(tmp_path / "s")],
+            capsys,
+            "in-memory SQLite",
+        )
     assert not (tmp_path / "s").exists()
 
 
-@pytest.mark.parametrize("uri,message", [("junk://x", "not a tracking store"), ("::::", "not a tracking store"),
-                                         ("http://127.0.0.1:1", "cannot be reached")])
+@pytest.mark.parametrize(
+    "uri,message",
+    [
+        ("junk://x", "not a tracking store"),
+        ("::::", "not a tracking store"),
+        ("http://127.0.0.1:1", "cannot be reached"),
+    ],
+)
 def test_a_bad_tracking_uri_fails_before_a_run_folder_is_made(capsys, tmp_path, monkeypatch, uri, message):
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -323,14 +390,16 @@ def test_a_host_that_answers_404_is_no_mlflow_server(capsys, tmp_path, monkeypat
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{server.server_address[1]}")
-        fails_cleanly(["train", "cnn", *SMALL, "--track", "mlflow", "--run-dir", str(tmp_path / "r")], capsys,
-                      "HTTP 404")
+        fails_cleanly(
+            ["train", "cnn", *SMALL, "--track", "mlflow", "--run-dir", str(tmp_path / "r")], capsys, "HTTP 404"
+        )
     finally:
         server.shutdown()
     assert not (tmp_path / "r").exists()
 
 
 # ---------------------------------------------------------------- terminal text and messages
+
 
 def test_runs_escapes_what_it_prints_from_disk(good_run, tmp_path, capsys, monkeypatch):
     runs = tmp_path / "runs"
@@ -349,10 +418,13 @@ def test_runs_escapes_what_it_prints_from_disk(good_run, tmp_path, capsys, monke
     assert "\\n" in out and "\\x1b" in out
 
 
-@pytest.mark.parametrize("yaml_text,message", [
-    ('a: &a ["x","x"]\nb: &b [*a,*a]\ntrain:\n  lr: [*b,*b]\n', "aliases"),
-    ("train:\n  lr: 0.1\n  lr: 0.2\n", "given twice"),
-])
+@pytest.mark.parametrize(
+    "yaml_text,message",
+    [
+        ('a: &a ["x","x"]\nb: &b [*a,*a]\ntrain:\n  lr: [*b,*b]\n', "aliases"),
+        ("train:\n  lr: 0.1\n  lr: 0.2\n", "given twice"),
+    ],
+)
 def test_yaml_without_aliases_or_repeated_keys(tmp_path, capsys, yaml_text, message):
     (tmp_path / "c.yaml").write_text(yaml_text)
     fails_cleanly(["train", "cnn", "--dry-run", "--config", str(tmp_path / "c.yaml")], capsys, message)
@@ -364,8 +436,9 @@ def test_a_config_that_is_not_utf8(tmp_path, capsys, suffix):
     fails_cleanly(["train", "cnn", "--dry-run", "--config", str(tmp_path / f"c{suffix}")], capsys, "not UTF-8")
 
 
-@pytest.mark.parametrize("save,message", [("/proc/version", "cannot write there"), ("x" * 300 + ".png", "too long"),
-                                          (".", "a folder")])
+@pytest.mark.parametrize(
+    "save,message", [("/proc/version", "cannot write there"), ("x" * 300 + ".png", "too long"), (".", "a folder")]
+)
 def test_output_paths_that_cannot_be_written(tmp_path, capsys, monkeypatch, save, message):
     monkeypatch.chdir(tmp_path)
     fails_cleanly(["show", "3", "--dataset", "mnist-sample", "--save", save], capsys, message)
@@ -384,12 +457,16 @@ def test_predicting_from_the_users_files_names_them_and_save_alone_saves(good_ru
     ds = load_dataset("mnist-sample")
     np.savez(tmp_path / "ok.npz", x_train=ds.test.images[:20].numpy(), y_train=ds.test.labels[:20].numpy())
     capsys.readouterr()
-    assert main(["predict", "3", "--train", "--run", str(good_run), "--train-images", str(tmp_path / "ok.npz"),
-                 "--json"]) == 0
+    assert (
+        main(["predict", "3", "--train", "--run", str(good_run), "--train-images", str(tmp_path / "ok.npz"), "--json"])
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert "mnist-sample" not in out["input"] and out["input"].startswith("files")
-    assert main(["predict", "3", "--run", str(good_run), "--dataset", "mnist-sample",
-                 "--save", str(tmp_path / "p.png")]) == 0
+    assert (
+        main(["predict", "3", "--run", str(good_run), "--dataset", "mnist-sample", "--save", str(tmp_path / "p.png")])
+        == 0
+    )
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -444,7 +521,6 @@ def test_a_sweep_whose_trials_lie_breaks_no_listing(good_run, tmp_path, capsys, 
     assert main(["runs"]) == 0 and main(["runs", "--json"]) == 0
     assert "\x1b" not in capsys.readouterr().out
     fails_cleanly(["predict", "3", "--run", str(sweep)], capsys, "no finished trial")
-
 
 
 @pytest.mark.parametrize("kind", list(SPECIALS))

@@ -1,6 +1,7 @@
 """The web server under hostile clients (issue 12): every bad request a 4xx JSON answer,
 foreign Host headers refused, security headers on every answer, half-open connections
 unable to stop it, and small requests fast while large images are posted."""
+
 from __future__ import annotations
 
 import json
@@ -48,24 +49,35 @@ def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
 
 def _png_header_only(w: int, h: int) -> bytes:
     """A PNG that claims w x h pixels (8-bit grey) and holds none: PIL reads the size, never the data."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _json_post(client, body: bytes, path="/api/predict"):
     return client.post(path, content=body, headers={"content-type": "application/json"})
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 100_000 + b"]" * 100_000,  # nested 100k levels
-    b'{"pixels": [[1' + b"0" * 400 + b"]]}",  # a pixel of 10^400
-    b'{"pixels": ' + b"9" * 5000 + b"}",  # a 5000-digit integer
-    b'{"pixels": [[1e400]]}',
-    b'{"pixels": "abc"}', b"\xff\xfe", b"{}", b"null",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # nested 100k levels
+        b'{"pixels": [[1' + b"0" * 400 + b"]]}",  # a pixel of 10^400
+        b'{"pixels": ' + b"9" * 5000 + b"}",  # a 5000-digit integer
+        b'{"pixels": [[1e400]]}',
+        b'{"pixels": "abc"}',
+        b"\xff\xfe",
+        b"{}",
+        b"null",
+    ],
+)
 def test_bad_json_gets_a_400_json_answer(client, body):
     r = _json_post(client, body)
     assert r.status_code == 400 and "error" in r.json()
@@ -76,8 +88,12 @@ def test_bad_images_get_4xx_json(client):
 
     buf = io.BytesIO()
     Image.new("LAB", (40, 40), (50, 0, 0)).save(buf, format="TIFF")
-    for body, status in ((buf.getvalue(), 400), (_png_header_only(20000, 20000), 413),
-                         (_png_header_only(3000, 10), 413), (b"GIF89a nonsense", 400)):
+    for body, status in (
+        (buf.getvalue(), 400),
+        (_png_header_only(20000, 20000), 413),
+        (_png_header_only(3000, 10), 413),
+        (b"GIF89a nonsense", 400),
+    ):
         r = client.post("/api/predict", content=body, headers={"content-type": "image/png"})
         assert r.status_code == status and "error" in r.json(), (status, r.text)
 
@@ -117,8 +133,9 @@ def test_a_nan_summary_and_a_nan_model(runs, tmp_path):
     summary = json.loads((bad / "summary.json").read_text())
     (bad / "summary.json").write_text(json.dumps({**summary, "test_acc": float("nan")}))
     state = load_checkpoint(bad / "checkpoint.pt")
-    state["state_dict"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                           for k, v in state["state_dict"].items()}
+    state["state_dict"] = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["state_dict"].items()
+    }
     save_state(bad / "checkpoint.pt", state)
     client = TestClient(create_app([runs, bad]))
     listed = client.get("/api/runs")
@@ -137,6 +154,7 @@ def test_a_nan_summary_and_a_nan_model(runs, tmp_path):
 
 # ---------------------------------------------------------------- a real server, in its own process
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,9 +172,23 @@ def live(runs, tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
-    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "serve", "--run", str(runs), "--port", str(port),
-                             "--head-timeout", str(HEAD_TIMEOUT)],
-                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnistlab",
+            "serve",
+            "--run",
+            str(runs),
+            "--port",
+            str(port),
+            "--head-timeout",
+            str(HEAD_TIMEOUT),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=limit,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -175,8 +207,9 @@ def live(runs, tmp_path):
 
 
 def _post_pixels(url: str, pixels) -> float:
-    req = urllib.request.Request(url + "/api/predict", data=json.dumps({"pixels": pixels}).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url + "/api/predict", data=json.dumps({"pixels": pixels}).encode(), headers={"Content-Type": "application/json"}
+    )
     t = time.perf_counter()
     with urllib.request.urlopen(req, timeout=30) as r:
         assert r.status == 200
@@ -249,8 +282,10 @@ def test_small_requests_stay_fast_while_large_images_are_posted(live):
         for f in futures:
             f.result()
     p95 = statistics.quantiles(small, n=20)[-1]
-    print(f"small requests: median {statistics.median(small) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms; "
-          f"{len(heavy_done)} large images answered meanwhile")
+    print(
+        f"small requests: median {statistics.median(small) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms; "
+        f"{len(heavy_done)} large images answered meanwhile"
+    )
     assert heavy_done and p95 < 0.100, f"p95 {p95 * 1000:.0f} ms"
 
 

@@ -3,6 +3,7 @@
 - ``maps``: ``explain(model, images, method)`` through Captum, one call per method.
 - ``faithfulness``: deletion, insertion and randomisation checks of a method.
 """
+
 from .maps import METHODS, explain
 
 __all__ = ["METHODS", "explain"]

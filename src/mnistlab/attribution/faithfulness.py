@@ -17,6 +17,7 @@
     d = deletion(model, images, "ig")          # d.beats_random, d.insertion_beats_random
     r = randomization(model, images, "saliency")   # r.median
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,15 +66,26 @@ def _ranks(scores: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
 CHUNK = 128  # digits whose (steps + 1) images are built at once (128 x 21 x 784 floats: 8 MB)
 
 
-def curves(model, images: torch.Tensor, scores: torch.Tensor, targets: torch.Tensor, *, insertion: bool = False,
-           steps: int = STEPS) -> torch.Tensor:
+def curves(
+    model,
+    images: torch.Tensor,
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    insertion: bool = False,
+    steps: int = STEPS,
+) -> torch.Tensor:
     """(N, steps + 1) probability of each digit's target class as its ink pixels are erased
     (or, with `insertion`, put back onto the erased digit) in the order of `scores`, highest
     first, at 0, 1/steps, ..., all of the ink."""
     targets = torch.as_tensor(targets).reshape(-1).cpu()
     scores = torch.as_tensor(scores).reshape(len(images), -1).cpu()
-    return torch.cat([_curves(model, images[i:i + CHUNK], scores[i:i + CHUNK], targets[i:i + CHUNK], insertion, steps)
-                      for i in range(0, len(images), CHUNK)])
+    return torch.cat(
+        [
+            _curves(model, images[i : i + CHUNK], scores[i : i + CHUNK], targets[i : i + CHUNK], insertion, steps)
+            for i in range(0, len(images), CHUNK)
+        ]
+    )
 
 
 def _curves(model, images, scores, targets, insertion: bool, steps: int) -> torch.Tensor:
@@ -120,15 +132,19 @@ class Deletion:
         return float(np.mean(self.insertion > self.insertion_random))
 
     def to_dict(self) -> dict:
-        return {"eval": "deletion", "method": self.method, "n": self.n,
-                "deletion_beats_random": round(self.beats_random, 4),
-                "insertion_beats_random": round(self.insertion_beats_random, 4),
-                "deletion_auc": round(float(self.deletion.mean()), 4),
-                "deletion_auc_random": round(float(self.deletion_random.mean()), 4),
-                "insertion_auc": round(float(self.insertion.mean()), 4),
-                "insertion_auc_random": round(float(self.insertion_random.mean()), 4),
-                "curve": [round(float(v), 4) for v in self.curve],
-                "curve_random": [round(float(v), 4) for v in self.curve_random]}
+        return {
+            "eval": "deletion",
+            "method": self.method,
+            "n": self.n,
+            "deletion_beats_random": round(self.beats_random, 4),
+            "insertion_beats_random": round(self.insertion_beats_random, 4),
+            "deletion_auc": round(float(self.deletion.mean()), 4),
+            "deletion_auc_random": round(float(self.deletion_random.mean()), 4),
+            "insertion_auc": round(float(self.insertion.mean()), 4),
+            "insertion_auc_random": round(float(self.insertion_random.mean()), 4),
+            "curve": [round(float(v), 4) for v in self.curve],
+            "curve_random": [round(float(v), 4) for v in self.curve_random],
+        }
 
 
 def _check(images) -> torch.Tensor:
@@ -140,8 +156,18 @@ def _check(images) -> torch.Tensor:
     return x
 
 
-def deletion(model, images, method: str, *, targets=None, maps: torch.Tensor | None = None, steps: int = STEPS,
-             orders: int = RANDOM_ORDERS, seed: int = 0, **options) -> Deletion:
+def deletion(
+    model,
+    images,
+    method: str,
+    *,
+    targets=None,
+    maps: torch.Tensor | None = None,
+    steps: int = STEPS,
+    orders: int = RANDOM_ORDERS,
+    seed: int = 0,
+    **options,
+) -> Deletion:
     """Deletion and insertion of each digit's ink in the order of `method`'s map (explaining
     `targets`, default the predicted classes) against `orders` random ink-first orders."""
     x = _check(images).cpu()
@@ -156,8 +182,16 @@ def deletion(model, images, method: str, *, targets=None, maps: torch.Tensor | N
         dr.append(curves(model, x, r, t, steps=steps))
         ir.append(curves(model, x, r, t, steps=steps, insertion=True))
     dr_curves = torch.stack(dr)
-    return Deletion(method, len(x), area(d).numpy(), area(dr_curves).mean(0).numpy(), area(i).numpy(),
-                    area(torch.stack(ir)).mean(0).numpy(), d.mean(0).numpy(), dr_curves.mean((0, 1)).numpy())
+    return Deletion(
+        method,
+        len(x),
+        area(d).numpy(),
+        area(dr_curves).mean(0).numpy(),
+        area(i).numpy(),
+        area(torch.stack(ir)).mean(0).numpy(),
+        d.mean(0).numpy(),
+        dr_curves.mean((0, 1)).numpy(),
+    )
 
 
 def randomized(model, seed: int = 0):
@@ -209,8 +243,13 @@ class Randomization:
         return float(np.median(self.abs_correlations))
 
     def to_dict(self) -> dict:
-        return {"eval": "randomization", "method": self.method, "n": self.n,
-                "median_spearman": round(self.median, 4), "median_spearman_abs": round(self.abs_median, 4)}
+        return {
+            "eval": "randomization",
+            "method": self.method,
+            "n": self.n,
+            "median_spearman": round(self.median, 4),
+            "median_spearman_abs": round(self.abs_median, 4),
+        }
 
 
 def randomization(model, images, method: str, *, targets=None, seed: int = 0, **options) -> Randomization:

@@ -27,6 +27,7 @@ DeepLift is left out: Captum 0.9.0's rules are wrong for conv-ReLU-maxpool nets 
 that release). The model's train/eval mode is as it was afterwards; Captum comes with the
 ``explain`` extra (``pip install 'mnistlab[explain]'``).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -47,8 +48,9 @@ def _captum():
             warnings.filterwarnings("ignore", message="IProgress not found")
             import captum.attr as attr
     except ImportError as e:
-        raise ConfigError(f"explaining a prediction needs the 'explain' extra ({e.name} is missing): "
-                          "pip install 'mnistlab[explain]'") from None
+        raise ConfigError(
+            f"explaining a prediction needs the 'explain' extra ({e.name} is missing): pip install 'mnistlab[explain]'"
+        ) from None
     return attr
 
 
@@ -65,16 +67,20 @@ def feature_layer(model) -> torch.nn.Module | None:
     if conv is None:
         return None
     ran: list[torch.nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: ran.append(m) if torch.is_tensor(o) and o.dim() == 4
-                                     and min(o.shape[-2:]) >= 2 else None)
-             for m in model.modules() if m is not model]
+    hooks = [
+        m.register_forward_hook(
+            lambda m, i, o: ran.append(m) if torch.is_tensor(o) and o.dim() == 4 and min(o.shape[-2:]) >= 2 else None
+        )
+        for m in model.modules()
+        if m is not model
+    ]
     try:
         with torch.no_grad():
             model(torch.zeros(1, 1, 28, 28, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()
-    after = ran[ran.index(conv):] if conv in ran else ran
+    after = ran[ran.index(conv) :] if conv in ran else ran
     return after[-1] if after else conv
 
 
@@ -98,7 +104,7 @@ def cell_centres(model, layer) -> tuple[tuple[float, float], tuple[float, float]
             for axis in (-2, -1):
                 centres = []
                 for i in range(maps.shape[axis]):
-                    g, = torch.autograd.grad(maps.select(axis, i).abs().sum(), x, retain_graph=True)
+                    (g,) = torch.autograd.grad(maps.select(axis, i).abs().sum(), x, retain_graph=True)
                     mass = g.abs()[:, 0].sum(dim=(0, 2) if axis == -2 else (0, 1)).double().cpu()
                     total = float(mass.sum())
                     centres.append(float((mass * torch.arange(28)).sum()) / total if total > 0 else 13.5)
@@ -143,9 +149,21 @@ def _upsample(cam: torch.Tensor, centres) -> torch.Tensor:
     return torch.nn.functional.grid_sample(cam, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def explain(model, images: torch.Tensor, method: str = "ig", target=None, contrast=None, *, baseline: float = 0.0,
-            steps: int = 50, samples: int = 20, noise: float = 0.15, window: int = 4, stride: int = 2,
-            seed: int = 0) -> torch.Tensor:
+def explain(
+    model,
+    images: torch.Tensor,
+    method: str = "ig",
+    target=None,
+    contrast=None,
+    *,
+    baseline: float = 0.0,
+    steps: int = 50,
+    samples: int = 20,
+    noise: float = 0.15,
+    window: int = 4,
+    stride: int = 2,
+    seed: int = 0,
+) -> torch.Tensor:
     """Attribution maps (N, 28, 28) float on the CPU for `images` (N, 1, 28, 28) in [0, 1]:
     how each pixel moved the explained logit (see the module's docstring for each method)."""
     attr = _captum()
@@ -195,19 +213,25 @@ def _saliency(h: _How) -> torch.Tensor:
 
 def _smoothgrad(h: _How) -> torch.Tensor:
     return h.attr.NoiseTunnel(h.attr.Saliency(h.explained)).attribute(
-        h.x, nt_type="smoothgrad", nt_samples=h.samples, stdevs=h.noise, abs=False, additional_forward_args=h.args)
+        h.x, nt_type="smoothgrad", nt_samples=h.samples, stdevs=h.noise, abs=False, additional_forward_args=h.args
+    )
 
 
 def _integrated_gradients(h: _How) -> torch.Tensor:
-    return h.attr.IntegratedGradients(h.explained).attribute(h.x, baselines=h.base, n_steps=h.steps,
-                                                             additional_forward_args=h.args)
+    return h.attr.IntegratedGradients(h.explained).attribute(
+        h.x, baselines=h.base, n_steps=h.steps, additional_forward_args=h.args
+    )
 
 
 def _occlusion(h: _How) -> torch.Tensor:
-    return h.attr.Occlusion(h.explained).attribute(h.x, sliding_window_shapes=(1, h.window, h.window),
-                                                   strides=(1, h.stride, h.stride), baselines=h.base,
-                                                   additional_forward_args=h.args,
-                                                   perturbations_per_eval=max(1, 256 // len(h.x)))
+    return h.attr.Occlusion(h.explained).attribute(
+        h.x,
+        sliding_window_shapes=(1, h.window, h.window),
+        strides=(1, h.stride, h.stride),
+        baselines=h.base,
+        additional_forward_args=h.args,
+        perturbations_per_eval=max(1, 256 // len(h.x)),
+    )
 
 
 def _cam(h: _How) -> torch.Tensor:
@@ -215,8 +239,14 @@ def _cam(h: _How) -> torch.Tensor:
 
 
 # name -> the method: names.EXPLAIN_METHODS lists these for the command line
-METHODS = {"saliency": _saliency, "smoothgrad": _smoothgrad, "ig": _integrated_gradients, "occlusion": _occlusion,
-           "gradcam": _cam, "hirescam": _cam}
+METHODS = {
+    "saliency": _saliency,
+    "smoothgrad": _smoothgrad,
+    "ig": _integrated_gradients,
+    "occlusion": _occlusion,
+    "gradcam": _cam,
+    "hirescam": _cam,
+}
 
 
 def _explainer(model):
@@ -230,8 +260,10 @@ def _cells(attr, model, x, method, explained, args) -> torch.Tensor:
     """(N, 1, h, w) Grad-CAM or HiResCAM values of the last feature maps' cells."""
     layer, _ = _cam_geometry(model)
     if layer is None:
-        raise ConfigError(f"{method} needs a convolution; {getattr(model, 'model_name', 'this model')} "
-                          "has none (try saliency, smoothgrad, ig or occlusion)")
+        raise ConfigError(
+            f"{method} needs a convolution; {getattr(model, 'model_name', 'this model')} "
+            "has none (try saliency, smoothgrad, ig or occlusion)"
+        )
     if method == "gradcam":
         return attr.LayerGradCam(explained, layer).attribute(x, additional_forward_args=args).detach().float()
     grad_x_act = attr.LayerGradientXActivation(explained, layer).attribute(x, additional_forward_args=args)
@@ -279,8 +311,9 @@ def _classes(value, n: int, classes: int, what: str, device) -> torch.Tensor:
     return t.to(device)
 
 
-def completeness_gap(model, images: torch.Tensor, maps: torch.Tensor, target=None, contrast=None,
-                     baseline: float = 0.0) -> torch.Tensor:
+def completeness_gap(
+    model, images: torch.Tensor, maps: torch.Tensor, target=None, contrast=None, baseline: float = 0.0
+) -> torch.Tensor:
     """|sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)| per image, for `ig`."""
     x = torch.as_tensor(images, dtype=torch.float32)
     with eval_mode(model), torch.no_grad():

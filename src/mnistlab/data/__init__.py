@@ -14,11 +14,29 @@ them.
     >>> ds.train.images.shape, ds.train.images.dtype
     (torch.Size([8000, 28, 28]), torch.uint8)
 """
+
 from .batches import Batches
 from .formats import load_files, load_path, read_csv, read_idx, read_npz
 from .sources import DATASETS, cache_root, dataset_classes, dataset_for, download_file, load_dataset, verify_file
 from .splits import Dataset, Split, images_to_float, is_labelled, pick_digit
 
-__all__ = ["DATASETS", "Batches", "Dataset", "Split", "cache_root", "dataset_classes", "dataset_for", "download_file",
-           "images_to_float", "is_labelled", "load_dataset", "load_files", "load_path", "pick_digit", "read_csv",
-           "read_idx", "read_npz", "verify_file"]
+__all__ = [
+    "DATASETS",
+    "Batches",
+    "Dataset",
+    "Split",
+    "cache_root",
+    "dataset_classes",
+    "dataset_for",
+    "download_file",
+    "images_to_float",
+    "is_labelled",
+    "load_dataset",
+    "load_files",
+    "load_path",
+    "pick_digit",
+    "read_csv",
+    "read_idx",
+    "read_npz",
+    "verify_file",
+]

@@ -6,6 +6,7 @@
 affine (rotation, anisotropic scale, shear, shift) and an elastic warp in one
 ``grid_sample``; stroke thickness (dilated or eroded by a 3x3 max-pool); blur; contrast.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,14 +31,19 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     s = max_shift
     padded = F.pad(x, (s, s, s, s))  # (B, C, H+2s, W+2s)
     shifts = _draw(torch.randint, (2, b), generator, x.device, args=(0, 2 * s + 1))
-    rows = (torch.arange(h, device=x.device)[None, :] + shifts[0][:, None])  # (B, H)
-    cols = (torch.arange(w, device=x.device)[None, :] + shifts[1][:, None])  # (B, W)
+    rows = torch.arange(h, device=x.device)[None, :] + shifts[0][:, None]  # (B, H)
+    cols = torch.arange(w, device=x.device)[None, :] + shifts[1][:, None]  # (B, W)
     out = padded.gather(2, rows[:, None, :, None].expand(b, c, h, w + 2 * s))
     return out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
 
 
-def random_affine(x: torch.Tensor, degrees: float = 10.0, scale: float = 0.1, shift: float = 2.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor,
+    degrees: float = 10.0,
+    scale: float = 0.1,
+    shift: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Rotation in [-degrees, degrees], scale in [1-scale, 1+scale], shift up to `shift` pixels."""
     b, _, h, w = x.shape
     r = _draw(torch.rand, (4, b), generator, x.device).to(x.dtype) * 2 - 1  # (4, B) in [-1, 1]

@@ -11,6 +11,7 @@ device when training asks for it. No worker processes, no host-device copy per s
     for x, y in batches:   # a fresh shuffle every pass
         ...
 """
+
 from __future__ import annotations
 
 import math
@@ -40,10 +41,19 @@ class Batches:
     this rank's share of each shuffled batch (every rank draws the same order; a batch too
     small to share is skipped by all), for distributed training."""
 
-    def __init__(self, *tensors: torch.Tensor, batch_size: int, device="cpu", generator: torch.Generator | None = None,
-                 limit: int = 0, images: bool = True, augment: str = "none",
-                 aug_generator: torch.Generator | None = None, memory_format=torch.contiguous_format,
-                 shard: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        *tensors: torch.Tensor,
+        batch_size: int,
+        device="cpu",
+        generator: torch.Generator | None = None,
+        limit: int = 0,
+        images: bool = True,
+        augment: str = "none",
+        aug_generator: torch.Generator | None = None,
+        memory_format=torch.contiguous_format,
+        shard: tuple[int, int] | None = None,
+    ):
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("Batches needs one or more tensors of the same length")
         self.device = torch.device(device)

@@ -2,6 +2,7 @@
 streamed, the header's claim checked against the bytes), CSV (label first, 784 grey values),
 Keras NPZ and lone NPY (no pickles; a header's shape against the bytes there); a folder of such
 files found by name; files given one by one by path, labels optional."""
+
 from __future__ import annotations
 
 import gzip
@@ -40,8 +41,11 @@ def parse_idx(raw: bytes, path: Path | str, expect_magic: int) -> np.ndarray:
     dims, header = _idx_header(raw, path, expect_magic)
     expected = _idx_size(dims, path, kind)
     if len(raw) - header != expected:
-        raise DataError(f"truncated or padded: header says {dims[0]:,} {kind} "
-                        f"({expected:,} bytes), file holds {len(raw) - header:,}", subject=path)
+        raise DataError(
+            f"truncated or padded: header says {dims[0]:,} {kind} "
+            f"({expected:,} bytes), file holds {len(raw) - header:,}",
+            subject=path,
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
@@ -51,8 +55,11 @@ def _idx_header(raw: bytes, path, expect_magic: int) -> tuple[tuple[int, ...], i
         raise DataError(f"too short to be an IDX {kind} file ({len(raw)} bytes)", subject=path)
     magic = struct.unpack(">I", raw[:4])[0]
     if magic != expect_magic:  # two zero bytes, the type (unsigned bytes), the dimensions
-        raise DataError(f"bad magic number {magic}, expected {expect_magic} for IDX {kind} "
-                        f"(the header says {raw[3]} dimension{'s' if raw[3] != 1 else ''})", subject=path)
+        raise DataError(
+            f"bad magic number {magic}, expected {expect_magic} for IDX {kind} "
+            f"(the header says {raw[3]} dimension{'s' if raw[3] != 1 else ''})",
+            subject=path,
+        )
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
@@ -65,8 +72,9 @@ def _idx_header(raw: bytes, path, expect_magic: int) -> tuple[tuple[int, ...], i
 
 def _idx_size(dims, path, kind: str) -> int:
     if dims[0] > MAX_ITEMS:
-        raise DataError(f"the header says {dims[0]:,} {kind}; more than {MAX_ITEMS:,} is no dataset "
-                        "this reads", subject=path)
+        raise DataError(
+            f"the header says {dims[0]:,} {kind}; more than {MAX_ITEMS:,} is no dataset this reads", subject=path
+        )
     return int(np.prod(dims, dtype=object))
 
 
@@ -85,15 +93,18 @@ def _idx_from(path: Path, expect_magic: int) -> np.ndarray:
         with open(path, "rb") as raw:
             gz = raw.read(2) == b"\x1f\x8b"
             raw.seek(0)
-            with (gzip.GzipFile(fileobj=raw) if gz else raw) as f:
+            with gzip.GzipFile(fileobj=raw) if gz else raw as f:
                 head = f.read(4)
                 head += f.read(4 * head[3]) if len(head) == 4 else b""
                 dims, _ = _idx_header(head, path, expect_magic)
                 expected = _idx_size(dims, path, kind)
                 held = os.fstat(raw.fileno()).st_size - len(head)
                 if not gz and held != expected:
-                    raise DataError(f"truncated or padded: header says {dims[0]:,} {kind} "
-                                    f"({expected:,} bytes), file holds {held:,}", subject=path)
+                    raise DataError(
+                        f"truncated or padded: header says {dims[0]:,} {kind} "
+                        f"({expected:,} bytes), file holds {held:,}",
+                        subject=path,
+                    )
                 body = f.read(expected + 1)
     except DataError:
         raise
@@ -137,9 +148,10 @@ def _whole_numbers(a: np.ndarray, where, what: str) -> np.ndarray:
         if not np.isfinite(a).all():
             raise DataError(f"{what} hold NaN or infinite values", subject=where)
         if (a != np.round(a)).any():
-            raise DataError(f"{what} hold a fraction ({a[a != np.round(a)].flat[0]:g}); "
-                            "expected whole numbers", subject=where)
-        if a.size and (a.min() < -2 ** 62 or a.max() > 2 ** 62):
+            raise DataError(
+                f"{what} hold a fraction ({a[a != np.round(a)].flat[0]:g}); expected whole numbers", subject=where
+            )
+        if a.size and (a.min() < -(2**62) or a.max() > 2**62):
             raise DataError(f"{what} out of range", subject=where)
     return a.astype(np.int64)
 
@@ -165,8 +177,9 @@ def _csv_from(paths: list[Path]) -> Split:
         for lineno, line in enumerate(lines, start=1):
             cells = line.split(",")
             if len(cells) != 1 + ROWS * COLS:
-                raise DataError(f"row {lineno} has {len(cells)} values, expected 785 "
-                                "(label then 784 pixels)", subject=path)
+                raise DataError(
+                    f"row {lineno} has {len(cells)} values, expected 785 (label then 784 pixels)", subject=path
+                )
             try:
                 values = np.array(cells, dtype=np.float64)
             except ValueError:
@@ -204,6 +217,7 @@ def _npz_from(path: Path) -> tuple[Split, Split]:
 
 # ---------------------------------------------------------------- finding files
 
+
 def _find_idx(directory: Path) -> dict[str, Path] | None:
     """Standard IDX names, raw or gz, possibly with a prefix (``emnist-digits-...``)."""
     found = {}
@@ -216,8 +230,9 @@ def _find_idx(directory: Path) -> dict[str, Path] | None:
             raw = [p for p in hits if not p.name.endswith(".gz")]
             hits = raw if len(raw) == 1 else hits
         if len(hits) > 1:
-            raise DataError(f"{directory}: several files could be the {key.replace('_', ' ')}: "
-                            + ", ".join(p.name for p in hits))
+            raise DataError(
+                f"{directory}: several files could be the {key.replace('_', ' ')}: " + ", ".join(p.name for p in hits)
+            )
         if hits:
             _regular(hits[0])
             found[key] = hits[0]
@@ -230,10 +245,18 @@ def _find_idx(directory: Path) -> dict[str, Path] | None:
 
 
 def _load_idx_files(files: dict[str, Path]) -> tuple[Split, Split]:
-    train = _pair(_idx_from(files["train_images"], IMAGE_MAGIC), _idx_from(files["train_labels"], LABEL_MAGIC),
-                  files["train_images"], files["train_labels"])
-    test = _pair(_idx_from(files["test_images"], IMAGE_MAGIC), _idx_from(files["test_labels"], LABEL_MAGIC),
-                 files["test_images"], files["test_labels"])
+    train = _pair(
+        _idx_from(files["train_images"], IMAGE_MAGIC),
+        _idx_from(files["train_labels"], LABEL_MAGIC),
+        files["train_images"],
+        files["train_labels"],
+    )
+    test = _pair(
+        _idx_from(files["test_images"], IMAGE_MAGIC),
+        _idx_from(files["test_labels"], LABEL_MAGIC),
+        files["test_images"],
+        files["test_labels"],
+    )
     return train, test
 
 
@@ -266,8 +289,12 @@ def _load_directory(directory: Path) -> tuple[Split, Split]:
         return read_csv(train), read_csv(test)  # each file checked as it is read
     if csvs:
         raise DataError("CSV files need 'train' and 'test' in their names", subject=directory)
-    raise DataError(f"no dataset files (expected IDX {IDX_NAMES['train_images']}[.gz] "
-                    "and friends, a Keras .npz, or train/test .csv)", subject=directory, reason="no dataset files")
+    raise DataError(
+        f"no dataset files (expected IDX {IDX_NAMES['train_images']}[.gz] "
+        "and friends, a Keras .npz, or train/test .csv)",
+        subject=directory,
+        reason="no dataset files",
+    )
 
 
 def load_path(path: str | os.PathLike) -> tuple[Split, Split]:
@@ -276,6 +303,8 @@ def load_path(path: str | os.PathLike) -> tuple[Split, Split]:
     if path.suffix == ".npz" and not path.is_dir():
         return read_npz(path)
     return load_directory(path)
+
+
 TEST_FRACTION = 0.1  # held out by a seeded split when no test images are given
 
 
@@ -287,8 +316,9 @@ def _read_npy(f, size: int, where: str) -> np.ndarray:
     no objects (pickles), and a shape that the bytes really hold."""
     try:
         version = np.lib.format.read_magic(f)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(
+            version
+        )
         if read_header is None:
             raise ValueError(f"NPY format version {version} is not read")
         shape, fortran, dtype = read_header(f, max_header_size=10_000)
@@ -298,8 +328,10 @@ def _read_npy(f, size: int, where: str) -> np.ndarray:
         raise DataError("holds Python objects, which are never loaded", subject=where)
     nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
     if nbytes > MAX_ARRAY_BYTES or nbytes > size - f.tell():
-        raise DataError(f"the header claims shape {shape} ({nbytes:,} bytes), the file holds "
-                        f"{max(0, size - f.tell()):,}", subject=where)
+        raise DataError(
+            f"the header claims shape {shape} ({nbytes:,} bytes), the file holds {max(0, size - f.tell()):,}",
+            subject=where,
+        )
     data = f.read(nbytes)
     if len(data) != nbytes:
         raise DataError("truncated array", subject=where)
@@ -322,8 +354,7 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         return arrays
     except DataError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
-            NotImplementedError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as e:
         raise DataError(f"not a readable NPZ/NPY file ({e})", subject=path) from None
 
 
@@ -385,8 +416,15 @@ def _split_from_files(images: str | None, labels: str | None, which: str) -> Spl
     return _pair(img, lab, images, labels or images)
 
 
-def load_files(train_images: str | None = None, train_labels: str | None = None, test_images: str | None = None,
-               test_labels: str | None = None, *, seed: int = 0, notice=None) -> tuple[Split, Split]:
+def load_files(
+    train_images: str | None = None,
+    train_labels: str | None = None,
+    test_images: str | None = None,
+    test_labels: str | None = None,
+    *,
+    seed: int = 0,
+    notice=None,
+) -> tuple[Split, Split]:
     """Datasets as users have them: each file by its own path, any name.
 
     Labels are optional (images get the label -1, which autoencoders ignore); with no test
@@ -396,8 +434,10 @@ def load_files(train_images: str | None = None, train_labels: str | None = None,
         raise DataError("--train-images is required when data files are given by path")
     test = _split_from_files(test_images, test_labels, "test")
     if test is not None and notice and _same_file(train_images, test_images):
-        notice(f"{test_images} is also the training images file: the test figures will measure "
-               "memory, not how the model reads digits it has not seen")
+        notice(
+            f"{test_images} is also the training images file: the test figures will measure "
+            "memory, not how the model reads digits it has not seen"
+        )
     if test is None:
         n_test = max(1, round(TEST_FRACTION * len(train)))
         if len(train) < 2:
@@ -406,8 +446,10 @@ def load_files(train_images: str | None = None, train_labels: str | None = None,
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train, test = train.subset(perm[n_test:]), train.subset(perm[:n_test])
         if notice:
-            notice(f"no --test-images: holding out a seeded {TEST_FRACTION:.0%} of the training images "
-                   f"({n_test:,}) as the test split")
+            notice(
+                f"no --test-images: holding out a seeded {TEST_FRACTION:.0%} of the training images "
+                f"({n_test:,}) as the test split"
+            )
     return train, test
 
 
@@ -416,4 +458,3 @@ def _same_file(a, b) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
-

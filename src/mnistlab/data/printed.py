@@ -3,6 +3,7 @@ and forms hold printed digits, which MNIST lacks. The fonts are matplotlib's own
 Liberation fonts the generated test photos use (``reading.photos``). ``fit_mnist`` is how
 MNIST made its digits: the ink box fitted into 20x20, the centre of mass moved to the centre
 of 28x28; the reader's pipeline ends with it too."""
+
 from __future__ import annotations
 
 import glob
@@ -24,7 +25,7 @@ def fit_mnist(ink: np.ndarray) -> np.ndarray:
     rows, cols = np.nonzero(a > 0.1 * a.max())
     if not len(rows):
         raise ImageError("no ink found")
-    a = a[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    a = a[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     h, w = a.shape
     scale = 20.0 / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -33,7 +34,7 @@ def fit_mnist(ink: np.ndarray) -> np.ndarray:
     box *= 255.0 / max(float(box.max()), 1e-6)
     out = np.zeros((28, 28), np.float32)
     top, left = (28 - nh) // 2, (28 - nw) // 2
-    out[top:top + nh, left:left + nw] = box
+    out[top : top + nh, left : left + nw] = box
     # Shift so the centre of mass lands on the centre (13.5, 13.5), keeping the ink inside.
     total = out.sum()
     r, c = np.indices(out.shape)
@@ -48,11 +49,21 @@ def font_files(kind: str = "test") -> list[str]:
         import matplotlib
 
         root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-        names = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf",
-                 "STIXGeneral.ttf", "STIXGeneralBol.ttf", "cmr10.ttf", "cmss10.ttf")
+        names = (
+            "DejaVuSans.ttf",
+            "DejaVuSans-Bold.ttf",
+            "DejaVuSerif.ttf",
+            "DejaVuSansMono.ttf",
+            "STIXGeneral.ttf",
+            "STIXGeneralBol.ttf",
+            "cmr10.ttf",
+            "cmss10.ttf",
+        )
         return [str(root / n) for n in names if (root / n).exists()]
-    found = sorted(glob.glob("/usr/share/fonts/truetype/liberation*/Liberation*-Regular.ttf")
-                   + glob.glob("/usr/share/fonts/truetype/liberation*/Liberation*-Bold.ttf"))
+    found = sorted(
+        glob.glob("/usr/share/fonts/truetype/liberation*/Liberation*-Regular.ttf")
+        + glob.glob("/usr/share/fonts/truetype/liberation*/Liberation*-Bold.ttf")
+    )
     return found or sorted(glob.glob("/usr/share/fonts/truetype/dejavu/DejaVu*.ttf")) or font_files("train")
 
 
@@ -67,7 +78,7 @@ def font_digit(d: int, font: str, height: int = 160) -> np.ndarray:
 
 def crop_ink(a: np.ndarray) -> np.ndarray:
     rows, cols = np.nonzero(a > 0.05)
-    return a[rows.min():rows.max() + 1, cols.min():cols.max() + 1] if len(rows) else a
+    return a[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] if len(rows) else a
 
 
 def pen_weight(a: np.ndarray, factor: float) -> np.ndarray:
@@ -110,5 +121,6 @@ def printed_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def with_printed_digits(split: Split, fraction: float, seed: int) -> Split:
     """The split and printed digits (a `fraction` of its size) rendered MNIST-style."""
     images, labels = printed_digits(max(10, round(fraction * len(split))), seed)
-    return Split(torch.cat([split.images, torch.from_numpy(images)]),
-                 torch.cat([split.labels, torch.from_numpy(labels)]))
+    return Split(
+        torch.cat([split.images, torch.from_numpy(images)]), torch.cat([split.labels, torch.from_numpy(labels)])
+    )

@@ -10,6 +10,7 @@ so a killed download never leaves a file that later passes as valid.
     >>> ds.train.images.shape, ds.train.images.dtype
     (torch.Size([8000, 28, 28]), torch.uint8)
 """
+
 from __future__ import annotations
 
 import gzip
@@ -88,22 +89,25 @@ DATASETS: dict[str, DatasetInfo] = {
         ),
         DatasetInfo(
             "fashion-mnist",
-            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-             "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
             mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
             checks={
                 "train_images": FileCheck(
                     gz_md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-                    raw_sha256="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+                    raw_sha256="c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                ),
                 "train_labels": FileCheck(
                     gz_md5="25c81989df183df01b3e8a0aad5dffbe",
-                    raw_sha256="bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+                    raw_sha256="bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                ),
                 "test_images": FileCheck(
                     gz_md5="bef4ecab320f06d8554ea6380940ec79",
-                    raw_sha256="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+                    raw_sha256="5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                ),
                 "test_labels": FileCheck(
                     gz_md5="bb300cfdad3c16e7a12a480ee83cd310",
-                    raw_sha256="0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+                    raw_sha256="0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                ),
             },
             system_dirs=("/usr/share/datasets/fashion-mnist",),
             sizes=(60000, 10000),
@@ -147,6 +151,7 @@ FROM_FILES = "files"  # the dataset name of files given by path with no --datase
 
 
 # ---------------------------------------------------------------- checks and downloads
+
 
 def _digest(data: bytes, algo: str) -> str:
     return hashlib.new(algo, data).hexdigest()
@@ -235,8 +240,13 @@ def _write_array_cache(info: DatasetInfo, train: Split, test: Split) -> None:
     """Keep a decoded copy: loading it skips gunzip and parsing (a few ms instead of ~1 s)."""
     try:
         with atomic_open(cache_root() / info.name / "arrays.npz") as f:
-            np.savez(f, x_train=train.images.numpy(), y_train=train.labels.numpy().astype(np.uint8),
-                     x_test=test.images.numpy(), y_test=test.labels.numpy().astype(np.uint8))
+            np.savez(
+                f,
+                x_train=train.images.numpy(),
+                y_train=train.labels.numpy().astype(np.uint8),
+                x_test=test.images.numpy(),
+                y_test=test.labels.numpy().astype(np.uint8),
+            )
     except OSError:
         pass  # a read-only cache is no reason to fail a load
 
@@ -287,12 +297,20 @@ def _bundled() -> tuple[Split, Split, str]:
 
 
 def how_to_provide(name: str) -> str:
-    return (f"put the four IDX files ({IDX_NAMES['train_images']}.gz, ...) in a folder and pass "
-            f"--data-dir FOLDER, or copy them to {cache_root() / name}")
+    return (
+        f"put the four IDX files ({IDX_NAMES['train_images']}.gz, ...) in a folder and pass "
+        f"--data-dir FOLDER, or copy them to {cache_root() / name}"
+    )
 
 
-def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
-                 download: bool = True, notice=None, files: dict | None = None) -> Dataset:
+def load_dataset(
+    name: str = AUTO,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    notice=None,
+    files: dict | None = None,
+) -> Dataset:
     """Load a dataset by name. 'auto' is MNIST when it can be had, else the bundled sample.
 
     `files` ({"train_images": PATH, ...}, see ``load_files``) names the files directly; the
@@ -315,8 +333,10 @@ def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
         try:
             return load_dataset("mnist", download=download, notice=notice)
         except DataError as e:
-            notice(f"MNIST unavailable ({_first_reason(e)}); using the bundled mnist-sample "
-                   "(8,000 train / 2,000 held-out test digits)")
+            notice(
+                f"MNIST unavailable ({_first_reason(e)}); using the bundled mnist-sample "
+                "(8,000 train / 2,000 held-out test digits)"
+            )
             return load_dataset("mnist-sample")
     info = DATASETS.get(name)
     if info is None:
@@ -361,8 +381,10 @@ def load_dataset(name: str = AUTO, data_dir: str | os.PathLike | None = None, *,
     elif info.mirrors:
         reasons.append("download: disabled (offline)")
     offline = bool(info.mirrors) and (not download or _offline())
-    raise DataError(f"dataset {name!r} not found: " + " | ".join(reasons) + f". To fix: {how_to_provide(name)}",
-                    reason="offline" if offline else "not found")
+    raise DataError(
+        f"dataset {name!r} not found: " + " | ".join(reasons) + f". To fix: {how_to_provide(name)}",
+        reason="offline" if offline else "not found",
+    )
 
 
 def _first_reason(e: DataError) -> str:
@@ -377,9 +399,19 @@ def dataset_for(source, notice=None) -> Dataset:
     """The dataset a config describes: anything with ``dataset``, ``data_dir`` and the four
     file paths (a run's DataConfig, an experiment's config). A held-out split of files given
     by path is always seed 0's, so a run reloaded later is scored on the same images."""
-    return load_dataset(source.dataset, source.data_dir, notice=notice,
-                        files={k: getattr(source, k, None) for k in FILE_KEYS})
+    return load_dataset(
+        source.dataset, source.data_dir, notice=notice, files={k: getattr(source, k, None) for k in FILE_KEYS}
+    )
 
 
-__all__ = ["DATASETS", "DatasetInfo", "FileCheck", "cache_root", "dataset_classes", "dataset_for", "download_file",
-           "load_dataset", "verify_file"]
+__all__ = [
+    "DATASETS",
+    "DatasetInfo",
+    "FileCheck",
+    "cache_root",
+    "dataset_classes",
+    "dataset_for",
+    "download_file",
+    "load_dataset",
+    "verify_file",
+]

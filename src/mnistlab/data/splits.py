@@ -1,5 +1,6 @@
 """What a dataset is once read: splits of uint8 images (N, 28, 28) and int64 labels, held whole;
 a dataset (its two splits, class names and where it came from); one digit picked by id."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ class Dataset:
             raise DataError(f"validation fraction {fraction} leaves no train or no validation digits")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         return self.train.subset(perm[n_val:]), self.train.subset(perm[:n_val])
+
+
 UNLABELLED = -1  # the label of every image when no labels were given (autoencoders need none)
 
 
@@ -76,14 +79,19 @@ def pick_digit(ds: Dataset, train: bool = False, index: int | None = None) -> Di
     if index is None:
         index = int(np.random.default_rng().integers(len(split)))
     if not 0 <= index < len(split):
-        raise DataError(f"id {index} out of range: {ds.name} {'train' if train else 'test'} "
-                        f"has ids 0..{len(split) - 1}")
+        raise DataError(
+            f"id {index} out of range: {ds.name} {'train' if train else 'test'} has ids 0..{len(split) - 1}"
+        )
     label = int(split.labels[index])
-    return Digit(split.images[index].numpy(), ds.classes[label] if label != UNLABELLED else None, index,
-                 "train" if train else "test", ds.name)
+    return Digit(
+        split.images[index].numpy(),
+        ds.classes[label] if label != UNLABELLED else None,
+        index,
+        "train" if train else "test",
+        ds.name,
+    )
 
 
 def images_to_float(images: torch.Tensor) -> torch.Tensor:
     """(N, 28, 28) uint8 -> (N, 1, 28, 28) float in [0, 1], on the images' device."""
     return images.unsqueeze(1).float().div_(255.0)
-

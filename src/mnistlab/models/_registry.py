@@ -8,6 +8,7 @@ A leaf, as timm's: it imports no model and no config. Model modules import it an
 themselves; ``mnistlab.models`` imports them all and re-exports these functions, so code
 that looks models up imports ``mnistlab.models`` (never this module alone).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,9 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, family: type, config: Any, *, task: str, train: dict | None = None,
-                   description: str = "") -> ModelSpec:
+def register_model(
+    name: str, family: type, config: Any, *, task: str, train: dict | None = None, description: str = ""
+) -> ModelSpec:
     if name in _REGISTRY:
         raise ValueError(f"model {name!r} registered twice")
     if task not in TASKS:
@@ -47,8 +49,7 @@ def register_model(name: str, family: type, config: Any, *, task: str, train: di
 
 
 def list_models(pattern: str = "*", task: str | None = None) -> list[str]:
-    return sorted(n for n, s in _REGISTRY.items()
-                  if fnmatch.fnmatch(n, pattern) and (task is None or s.task == task))
+    return sorted(n for n, s in _REGISTRY.items() if fnmatch.fnmatch(n, pattern) and (task is None or s.task == task))
 
 
 def get_spec(name: str) -> ModelSpec:

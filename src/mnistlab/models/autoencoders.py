@@ -10,6 +10,7 @@ All take and return (B, 1, 28, 28) in [0, 1] (sigmoid output), expose ``encode``
 and ``encoder`` (an nn.Module that other models can reuse), and share one loss: MSE by
 default or BCE, with optional input noise for denoising (the target stays clean).
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,11 +35,19 @@ def _check_common(cfg) -> None:
     check(0 <= cfg.noise <= 1, "model.noise", "must be in [0, 1]", cfg.noise)
     for key in ("act", "code_act"):  # every autoencoder has act; some also code_act
         if hasattr(cfg, key):
-            check(getattr(cfg, key) in ACTIVATIONS, f"model.{key}", f"must be one of {tuple(ACTIVATIONS)}",
-                   getattr(cfg, key))
+            check(
+                getattr(cfg, key) in ACTIVATIONS,
+                f"model.{key}",
+                f"must be one of {tuple(ACTIVATIONS)}",
+                getattr(cfg, key),
+            )
     if hasattr(cfg, "channels"):
-        check(len(cfg.channels) == 2 and min(cfg.channels) >= 1, "model.channels",
-               "must be two positive filter counts", cfg.channels)
+        check(
+            len(cfg.channels) == 2 and min(cfg.channels) >= 1,
+            "model.channels",
+            "must be two positive filter counts",
+            cfg.channels,
+        )
 
 
 class Autoencoder(Model):
@@ -82,6 +91,7 @@ class Autoencoder(Model):
 
 # ---------------------------------------------------------------- dense
 
+
 @dataclass
 class DenseAEConfig:
     code: int = 32
@@ -119,6 +129,7 @@ class DenseAE(Autoencoder):
 
 # ---------------------------------------------------------------- conv, 4x7x7 code
 
+
 @dataclass
 class ConvAEConfig:
     channels: tuple[int, ...] = (16, 4)
@@ -130,8 +141,7 @@ class ConvAEConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
-        check(self.decoder in ("transpose", "upsample"), "model.decoder", "must be transpose or upsample",
-               self.decoder)
+        check(self.decoder in ("transpose", "upsample"), "model.decoder", "must be transpose or upsample", self.decoder)
         _check_common(self)
 
 
@@ -141,22 +151,33 @@ class ConvAE(Autoencoder):
         act = ACTIVATIONS[config.act]
         c1, c2 = config.channels
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), act(), nn.MaxPool2d(2),  # (B, 16, 14, 14)
-            nn.Conv2d(c1, c2, 3, padding=1), act(), nn.MaxPool2d(2),  # (B, 4, 7, 7)
+            nn.Conv2d(1, c1, 3, padding=1),
+            act(),
+            nn.MaxPool2d(2),  # (B, 16, 14, 14)
+            nn.Conv2d(c1, c2, 3, padding=1),
+            act(),
+            nn.MaxPool2d(2),  # (B, 4, 7, 7)
         )
         if config.decoder == "transpose":
             self.decoder = nn.Sequential(
-                nn.ConvTranspose2d(c2, c1, 2, stride=2), act(),  # (B, 16, 14, 14)
-                nn.ConvTranspose2d(c1, 1, 2, stride=2), nn.Sigmoid(),  # (B, 1, 28, 28)
+                nn.ConvTranspose2d(c2, c1, 2, stride=2),
+                act(),  # (B, 16, 14, 14)
+                nn.ConvTranspose2d(c1, 1, 2, stride=2),
+                nn.Sigmoid(),  # (B, 1, 28, 28)
             )
         else:
             self.decoder = nn.Sequential(
-                nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c2, c1, 3, padding=1), act(),  # (B, 16, 14, 14)
-                nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c1, 1, 3, padding=1), nn.Sigmoid(),
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c2, c1, 3, padding=1),
+                act(),  # (B, 16, 14, 14)
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(c1, 1, 3, padding=1),
+                nn.Sigmoid(),
             )
 
 
 # ---------------------------------------------------------------- conv with a small linear code
+
 
 @dataclass
 class ConvCodeAEConfig:
@@ -169,8 +190,12 @@ class ConvCodeAEConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
-        check(len(self.code_shape) in (1, 3) and min(self.code_shape) >= 1, "model.code_shape",
-               "must be (n,) or (channels, height, width)", self.code_shape)
+        check(
+            len(self.code_shape) in (1, 3) and min(self.code_shape) >= 1,
+            "model.code_shape",
+            "must be (n,) or (channels, height, width)",
+            self.code_shape,
+        )
         check(self.hidden >= 1, "model.hidden", "must be >= 1", self.hidden)
         _check_common(self)
 
@@ -182,21 +207,33 @@ class ConvCodeAE(Autoencoder):
         c1, c2 = config.channels
         n_code = math.prod(config.code_shape)
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, c1, 3, stride=2, padding=1), act(),  # (B, 32, 14, 14)
-            nn.Conv2d(c1, c2, 3, stride=2, padding=1), act(),  # (B, 64, 7, 7)
-            nn.Flatten(), nn.Linear(c2 * 49, config.hidden), act(),
-            nn.Linear(config.hidden, n_code), ACTIVATIONS[config.code_act](),  # (B, n_code)
+            nn.Conv2d(1, c1, 3, stride=2, padding=1),
+            act(),  # (B, 32, 14, 14)
+            nn.Conv2d(c1, c2, 3, stride=2, padding=1),
+            act(),  # (B, 64, 7, 7)
+            nn.Flatten(),
+            nn.Linear(c2 * 49, config.hidden),
+            act(),
+            nn.Linear(config.hidden, n_code),
+            ACTIVATIONS[config.code_act](),  # (B, n_code)
             nn.Unflatten(1, tuple(config.code_shape)),  # (B, 3) or (B, 1, 4, 4)
         )
         self.decoder = nn.Sequential(
-            nn.Flatten(), nn.Linear(n_code, config.hidden), act(),
-            nn.Linear(config.hidden, c2 * 49), act(), nn.Unflatten(1, (c2, 7, 7)),
-            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1), act(),  # (B, 32, 14, 14)
-            nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1), nn.Sigmoid(),  # (B, 1, 28, 28)
+            nn.Flatten(),
+            nn.Linear(n_code, config.hidden),
+            act(),
+            nn.Linear(config.hidden, c2 * 49),
+            act(),
+            nn.Unflatten(1, (c2, 7, 7)),
+            nn.ConvTranspose2d(c2, c1, 4, stride=2, padding=1),
+            act(),  # (B, 32, 14, 14)
+            nn.ConvTranspose2d(c1, 1, 4, stride=2, padding=1),
+            nn.Sigmoid(),  # (B, 1, 28, 28)
         )
 
 
 # ---------------------------------------------------------------- conv-BatchNorm sets
+
 
 @dataclass
 class ConvBNAEConfig:
@@ -208,12 +245,19 @@ class ConvBNAEConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
-        check(len(self.filters) >= 2 and min(self.filters) >= 1, "model.filters",
-               "must be at least two positive filter counts", self.filters)
-        check(len(self.kernels) == len(self.filters), "model.kernels",
-               f"must give one kernel size per set ({len(self.filters)})", self.kernels)
-        check(all(k % 2 == 1 for k in self.kernels), "model.kernels", "must be odd (for 'same' padding)",
-               self.kernels)
+        check(
+            len(self.filters) >= 2 and min(self.filters) >= 1,
+            "model.filters",
+            "must be at least two positive filter counts",
+            self.filters,
+        )
+        check(
+            len(self.kernels) == len(self.filters),
+            "model.kernels",
+            f"must give one kernel size per set ({len(self.filters)})",
+            self.kernels,
+        )
+        check(all(k % 2 == 1 for k in self.kernels), "model.kernels", "must be odd (for 'same' padding)", self.kernels)
         check(not self.pool7 or len(self.filters) >= 3, "model.pool7", "needs at least three sets", self.pool7)
         _check_common(self)
 
@@ -246,17 +290,59 @@ class ConvBNAE(Autoencoder):
 
 # ---------------------------------------------------------------- presets
 
-register_model("ae-dense", DenseAE, DenseAEConfig(), task="reconstruct", train=AE_TRAIN,
-               description="784 -> 32 (ReLU) -> 784, normal(1/sqrt(fan_in)) init")
-register_model("ae-convtranspose", ConvAE, ConvAEConfig(decoder="transpose"), task="reconstruct",
-               train=AE_TRAIN, description="conv16-pool-conv4-pool (code 4x7x7), ConvTranspose2d decoder")
-register_model("ae-upsample", ConvAE, ConvAEConfig(decoder="upsample"), task="reconstruct",
-               train=AE_TRAIN, description="conv16-pool-conv4-pool (code 4x7x7), nearest upsample + conv decoder")
-register_model("ae-code3d", ConvCodeAE, ConvCodeAEConfig(code_shape=(3,)), task="reconstruct",
-               train=AE_TRAIN, description="conv encoder -> 3-D linear code -> conv-transpose decoder")
-register_model("ae-code2d", ConvCodeAE, ConvCodeAEConfig(code_shape=(2,)), task="reconstruct",
-               train=AE_TRAIN, description="conv encoder -> 2-D linear code (decoded grid over the plane)")
-register_model("ae-code4x4", ConvCodeAE, ConvCodeAEConfig(code_shape=(1, 4, 4)),
-               task="reconstruct", train=AE_TRAIN, description="conv encoder -> 4x4 single-channel code image")
-register_model("ae-convbn", ConvBNAE, ConvBNAEConfig(), task="reconstruct", train=AE_TRAIN,
-               description="configurable conv-BatchNorm sets, pools after sets 1-2 (opt. 7x7 after 3), mirrored")
+register_model(
+    "ae-dense",
+    DenseAE,
+    DenseAEConfig(),
+    task="reconstruct",
+    train=AE_TRAIN,
+    description="784 -> 32 (ReLU) -> 784, normal(1/sqrt(fan_in)) init",
+)
+register_model(
+    "ae-convtranspose",
+    ConvAE,
+    ConvAEConfig(decoder="transpose"),
+    task="reconstruct",
+    train=AE_TRAIN,
+    description="conv16-pool-conv4-pool (code 4x7x7), ConvTranspose2d decoder",
+)
+register_model(
+    "ae-upsample",
+    ConvAE,
+    ConvAEConfig(decoder="upsample"),
+    task="reconstruct",
+    train=AE_TRAIN,
+    description="conv16-pool-conv4-pool (code 4x7x7), nearest upsample + conv decoder",
+)
+register_model(
+    "ae-code3d",
+    ConvCodeAE,
+    ConvCodeAEConfig(code_shape=(3,)),
+    task="reconstruct",
+    train=AE_TRAIN,
+    description="conv encoder -> 3-D linear code -> conv-transpose decoder",
+)
+register_model(
+    "ae-code2d",
+    ConvCodeAE,
+    ConvCodeAEConfig(code_shape=(2,)),
+    task="reconstruct",
+    train=AE_TRAIN,
+    description="conv encoder -> 2-D linear code (decoded grid over the plane)",
+)
+register_model(
+    "ae-code4x4",
+    ConvCodeAE,
+    ConvCodeAEConfig(code_shape=(1, 4, 4)),
+    task="reconstruct",
+    train=AE_TRAIN,
+    description="conv encoder -> 4x4 single-channel code image",
+)
+register_model(
+    "ae-convbn",
+    ConvBNAE,
+    ConvBNAEConfig(),
+    task="reconstruct",
+    train=AE_TRAIN,
+    description="configurable conv-BatchNorm sets, pools after sets 1-2 (opt. 7x7 after 3), mirrored",
+)

@@ -18,6 +18,7 @@ loop, with its checkpoints, progress, metrics rows and resumption. ``prepare(tra
 the training data once before the first epoch (say, class priors), ``start_epoch(epoch)``
 is told each epoch's number (say, a warm-up).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -60,8 +61,13 @@ class Model(nn.Module):
         The first is the main one (its learning rate is logged)."""
         return {"main": make([p for p in self.parameters() if p.requires_grad])}
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, optimizers: dict[str, torch.optim.Optimizer],
-                   loss: Callable[[torch.Tensor, torch.Tensor], dict]) -> dict[str, torch.Tensor]:
+    def train_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        loss: Callable[[torch.Tensor, torch.Tensor], dict],
+    ) -> dict[str, torch.Tensor]:
         """Spend one batch; return its loss dict. `loss` is ``self.loss``, maybe compiled and
         under autocast: use it rather than calling ``self.loss``."""
         out = loss(x, y)

@@ -1,5 +1,6 @@
 """Digit classifiers. ``cnn`` is the classic Keras MNIST convnet:
 conv32-pool-conv64-pool-dropout-dense."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,7 +36,7 @@ class Classifier(Model):
         dream experiment's 11th class, "optimised image", on a 10-class dataset)."""
         if self.class_names:
             return tuple(self.class_names)
-        names = tuple(str(c) for c in dataset_classes)[:self.num_outputs]
+        names = tuple(str(c) for c in dataset_classes)[: self.num_outputs]
         return names + tuple(f"class {k}" for k in range(len(names), self.num_outputs))
 
     def true_classes(self, dataset_classes=()) -> tuple[str, ...]:
@@ -66,8 +67,12 @@ class CNNConfig:
     batchnorm: bool = False  # BatchNorm after each convolution (faster, steadier training)
 
     def validate(self) -> None:
-        check(len(self.channels) == 2 and min(self.channels) >= 1, "model.channels",
-               "must be two positive filter counts", self.channels)
+        check(
+            len(self.channels) == 2 and min(self.channels) >= 1,
+            "model.channels",
+            "must be two positive filter counts",
+            self.channels,
+        )
         check(self.kernel in (3, 5), "model.kernel", "must be 3 or 5", self.kernel)
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
         check(self.num_classes >= 2, "model.num_classes", "must be >= 2", self.num_classes)
@@ -120,13 +125,24 @@ class CNN(Classifier):
         return out
 
 
-register_model("cnn", CNN, CNNConfig(), task="classify", train={"epochs": 8},
-               description="classic conv32-pool-conv64-pool-dropout-dense (1600 -> 10)")
+register_model(
+    "cnn",
+    CNN,
+    CNNConfig(),
+    task="classify",
+    train={"epochs": 8},
+    description="classic conv32-pool-conv64-pool-dropout-dense (1600 -> 10)",
+)
 # Batch 128 and no dropout: one fashion-mnist epoch reached 88.15-88.50% over seeds 0-4
 # (batch 256, lr 0.02, dropout 0.1: 87.84% mean over seeds 0-2) at the same images/s.
-register_model("cnn-fast", CNN, CNNConfig(channels=(16, 32), dropout=0.0, batchnorm=True), task="classify",
-               train={"epochs": 5, "batch_size": 128, "lr": 0.015, "schedule": "onecycle"},
-               description="tuned for time to accuracy: conv16-bn-pool-conv32-bn-pool, one-cycle, batch 128")
+register_model(
+    "cnn-fast",
+    CNN,
+    CNNConfig(channels=(16, 32), dropout=0.0, batchnorm=True),
+    task="classify",
+    train={"epochs": 5, "batch_size": 128, "lr": 0.015, "schedule": "onecycle"},
+    description="tuned for time to accuracy: conv16-bn-pool-conv32-bn-pool, one-cycle, batch 128",
+)
 
 
 @dataclass
@@ -136,8 +152,12 @@ class MLPConfig:
     num_classes: int = 10
 
     def validate(self) -> None:
-        check(len(self.hidden) >= 1 and min(self.hidden) >= 1, "model.hidden", "must be one or more widths >= 1",
-              self.hidden)
+        check(
+            len(self.hidden) >= 1 and min(self.hidden) >= 1,
+            "model.hidden",
+            "must be one or more widths >= 1",
+            self.hidden,
+        )
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
         check(self.num_classes >= 2, "model.num_classes", "must be >= 2", self.num_classes)
 
@@ -168,8 +188,14 @@ class MLP(Classifier):
         return out
 
 
-register_model("mlp", MLP, MLPConfig(), task="classify", train={"epochs": 10},
-               description="dense 784 -> 256 -> 128 -> 10 with dropout (no convolution)")
+register_model(
+    "mlp",
+    MLP,
+    MLPConfig(),
+    task="classify",
+    train={"epochs": 10},
+    description="dense 784 -> 256 -> 128 -> 10 with dropout (no convolution)",
+)
 
 
 @dataclass
@@ -180,8 +206,12 @@ class ConvNetConfig:
     num_classes: int = 10
 
     def validate(self) -> None:
-        check(1 <= len(self.channels) <= 4 and min(self.channels) >= 1, "model.channels",
-               "must be 1-4 positive filter counts", self.channels)
+        check(
+            1 <= len(self.channels) <= 4 and min(self.channels) >= 1,
+            "model.channels",
+            "must be 1-4 positive filter counts",
+            self.channels,
+        )
         check(self.hidden >= 1, "model.hidden", "must be >= 1", self.hidden)
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
         check(self.num_classes >= 2, "model.num_classes", "must be >= 2", self.num_classes)
@@ -197,8 +227,13 @@ class ConvNet(Classifier):
             stages += [ConvNormAct(c_in, c), nn.MaxPool2d(2)]  # (B, c, side/2, side/2)
             c_in, side = c, side // 2
         self.features = nn.Sequential(*stages)  # (B, 128, 3, 3) for the default
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, config.hidden), nn.ReLU(),
-                                  Dropout(config.dropout), nn.Linear(config.hidden, config.num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c_in * side * side, config.hidden),
+            nn.ReLU(),
+            Dropout(config.dropout),
+            nn.Linear(config.hidden, config.num_classes),
+        )
 
     def forward(self, x):
         return self.head(self.features((x - MNIST_MEAN) / MNIST_STD))
@@ -216,16 +251,33 @@ class ConvNet(Classifier):
         return out
 
 
-register_model("cnn-robust", ConvNet, ConvNetConfig(), task="classify",
-               train={"epochs": 20, "batch_size": 128, "lr": 0.003, "optimizer": "adamw", "weight_decay": 0.01,
-                      "schedule": "onecycle", "augment": "robust", "printed": 0.05},
-               description="reads photos: conv32-64-128 (BN, pool each), dense 128; robust augmentation, "
-                           "5% printed digits")
+register_model(
+    "cnn-robust",
+    ConvNet,
+    ConvNetConfig(),
+    task="classify",
+    train={
+        "epochs": 20,
+        "batch_size": 128,
+        "lr": 0.003,
+        "optimizer": "adamw",
+        "weight_decay": 0.01,
+        "schedule": "onecycle",
+        "augment": "robust",
+        "printed": 0.05,
+    },
+    description="reads photos: conv32-64-128 (BN, pool each), dense 128; robust augmentation, 5% printed digits",
+)
 
-register_model("convnet-fast", ConvNet, ConvNetConfig(channels=(16, 32), hidden=128, dropout=0.3), task="classify",
-               train={"epochs": 8, "batch_size": 256, "lr": 0.01, "schedule": "onecycle"},
-               description="Fashion-MNIST 92% in under a minute on 2 CPU cores: conv16-32 ('same', BN, pool each), "
-                           "dense 128, one-cycle, batch 256, 8 epochs")
+register_model(
+    "convnet-fast",
+    ConvNet,
+    ConvNetConfig(channels=(16, 32), hidden=128, dropout=0.3),
+    task="classify",
+    train={"epochs": 8, "batch_size": 256, "lr": 0.01, "schedule": "onecycle"},
+    description="Fashion-MNIST 92% in under a minute on 2 CPU cores: conv16-32 ('same', BN, pool each), "
+    "dense 128, one-cycle, batch 256, 8 epochs",
+)
 
 
 @dataclass
@@ -240,8 +292,12 @@ class EncoderClassifierConfig:
     encoder_args: dict = field(default_factory=dict)
 
     def validate(self) -> None:
-        check(bool(self.encoder or self.encoder_model), "model.encoder",
-               "is required: pass --encoder RUN_DIR, the run folder of a trained autoencoder", self.encoder)
+        check(
+            bool(self.encoder or self.encoder_model),
+            "model.encoder",
+            "is required: pass --encoder RUN_DIR, the run folder of a trained autoencoder",
+            self.encoder,
+        )
         check(self.units >= 1, "model.units", "must be >= 1", self.units)
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)", self.dropout)
         check(self.finetune_epochs >= 0, "model.finetune_epochs", "must be >= 0", self.finetune_epochs)
@@ -258,15 +314,22 @@ class EncoderClassifier(Classifier):
     def __init__(self, config: EncoderClassifierConfig):
         super().__init__(config)
         if not config.encoder_model:
-            raise ConfigError(f"model.encoder: build from the autoencoder's run with "
-                              f"EncoderClassifier.from_config(config, load_run=...) (got {config.encoder!r})")
+            raise ConfigError(
+                f"model.encoder: build from the autoencoder's run with "
+                f"EncoderClassifier.from_config(config, load_run=...) (got {config.encoder!r})"
+            )
         if get_spec(config.encoder_model).task != "reconstruct":
             raise ConfigError(f"model.encoder_model: {config.encoder_model!r} is not an autoencoder")
         self.encoder = create_model(config.encoder_model, **config.encoder_args).encoder  # (B, *code_shape)
         with torch.no_grad():
             n_code = math.prod(self.encoder.eval()(torch.zeros(1, 1, 28, 28)).shape[1:])
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(n_code, config.units), nn.ReLU(),
-                                  nn.Dropout(config.dropout), nn.Linear(config.units, 10))
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(n_code, config.units),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.units, 10),
+        )
         self.frozen = False
 
     @classmethod
@@ -277,12 +340,13 @@ class EncoderClassifier(Classifier):
         if config.encoder_model or not config.encoder:
             return cls(config)
         if load_run is None:
-            raise ConfigError("model.encoder names a run folder: build with create_model(..., "
-                              "load_run=mnistlab.load_run) so its encoder can be read")
+            raise ConfigError(
+                "model.encoder names a run folder: build with create_model(..., "
+                "load_run=mnistlab.load_run) so its encoder can be read"
+            )
         run = load_run(config.encoder)
         if run.task != "reconstruct":
-            raise ConfigError(f"--encoder {config.encoder}: holds a {run.config.model_name!r} run, "
-                              "not an autoencoder")
+            raise ConfigError(f"--encoder {config.encoder}: holds a {run.config.model_name!r} run, not an autoencoder")
         config.encoder_model = run.config.model_name
         config.encoder_args = dataclasses.asdict(run.model.config)
         model = cls(config)
@@ -312,12 +376,18 @@ class EncoderClassifier(Classifier):
     def stages(self, train):
         out = [Stage("frozen", train, lambda: self.freeze_encoder(True))]
         if self.config.finetune_epochs:
-            tuned = dataclasses.replace(train, epochs=self.config.finetune_epochs,
-                                        lr=train.lr * self.config.finetune_lr_scale)
+            tuned = dataclasses.replace(
+                train, epochs=self.config.finetune_epochs, lr=train.lr * self.config.finetune_lr_scale
+            )
             out.append(Stage("finetune", tuned, lambda: self.freeze_encoder(False)))
         return out
 
 
-register_model("encoder-classifier", EncoderClassifier, EncoderClassifierConfig(), task="classify",
-               train={"epochs": 5},
-               description="a trained autoencoder's encoder + Dense(units) + Dense(10); frozen, then fine-tuned")
+register_model(
+    "encoder-classifier",
+    EncoderClassifier,
+    EncoderClassifierConfig(),
+    task="classify",
+    train={"epochs": 5},
+    description="a trained autoencoder's encoder + Dense(units) + Dense(10); frozen, then fine-tuned",
+)

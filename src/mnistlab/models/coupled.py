@@ -12,6 +12,7 @@ parameters (``optimizers``) and what one batch does (``train_step``); the one lo
   to reconstruct and whose encoder learns only re-encoding consistency,
   enc(dec(enc(x))) = enc(x). The reencode experiment trains it beside a plain one.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -109,17 +110,33 @@ class SheddingConfig:
     warmup_epochs: int = 2  # λ ramps up from 0 over these epochs, so loops are learned first
 
     def check_shedding(self, section: str) -> None:
-        check(self.method in ("alternating", "reversal"), f"{section}.method", "must be alternating or reversal",
-              self.method)
-        check(self.adversary_loss in ("confusion", "negative"), f"{section}.adversary_loss",
-              "must be confusion or negative", self.adversary_loss)
+        check(
+            self.method in ("alternating", "reversal"),
+            f"{section}.method",
+            "must be alternating or reversal",
+            self.method,
+        )
+        check(
+            self.adversary_loss in ("confusion", "negative"),
+            f"{section}.adversary_loss",
+            "must be confusion or negative",
+            self.adversary_loss,
+        )
         check(self.adversary_lr_scale > 0, f"{section}.adversary_lr_scale", "must be > 0", self.adversary_lr_scale)
         check(self.warmup_epochs >= 0, f"{section}.warmup_epochs", "must be >= 0", self.warmup_epochs)
         check(self.mmd_weight >= 0, f"{section}.mmd_weight", "must be >= 0", self.mmd_weight)
-        check(self.adversaries == 1 or self.method == "alternating", f"{section}.adversaries",
-              "an ensemble needs method=alternating", self.adversaries)
-        check(self.adversary_reset_epochs >= 0, f"{section}.adversary_reset_epochs", "must be >= 0",
-              self.adversary_reset_epochs)
+        check(
+            self.adversaries == 1 or self.method == "alternating",
+            f"{section}.adversaries",
+            "an ensemble needs method=alternating",
+            self.adversaries,
+        )
+        check(
+            self.adversary_reset_epochs >= 0,
+            f"{section}.adversary_reset_epochs",
+            "must be >= 0",
+            self.adversary_reset_epochs,
+        )
         for key in ("code_dim", "adversary_steps", "adversary_hidden", "adversaries"):
             check(getattr(self, key) >= 1, f"{section}.{key}", "must be >= 1", getattr(self, key))
 
@@ -142,9 +159,12 @@ class LoopParityNet(Classifier):
         super().__init__(config)
         c = config
         self.encoder = nn.Sequential(
-            nn.Conv2d(1, 32, 3, stride=2, padding=1), nn.ReLU(),  # (B, 32, 14, 14)
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),  # (B, 64, 7, 7)
-            nn.Flatten(), nn.Linear(64 * 49, c.code_dim),  # (B, code_dim)
+            nn.Conv2d(1, 32, 3, stride=2, padding=1),
+            nn.ReLU(),  # (B, 32, 14, 14)
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.ReLU(),  # (B, 64, 7, 7)
+            nn.Flatten(),
+            nn.Linear(64 * 49, c.code_dim),  # (B, code_dim)
             *([nn.BatchNorm1d(c.code_dim, affine=False)] if c.normalize_code else []),
         )
         self.loop_head = nn.Linear(c.code_dim, 2)
@@ -179,8 +199,10 @@ class LoopParityNet(Classifier):
 
     def _metrics(self, loop_logits, adv_logits, y) -> dict[str, torch.Tensor]:
         loop, parity = loop_of(y), parity_of(y)
-        return {"acc": (loop_logits.argmax(1) == loop).float().mean(),
-                "adversary_parity_acc": (adv_logits.argmax(1) == parity).float().mean()}
+        return {
+            "acc": (loop_logits.argmax(1) == loop).float().mean(),
+            "adversary_parity_acc": (adv_logits.argmax(1) == parity).float().mean(),
+        }
 
     def scored(self, x, y):
         z = self.encoder(x)
@@ -208,7 +230,7 @@ class LoopParityNet(Classifier):
         with torch.no_grad():
             for m in head.modules():
                 if isinstance(m, nn.Linear):
-                    bound = 1 / m.in_features ** 0.5  # nn.Linear's own default range
+                    bound = 1 / m.in_features**0.5  # nn.Linear's own default range
                     m.weight.copy_(torch.empty(m.weight.shape).uniform_(-bound, bound, generator=g))
                     m.bias.copy_(torch.empty(m.bias.shape).uniform_(-bound, bound, generator=g))
         for p in head.parameters():
@@ -216,8 +238,10 @@ class LoopParityNet(Classifier):
 
     def optimizers(self, make):
         adversary = [p for h in self.heads() for p in h.parameters()]
-        return {"main": make([*self.encoder.parameters(), *self.loop_head.parameters()]),
-                "adversary": make(adversary, self.config.adversary_lr_scale)}
+        return {
+            "main": make([*self.encoder.parameters(), *self.loop_head.parameters()]),
+            "adversary": make(adversary, self.config.adversary_lr_scale),
+        }
 
     def _adversary_term(self, logits, loop, parity):
         """What the encoder minimises (times λ) about the adversary's parity prediction."""
@@ -281,8 +305,12 @@ class ReencodeConfig:
     covariance_weight: float = 1.0
 
     def validate(self) -> None:
-        check(get_spec(self.base).task == "reconstruct" and self.base != "ae-reencode", "model.base",
-              "must be a registered autoencoder", self.base)
+        check(
+            get_spec(self.base).task == "reconstruct" and self.base != "ae-reencode",
+            "model.base",
+            "must be a registered autoencoder",
+            self.base,
+        )
         check(self.variant in ("literal", "spread"), "model.variant", "must be literal or spread", self.variant)
         for key in ("consistency_weight", "variance_weight", "covariance_weight"):
             check(getattr(self, key) >= 0, f"model.{key}", "must be >= 0", getattr(self, key))
@@ -335,9 +363,19 @@ class ReencodeAE(Autoencoder):
         return out
 
 
-register_model("loop-parity", LoopParityNet, LoopParityConfig(), task="classify",
-               train={"epochs": 40, "batch_size": 256},
-               description="encoder keeping 'has a loop', shedding parity (adversary + MMD; set lam)")
-register_model("ae-reencode", ReencodeAE, ReencodeConfig(), task="reconstruct",
-               train={"epochs": 10, "batch_size": 128},
-               description="autoencoder whose encoder learns only re-encoding consistency")
+register_model(
+    "loop-parity",
+    LoopParityNet,
+    LoopParityConfig(),
+    task="classify",
+    train={"epochs": 40, "batch_size": 256},
+    description="encoder keeping 'has a loop', shedding parity (adversary + MMD; set lam)",
+)
+register_model(
+    "ae-reencode",
+    ReencodeAE,
+    ReencodeConfig(),
+    task="reconstruct",
+    train={"epochs": 10, "batch_size": 128},
+    description="autoencoder whose encoder learns only re-encoding consistency",
+)

@@ -1,4 +1,5 @@
 """Shared building blocks."""
+
 from __future__ import annotations
 
 import math

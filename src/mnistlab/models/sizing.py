@@ -2,6 +2,7 @@
 allocated) and, once they fit, one batch's activations from one image through the real model,
 against the memory this machine has. A width of 100,000 filters is refused in milliseconds,
 not after 24 GB."""
+
 from __future__ import annotations
 
 import os
@@ -75,6 +76,8 @@ def check_fits(model_name: str, config, batch_size: int, memory: int | None = No
     params, acts = estimate(model_name, config, batch_size, have)
     need = params * BYTES * PARAM_COPIES + acts * BYTES * ACTIVATION_COPIES
     if need > have:
-        raise ConfigError(f"{model_name} with these settings needs about {need / 2**30:,.1f} GiB to train "
-                          f"({params:,} parameters, {acts:,} activations a batch of {batch_size}); this machine "
-                          f"has {have / 2**30:,.1f} GiB free: make the model narrower or the batch smaller")
+        raise ConfigError(
+            f"{model_name} with these settings needs about {need / 2**30:,.1f} GiB to train "
+            f"({params:,} parameters, {acts:,} activations a batch of {batch_size}); this machine "
+            f"has {have / 2**30:,.1f} GiB free: make the model narrower or the batch smaller"
+        )

@@ -5,6 +5,7 @@
 - ``reader``: digits and numbers read by a trained classifier, with how sure it is.
 - ``photos``: the generator of photo sets that test the reader (paper, pens, light, numbers).
 """
+
 from .images import load_grey, load_image, preprocess
 from .reader import LOW_CONFIDENCE, read_digit, read_number
 

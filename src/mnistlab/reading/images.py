@@ -23,6 +23,7 @@ One path serves ``predict``, ``read`` and the web page:
 OpenCV (headless build) does the image work: one binary wheel with numpy as its only
 dependency, C++ morphology, thresholding and connected components, ~0.1 s to import.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,6 +56,7 @@ def _cv2():
 
 # ---------------------------------------------------------------- loading
 
+
 def open_image(source: str | os.PathLike | bytes, name: str | None = None):
     """A decoded PIL image (EXIF orientation applied); one-line ImageError when unreadable."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -86,8 +88,9 @@ def _reduced(img):
     if factor < 2:
         return img
     if img.mode not in ("L", "LA", "RGB", "RGBA", "I", "F"):
-        img = img.convert("RGBA" if img.mode in ("P", "PA") or "transparency" in img.info else
-                          "L" if img.mode == "1" else "RGB")
+        img = img.convert(
+            "RGBA" if img.mode in ("P", "PA") or "transparency" in img.info else "L" if img.mode == "1" else "RGB"
+        )
     return img.reduce(factor)
 
 
@@ -142,6 +145,7 @@ def load_grey(source: str | os.PathLike | bytes, name: str | None = None) -> np.
 
 
 # ---------------------------------------------------------------- finding the ink
+
 
 @dataclass
 class Ink:
@@ -215,7 +219,7 @@ def _line_candidates(m: np.ndarray) -> list[tuple[float, float, float, int, int]
     if kept[best] < 0.1 * w / 2:
         return []
     opened = np.zeros_like(m)
-    for a in angles[max(0, best - 1):best + 2]:
+    for a in angles[max(0, best - 1) : best + 2]:
         opened |= cv2.morphologyEx(fat, cv2.MORPH_OPEN, _line_kernel(length, a))
     n, lab, stats, _ = cv2.connectedComponentsWithStats(opened & m, connectivity=8)
     out = []
@@ -223,7 +227,7 @@ def _line_candidates(m: np.ndarray) -> list[tuple[float, float, float, int, int]
         x, y, bw, bh, area = stats[i]
         if bw < 0.3 * w:
             continue
-        ys, xs = np.nonzero(lab[y:y + bh, x:x + bw] == i)
+        ys, xs = np.nonzero(lab[y : y + bh, x : x + bw] == i)
         slope, icpt = np.polyfit(xs.astype(np.float64) + x, ys.astype(np.float64) + y, 1)
         if abs(slope) <= 0.15:  # within ~8 degrees of the axis
             out.append((slope, icpt, area / bw, int(x), int(x + bw)))
@@ -354,6 +358,7 @@ def _find_ink_once(grey: np.ndarray, name: str = "image") -> Ink:
 
 # ---------------------------------------------------------------- components
 
+
 @dataclass
 class Blob:
     """One or more connected components taken as one digit (working-size pixels)."""
@@ -379,8 +384,14 @@ class Blob:
 
     def merged(self, other: Blob) -> Blob:
         x, y = min(self.x, other.x), min(self.y, other.y)
-        return Blob(x, y, max(self.x1, other.x1) - x, max(self.y1, other.y1) - y,
-                    self.area + other.area, self.labels + other.labels)
+        return Blob(
+            x,
+            y,
+            max(self.x1, other.x1) - x,
+            max(self.y1, other.y1) - y,
+            self.area + other.area,
+            self.labels + other.labels,
+        )
 
     def gap(self, other: Blob) -> float:
         """Distance between the two boxes (0 when they overlap)."""
@@ -488,7 +499,7 @@ def segment_digits(blobs: list[Blob], shape: tuple[int, int]) -> list[Blob]:
 def blob_mask(lab: np.ndarray, blob: Blob, pad: int = 0) -> np.ndarray:
     """The blob's own pixels in its box (0/1 uint8), `pad` pixels of margin around."""
     y0, x0 = max(0, blob.y - pad), max(0, blob.x - pad)
-    crop = lab[y0:blob.y1 + pad, x0:blob.x1 + pad]
+    crop = lab[y0 : blob.y1 + pad, x0 : blob.x1 + pad]
     return np.isin(crop, blob.labels).astype(np.uint8)
 
 
@@ -508,6 +519,7 @@ def split_columns(mask: np.ndarray, n: int) -> list[tuple[int, int]]:
 
 
 # ---------------------------------------------------------------- MNIST's recipe
+
 
 def stroke_width(mask: np.ndarray) -> float:
     """Median width of the strokes of a 0/1 mask: twice the distance to the paper along
@@ -578,7 +590,7 @@ def grey_ink(mask: np.ndarray, darkness: np.ndarray) -> np.ndarray:
     core = d[mask > 0]
     top = float(np.percentile(core, 90)) if core.size else 1.0
     g = np.clip(d / max(top, 1e-3), 0.0, 1.0)
-    return g if GREY_GAMMA == 1 else g ** GREY_GAMMA
+    return g if GREY_GAMMA == 1 else g**GREY_GAMMA
 
 
 def render(mask: np.ndarray, darkness: np.ndarray | None = None) -> np.ndarray:
@@ -592,10 +604,11 @@ def render(mask: np.ndarray, darkness: np.ndarray | None = None) -> np.ndarray:
 def crop(a: np.ndarray, blob: Blob, pad: int = 0) -> np.ndarray:
     """`a` (working-size, like the mask) cut to the blob's box with `pad` pixels of margin."""
     y0, x0 = max(0, blob.y - pad), max(0, blob.x - pad)
-    return a[y0:blob.y1 + pad, x0:blob.x1 + pad]
+    return a[y0 : blob.y1 + pad, x0 : blob.x1 + pad]
 
 
 # ---------------------------------------------------------------- the one path
+
 
 @dataclass
 class Prepared:
@@ -620,7 +633,7 @@ def prepare(grey: np.ndarray, name: str = "image") -> Prepared:
     check_not_scattered(blobs, ink, name)
     digit = choose_digit(blobs, ink.mask.shape)
     chosen = np.zeros_like(ink.mask)
-    chosen[digit.y:digit.y1, digit.x:digit.x1] = blob_mask(lab, digit)
+    chosen[digit.y : digit.y1, digit.x : digit.x1] = blob_mask(lab, digit)
     image = render(blob_mask(lab, digit, pad=2), crop(ink.darkness, digit, pad=2))
     return Prepared(image, ink, digit, chosen)
 
@@ -643,6 +656,7 @@ def is_image_path(arg: str) -> bool:
 
 # ---------------------------------------------------------------- pictures of the steps
 
+
 def stage_images(prep: Prepared) -> list[tuple[str, np.ndarray]]:
     """Each stage of `prepare` as an RGB uint8 picture: input, flattened paper, ink mask
     (erased lines in red), chosen component(s) (green; other ink red), the 28x28 result."""
@@ -655,8 +669,13 @@ def stage_images(prep: Prepared) -> list[tuple[str, np.ndarray]]:
     chosen[(ink.mask > 0) & (prep.chosen == 0)] = (220, 60, 60)
     chosen[prep.chosen > 0] = (30, 160, 60)
     first = "input (light ink: inverted)" if ink.inverted else "input"
-    return [(first, grey), ("paper flattened", flat), ("ink mask", mask), ("chosen", chosen),
-            ("28x28", np.repeat(prep.image[..., None], 3, 2))]
+    return [
+        (first, grey),
+        ("paper flattened", flat),
+        ("ink mask", mask),
+        ("chosen", chosen),
+        ("28x28", np.repeat(prep.image[..., None], 3, 2)),
+    ]
 
 
 def boxes_image(grey: np.ndarray, boxes: list[list[int]], texts: list[str], unsure: list[bool]) -> np.ndarray:

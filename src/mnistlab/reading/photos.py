@@ -17,6 +17,7 @@ and thin pens, light on dark, rotation) or all of a phone photo's at once (``mix
 
     python scripts/make_photos.py --out photos --per-condition 200
 """
+
 from __future__ import annotations
 
 import math
@@ -30,34 +31,124 @@ from ..data.printed import crop_ink, font_digit, font_files, pen_weight
 # Stroke templates: per digit, variants; each variant a list of strokes; each stroke a list
 # of (x, y) points in a box 1 wide and 1 high (y down), and whether to smooth it.
 _T = {
-    0: [[([(0.5, 0.0), (0.12, 0.2), (0.05, 0.55), (0.3, 0.95), (0.7, 0.95), (0.95, 0.5), (0.85, 0.12),
-          (0.5, 0.0), (0.45, 0.05)], True)]],
-    1: [[([(0.5, 0.0), (0.5, 1.0)], False)],
+    0: [
+        [
+            (
+                [
+                    (0.5, 0.0),
+                    (0.12, 0.2),
+                    (0.05, 0.55),
+                    (0.3, 0.95),
+                    (0.7, 0.95),
+                    (0.95, 0.5),
+                    (0.85, 0.12),
+                    (0.5, 0.0),
+                    (0.45, 0.05),
+                ],
+                True,
+            )
+        ]
+    ],
+    1: [
+        [([(0.5, 0.0), (0.5, 1.0)], False)],
         [([(0.25, 0.2), (0.55, 0.0), (0.55, 1.0)], False)],
-        [([(0.3, 0.18), (0.55, 0.0), (0.52, 1.0)], False), ([(0.25, 1.0), (0.8, 1.0)], False)]],
-    2: [[([(0.1, 0.25), (0.35, 0.02), (0.7, 0.05), (0.85, 0.3), (0.6, 0.6), (0.05, 1.0)], True),
-         ([(0.05, 1.0), (0.95, 0.98)], False)]],
-    3: [[([(0.1, 0.12), (0.5, 0.0), (0.85, 0.2), (0.7, 0.42), (0.4, 0.48)], True),
-         ([(0.4, 0.48), (0.85, 0.65), (0.8, 0.9), (0.45, 1.0), (0.05, 0.88)], True)]],
-    4: [[([(0.7, 1.0), (0.7, 0.0), (0.05, 0.68), (0.95, 0.68)], False)],
-        [([(0.25, 0.0), (0.1, 0.6), (0.9, 0.6)], False), ([(0.7, 0.2), (0.7, 1.0)], False)]],
-    5: [[([(0.85, 0.02), (0.22, 0.0), (0.15, 0.45)], False),
-         ([(0.15, 0.45), (0.55, 0.36), (0.9, 0.6), (0.75, 0.92), (0.4, 1.0), (0.05, 0.88)], True)],
-        [([(0.22, 0.0), (0.15, 0.45), (0.55, 0.36), (0.9, 0.6), (0.75, 0.92), (0.4, 1.0), (0.05, 0.88)], True),
-         ([(0.22, 0.02), (0.9, 0.0)], False)]],
-    6: [[([(0.8, 0.02), (0.4, 0.22), (0.12, 0.6), (0.25, 0.95), (0.6, 1.0), (0.88, 0.75), (0.6, 0.5),
-          (0.25, 0.58), (0.14, 0.7)], True)]],
-    7: [[([(0.05, 0.02), (0.95, 0.0), (0.35, 1.0)], False)],
-        [([(0.05, 0.05), (0.95, 0.0), (0.4, 1.0)], False), ([(0.35, 0.5), (0.85, 0.5)], False)]],
-    8: [[([(0.52, 0.48), (0.18, 0.28), (0.45, 0.0), (0.82, 0.22), (0.52, 0.48), (0.12, 0.72), (0.45, 1.0),
-          (0.9, 0.78), (0.52, 0.48)], True)]],
-    9: [[([(0.85, 0.25), (0.55, 0.0), (0.15, 0.18), (0.25, 0.48), (0.65, 0.45), (0.88, 0.22)], True),
-         ([(0.88, 0.22), (0.8, 0.6), (0.7, 1.0)], True)]],
+        [([(0.3, 0.18), (0.55, 0.0), (0.52, 1.0)], False), ([(0.25, 1.0), (0.8, 1.0)], False)],
+    ],
+    2: [
+        [
+            ([(0.1, 0.25), (0.35, 0.02), (0.7, 0.05), (0.85, 0.3), (0.6, 0.6), (0.05, 1.0)], True),
+            ([(0.05, 1.0), (0.95, 0.98)], False),
+        ]
+    ],
+    3: [
+        [
+            ([(0.1, 0.12), (0.5, 0.0), (0.85, 0.2), (0.7, 0.42), (0.4, 0.48)], True),
+            ([(0.4, 0.48), (0.85, 0.65), (0.8, 0.9), (0.45, 1.0), (0.05, 0.88)], True),
+        ]
+    ],
+    4: [
+        [([(0.7, 1.0), (0.7, 0.0), (0.05, 0.68), (0.95, 0.68)], False)],
+        [([(0.25, 0.0), (0.1, 0.6), (0.9, 0.6)], False), ([(0.7, 0.2), (0.7, 1.0)], False)],
+    ],
+    5: [
+        [
+            ([(0.85, 0.02), (0.22, 0.0), (0.15, 0.45)], False),
+            ([(0.15, 0.45), (0.55, 0.36), (0.9, 0.6), (0.75, 0.92), (0.4, 1.0), (0.05, 0.88)], True),
+        ],
+        [
+            ([(0.22, 0.0), (0.15, 0.45), (0.55, 0.36), (0.9, 0.6), (0.75, 0.92), (0.4, 1.0), (0.05, 0.88)], True),
+            ([(0.22, 0.02), (0.9, 0.0)], False),
+        ],
+    ],
+    6: [
+        [
+            (
+                [
+                    (0.8, 0.02),
+                    (0.4, 0.22),
+                    (0.12, 0.6),
+                    (0.25, 0.95),
+                    (0.6, 1.0),
+                    (0.88, 0.75),
+                    (0.6, 0.5),
+                    (0.25, 0.58),
+                    (0.14, 0.7),
+                ],
+                True,
+            )
+        ]
+    ],
+    7: [
+        [([(0.05, 0.02), (0.95, 0.0), (0.35, 1.0)], False)],
+        [([(0.05, 0.05), (0.95, 0.0), (0.4, 1.0)], False), ([(0.35, 0.5), (0.85, 0.5)], False)],
+    ],
+    8: [
+        [
+            (
+                [
+                    (0.52, 0.48),
+                    (0.18, 0.28),
+                    (0.45, 0.0),
+                    (0.82, 0.22),
+                    (0.52, 0.48),
+                    (0.12, 0.72),
+                    (0.45, 1.0),
+                    (0.9, 0.78),
+                    (0.52, 0.48),
+                ],
+                True,
+            )
+        ]
+    ],
+    9: [
+        [
+            ([(0.85, 0.25), (0.55, 0.0), (0.15, 0.18), (0.25, 0.48), (0.65, 0.45), (0.88, 0.22)], True),
+            ([(0.88, 0.22), (0.8, 0.6), (0.7, 1.0)], True),
+        ]
+    ],
 }
 
-CONDITIONS = ("clean", "noisy-paper", "specks", "uneven-light", "shadow", "colour", "ruled", "grid", "jpeg",
-              "margins", "thick-pen", "thin-pen", "light-on-dark", "rotation", "mixed",
-              "blur", "low-res", "narrow", "small")
+CONDITIONS = (
+    "clean",
+    "noisy-paper",
+    "specks",
+    "uneven-light",
+    "shadow",
+    "colour",
+    "ruled",
+    "grid",
+    "jpeg",
+    "margins",
+    "thick-pen",
+    "thin-pen",
+    "light-on-dark",
+    "rotation",
+    "mixed",
+    "blur",
+    "low-res",
+    "narrow",
+    "small",
+)
 # Soft strokes and narrow writing: each also as whole numbers, "numbers-<condition>".
 SOFT_CONDITIONS = ("blur", "low-res", "narrow", "small")
 NUMBER_SETS = ("numbers", *(f"numbers-{c}" for c in SOFT_CONDITIONS))
@@ -71,8 +162,10 @@ def _catmull_rom(points: np.ndarray, n: int = 12) -> np.ndarray:
         p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
         for t in np.linspace(0, 1, n, endpoint=False):
             t2, t3 = t * t, t * t * t
-            out.append(0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
-                              + (-p0 + 3 * p1 - 3 * p2 + p3) * t3))
+            out.append(
+                0.5
+                * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2 + (-p0 + 3 * p1 - 3 * p2 + p3) * t3)
+            )
     out.append(p[-2])
     return np.asarray(out)
 
@@ -142,6 +235,7 @@ def digit_ink(d: int, rng: np.random.Generator, height: int, source: str, pen: f
 
 # ---------------------------------------------------------------- pages
 
+
 def _smooth_field(rng, shape, cells: int, amp: float) -> np.ndarray:
     import cv2
 
@@ -156,11 +250,11 @@ def _lines(rng, h, w, grid: bool) -> np.ndarray:
     thick = int(rng.integers(1, 4))
     off = int(rng.integers(0, step))
     for y in range(off, h, step):
-        a[y:y + thick] = 1
+        a[y : y + thick] = 1
     if grid:
         off = int(rng.integers(0, step))
         for x in range(off, w, step):
-            a[:, x:x + thick] = 1
+            a[:, x : x + thick] = 1
     return a
 
 
@@ -177,7 +271,7 @@ class Page:
         is dropped. Only the ink's box is touched (blending the whole page for each digit was
         most of a photo's making; outside the box the blend changed nothing)."""
         y, x = at
-        cov = coverage[:self.h - y, :self.w - x]
+        cov = coverage[: self.h - y, : self.w - x]
         box = (slice(y, y + cov.shape[0]), slice(x, x + cov.shape[1]))
         c = np.clip(cov, 0, 1)[..., None] * strength
         self.rgb[box] = self.rgb[box] * (1 - c) + np.asarray(colour, np.float32) * c
@@ -217,10 +311,12 @@ def _shadow(rng, h, w) -> np.ndarray:
     m = np.zeros((h, w), np.float32)
     side = rng.integers(4)
     cut = rng.uniform(0.3, 0.6)
-    pts = {0: [(0, 0), (int(w * cut), 0), (int(w * rng.uniform(0.1, 0.5)), h), (0, h)],
-           1: [(w, 0), (int(w * (1 - cut)), 0), (int(w * rng.uniform(0.5, 0.9)), h), (w, h)],
-           2: [(0, 0), (w, 0), (w, int(h * rng.uniform(0.1, 0.5))), (0, int(h * cut))],
-           3: [(0, h), (w, h), (w, int(h * (1 - cut))), (0, int(h * rng.uniform(0.5, 0.9)))]}[int(side)]
+    pts = {
+        0: [(0, 0), (int(w * cut), 0), (int(w * rng.uniform(0.1, 0.5)), h), (0, h)],
+        1: [(w, 0), (int(w * (1 - cut)), 0), (int(w * rng.uniform(0.5, 0.9)), h), (w, h)],
+        2: [(0, 0), (w, 0), (w, int(h * rng.uniform(0.1, 0.5))), (0, int(h * cut))],
+        3: [(0, h), (w, h), (w, int(h * (1 - cut))), (0, int(h * rng.uniform(0.5, 0.9)))],
+    }[int(side)]
     cv2.fillPoly(m, [np.asarray(pts, np.int32)], 1.0)
     m = cv2.GaussianBlur(m, (0, 0), max(h, w) * rng.uniform(0.03, 0.08))
     return 1.0 - rng.uniform(0.3, 0.5) * m
@@ -238,9 +334,26 @@ def _specks(rng, h, w, n: int) -> np.ndarray:
 
 def _settings(condition: str, rng) -> dict:
     """The knobs of one condition; `mixed` turns on a phone photo's at once."""
-    s = dict(noise=2.0, texture=0.0, specks=0, light=False, shadow=False, colour=False, lines=None, jpeg=None,
-             digit_frac=(0.45, 0.7), pen=1.0, light_on_dark=False, rotate=0.0, printed=0.0, blur=0.0,
-             lowres=None, narrow=1.0, page=(300, 460), wander=(0.03, "page"))
+    s = dict(
+        noise=2.0,
+        texture=0.0,
+        specks=0,
+        light=False,
+        shadow=False,
+        colour=False,
+        lines=None,
+        jpeg=None,
+        digit_frac=(0.45, 0.7),
+        pen=1.0,
+        light_on_dark=False,
+        rotate=0.0,
+        printed=0.0,
+        blur=0.0,
+        lowres=None,
+        narrow=1.0,
+        page=(300, 460),
+        wander=(0.03, "page"),
+    )
     if condition == "noisy-paper":
         s.update(noise=rng.uniform(4, 9), texture=rng.uniform(0.03, 0.06))
     elif condition == "specks":
@@ -275,10 +388,19 @@ def _settings(condition: str, rng) -> dict:
         # writer's does (by its own height: by the page's, small digits would scatter off any row)
         s.update(noise=3, page=(900, 1400), digit_frac=(0.025, 0.045), wander=(0.03 / 0.55, "digit"))
     elif condition in ("mixed", "numbers"):
-        s.update(noise=rng.uniform(3, 7), texture=rng.uniform(0.01, 0.04), specks=int(rng.integers(0, 5)),
-                 light=True, shadow=rng.random() < 0.6, lines=rng.choice(["ruled", None, None, "grid"]),
-                 jpeg=int(rng.integers(30, 75)), rotate=rng.uniform(-6, 6), printed=0.25,
-                 colour=rng.random() < 0.3, pen=rng.uniform(0.6, 1.6))
+        s.update(
+            noise=rng.uniform(3, 7),
+            texture=rng.uniform(0.01, 0.04),
+            specks=int(rng.integers(0, 5)),
+            light=True,
+            shadow=rng.random() < 0.6,
+            lines=rng.choice(["ruled", None, None, "grid"]),
+            jpeg=int(rng.integers(30, 75)),
+            rotate=rng.uniform(-6, 6),
+            printed=0.25,
+            colour=rng.random() < 0.3,
+            pen=rng.uniform(0.6, 1.6),
+        )
     elif condition != "clean":
         raise ValueError(f"unknown condition {condition!r}; known: {', '.join(CONDITIONS)}, numbers")
     return s
@@ -345,7 +467,7 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
     if s["light"]:
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         ang = rng.uniform(0, 2 * math.pi)
-        ramp = (np.cos(ang) * xx / w + np.sin(ang) * yy / h)
+        ramp = np.cos(ang) * xx / w + np.sin(ang) * yy / h
         ramp = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
         lo = rng.uniform(0.5, 0.75)
         vignette = 1 - 0.25 * (((xx - w / 2) / w) ** 2 + ((yy - h / 2) / h) ** 2)
@@ -361,8 +483,9 @@ def photo(inks: list[np.ndarray], s: dict, rng: np.random.Generator, gap: float 
     if enlarge > 1:
         import cv2
 
-        img = cv2.resize(img, (round(img.shape[1] * enlarge), round(img.shape[0] * enlarge)),
-                         interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(
+            img, (round(img.shape[1] * enlarge), round(img.shape[0] * enlarge)), interpolation=cv2.INTER_CUBIC
+        )
         boxes = [[round(v * enlarge) for v in b] for b in boxes]
     if s["rotate"]:
         img = _rotate(img, s["rotate"])
@@ -394,8 +517,13 @@ def _pick_source(rng, printed: float, sources: tuple[str, ...]) -> str:
     return handwritten[rng.integers(len(handwritten))]
 
 
-def make_set(condition: str, n: int, seed: int = 0, sources: tuple[str, ...] = ("strokes", "fonts", "sklearn"),
-             progress: Callable[[int], None] | None = None) -> list[tuple[np.ndarray, str]]:
+def make_set(
+    condition: str,
+    n: int,
+    seed: int = 0,
+    sources: tuple[str, ...] = ("strokes", "fonts", "sklearn"),
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[np.ndarray, str]]:
     """`n` photos of single digits (labels cycling 0-9) or of numbers ('numbers')."""
     if condition not in (*CONDITIONS, *NUMBER_SETS):
         raise ValueError(f"unknown condition {condition!r}; known: {', '.join((*CONDITIONS, *NUMBER_SETS))}")

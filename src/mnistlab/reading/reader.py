@@ -8,6 +8,7 @@ The CLI (`predict`, `read`) and the web page call these; the image work is in ``
     r = read_number(load_run("runs/my-cnn-robust").model, load_grey("house.jpg"))
     print(r.number, [round(d.confidence, 2) for d in r.digits])
 """
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,12 @@ class DigitReading:
         return self.confidence < LOW_CONFIDENCE
 
     def to_dict(self) -> dict:
-        return {"digit": self.digit, "confidence": round(self.confidence, 4), "box": self.box,
-                "low_confidence": self.low_confidence}
+        return {
+            "digit": self.digit,
+            "confidence": round(self.confidence, 4),
+            "box": self.box,
+            "low_confidence": self.low_confidence,
+        }
 
 
 @dataclass
@@ -85,8 +90,11 @@ class NumberReading:
         return not self.digits or any(d.low_confidence for d in self.digits)
 
     def to_dict(self) -> dict:
-        return {"number": self.number, "digits": [d.to_dict() for d in self.digits],
-                "low_confidence": self.low_confidence}
+        return {
+            "number": self.number,
+            "digits": [d.to_dict() for d in self.digits],
+            "low_confidence": self.low_confidence,
+        }
 
 
 def probabilities(model, images: np.ndarray) -> np.ndarray:
@@ -97,8 +105,10 @@ def probabilities(model, images: np.ndarray) -> np.ndarray:
 
     logits = predict(model, torch.from_numpy(np.ascontiguousarray(images)))
     if not torch.isfinite(logits).all():
-        raise RunError("the model's outputs are not finite numbers (its training diverged): train it again "
-                       "with a lower learning rate")
+        raise RunError(
+            "the model's outputs are not finite numbers (its training diverged): train it again "
+            "with a lower learning rate"
+        )
     return calibrated(model, logits).numpy()
 
 
@@ -125,7 +135,7 @@ def _pieces(lab: np.ndarray, blob: Blob, n: int) -> list[tuple[np.ndarray, Blob]
         rows = np.flatnonzero(piece.any(1))
         if not len(rows) or piece.sum() < 0.05 * mask.sum():
             return None
-        piece = piece[rows[0]:rows[-1] + 1]  # (a piece may have empty rows inside: its box spans them)
+        piece = piece[rows[0] : rows[-1] + 1]  # (a piece may have empty rows inside: its box spans them)
         out.append((piece, Blob(blob.x + c0, blob.y + int(rows[0]), c1 - c0, len(piece), int(piece.sum()))))
     return out or None
 
@@ -211,8 +221,16 @@ def score(model, condition: str, items: list[tuple[np.ndarray, str]], *, thresho
     conf, pred = probs.max(1) if len(records) else (torch.zeros(0), truth)  # (none read: empty columns)
     ok, low = pred == truth, conf < threshold
     share = lambda m: float(m.double().mean()) if len(m) else 0.0  # noqa: E731
-    return {"condition": condition, "n": len(items), "accuracy": right / max(1, len(items)),
-            "digit_accuracy": digits_right / max(1, digits_total), "n_digits": digits_total,
-            "low_confidence": unsure / max(1, len(items)),
-            "wrong_flagged": share(low[~ok]), "right_flagged": share(low[ok]), "n_wrong": int((~ok).sum()),
-            "ece": ece(probs, truth) if len(records) else 0.0, "records": records}
+    return {
+        "condition": condition,
+        "n": len(items),
+        "accuracy": right / max(1, len(items)),
+        "digit_accuracy": digits_right / max(1, digits_total),
+        "n_digits": digits_total,
+        "low_confidence": unsure / max(1, len(items)),
+        "wrong_flagged": share(low[~ok]),
+        "right_flagged": share(low[ok]),
+        "n_wrong": int((~ok).sum()),
+        "ece": ece(probs, truth) if len(records) else 0.0,
+        "records": records,
+    }

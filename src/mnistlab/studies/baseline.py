@@ -10,6 +10,7 @@ every 10 batches to log it, and a test pass of batch 1000 after each epoch. Only
 are read by mnistlab's loader (torchvision does not install beside the CPU torch wheel);
 that costs well under a second and is the same for both sides of the comparison.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -20,6 +20,7 @@
 
 Absolute times depend on the machine: quote ratios on CPUs, absolute times on GPUs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,6 +58,7 @@ def _sync(device):
 
 
 # ---------------------------------------------------------------- 1. the conventional pipeline
+
 
 class TutorialDataset(torch.utils.data.Dataset):
     """What torchvision's MNIST + ToTensor + Normalize do, one item at a time."""
@@ -123,13 +125,18 @@ def pipeline_ratio(ds, device, epochs: int, batch_size: int, limit_batches: int 
         fit(model, ds.train, {}, cfg, device=device, progress=False)
         _sync(device)
         t_ours.append(time.perf_counter() - t0)
-    return {"images": n, "repeats": repeats, "mnistlab_img_s": n / statistics.median(t_ours),
-            "tutorial_img_s": n / statistics.median(t_tut),
-            "ratio": statistics.median(a / b for a, b in zip(t_tut, t_ours)),
-            "ratios": [round(a / b, 3) for a, b in zip(t_tut, t_ours)]}
+    return {
+        "images": n,
+        "repeats": repeats,
+        "mnistlab_img_s": n / statistics.median(t_ours),
+        "tutorial_img_s": n / statistics.median(t_tut),
+        "ratio": statistics.median(a / b for a, b in zip(t_tut, t_ours)),
+        "ratios": [round(a / b, 3) for a, b in zip(t_tut, t_ours)],
+    }
 
 
 # ---------------------------------------------------------------- 2. time to accuracy
+
 
 def time_to_accuracy(model_name: str, ds, device, target: float, seeds, max_epochs: int) -> dict:
     times, reached = [], []
@@ -152,11 +159,18 @@ def time_to_accuracy(model_name: str, ds, device, target: float, seeds, max_epoc
         times.append(hit.get("t", float("nan")))
         reached.append("t" in hit)
     ok = [t for t in times if t == t]
-    return {"model": model_name, "target": target, "seeds": len(seeds), "reached": sum(reached),
-            "mean_s": statistics.mean(ok) if ok else None, "sd_s": statistics.stdev(ok) if len(ok) > 1 else 0.0}
+    return {
+        "model": model_name,
+        "target": target,
+        "seeds": len(seeds),
+        "reached": sum(reached),
+        "mean_s": statistics.mean(ok) if ok else None,
+        "sd_s": statistics.stdev(ok) if len(ok) > 1 else 0.0,
+    }
 
 
 # ---------------------------------------------------------------- 3-4. throughput, inference
+
 
 def ae_throughput(ds, device, epochs: int = 1, limit_batches: int = 0) -> dict:
     cfg = build_config("ae-convtranspose", sets=[f"epochs={epochs}", f"limit_batches={limit_batches}"]).train
@@ -181,14 +195,18 @@ def inference(ds, device, single: int = 200) -> dict:
     lat = []
     for i in range(single):
         t = time.perf_counter()
-        predict(model, images[i:i + 1])
+        predict(model, images[i : i + 1])
         _sync(device)
         lat.append((time.perf_counter() - t) * 1000)
-    return {"batched_img_s": batched, "single_p50_ms": float(np.percentile(lat, 50)),
-            "single_p95_ms": float(np.percentile(lat, 95))}
+    return {
+        "batched_img_s": batched,
+        "single_p50_ms": float(np.percentile(lat, 50)),
+        "single_p95_ms": float(np.percentile(lat, 95)),
+    }
 
 
 # ---------------------------------------------------------------- 5-6. data, memory
+
 
 def data_loading(names) -> list[dict]:
     rows = []
@@ -214,8 +232,20 @@ def data_loading(names) -> list[dict]:
 def peak_memory(dataset: str, epochs: int, limit_batches: int = 0) -> dict:
     """Peak RSS of `mnistlab train cnn` in a child process (timed_process)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "mnistlab", "train", "cnn", "--dataset", dataset, "--epochs", str(epochs),
-               "--run-dir", str(Path(tmp) / "r"), "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mnistlab",
+            "train",
+            "cnn",
+            "--dataset",
+            dataset,
+            "--epochs",
+            str(epochs),
+            "--run-dir",
+            str(Path(tmp) / "r"),
+            "--no-progress",
+        ]
         if limit_batches:
             cmd += ["--set", f"limit_batches={limit_batches}"]
         r = timed_process(cmd)
@@ -249,14 +279,17 @@ with open(sys.argv[1], "w") as f:
 def timed_process(cmd: list[str], cwd: str | None = None) -> dict:
     """Wall seconds, exit status, output and peak resident memory of one child process
     (its own rusage, taken by a small launcher; see _LAUNCHER)."""
-    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as out, \
-            tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         if hasattr(os, "wait4"):
             facts = Path(tmp) / "facts.json"
-            proc = subprocess.run([sys.executable, "-c", _LAUNCHER, str(facts), *cmd], stdout=out, stderr=err,
-                                  text=True, cwd=cwd)
-            r = json.loads(facts.read_text()) if facts.is_file() else {"wall_s": 0.0, "rc": proc.returncode,
-                                                                        "peak_rss_mb": None}
+            proc = subprocess.run(
+                [sys.executable, "-c", _LAUNCHER, str(facts), *cmd], stdout=out, stderr=err, text=True, cwd=cwd
+            )
+            r = (
+                json.loads(facts.read_text())
+                if facts.is_file()
+                else {"wall_s": 0.0, "rc": proc.returncode, "peak_rss_mb": None}
+            )
         else:  # no per-child rusage here
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, stdout=out, stderr=err, text=True, cwd=cwd)
@@ -284,8 +317,13 @@ def whole_process(dataset: str, quick: bool = False) -> dict:
         acc = None
         if r["rc"] == 0 and r["stdout"].startswith("test_acc"):
             acc = float(r["stdout"].split()[1])
-        rows.append({"what": "conventional script, 1 epoch",
-                     "command": "python -m mnistlab.studies.baseline " + " ".join(tut), **_outcome(r, acc)})
+        rows.append(
+            {
+                "what": "conventional script, 1 epoch",
+                "command": "python -m mnistlab.studies.baseline " + " ".join(tut),
+                **_outcome(r, acc),
+            }
+        )
     ok = rows[0]["wall_s"] and rows[2]["wall_s"]
     return {"dataset": dataset, "rows": rows, "ratio": rows[2]["wall_s"] / rows[0]["wall_s"] if ok else None}
 
@@ -306,8 +344,15 @@ def step_modes(ds, device, models=STEP_MODELS, limit_batches: int = 0) -> list[d
             runtime.seed_everything(0)
             model = create_model(name, cfg.model)
             ran = []
-            hist = fit(model, ds.train, {}, cfg.train, device=device, progress=False,
-                       on_epoch=lambda r, state, ran=ran: ran.append(state.plan))
+            hist = fit(
+                model,
+                ds.train,
+                {},
+                cfg.train,
+                device=device,
+                progress=False,
+                on_epoch=lambda r, state, ran=ran: ran.append(state.plan),
+            )
             row[f"{graph}_s"] = hist[-1]["train_time_s"]
             row[f"{graph}_step"], row[f"{graph}_amp"] = ran[-1].graph, ran[-1].amp
         row["speedup"] = row["off_s"] / row["on_s"] if row["on_s"] else None
@@ -317,54 +362,96 @@ def step_modes(ds, device, models=STEP_MODELS, limit_batches: int = 0) -> list[d
 
 def _outcome(r: dict, acc) -> dict:
     failed = r["rc"] != 0
-    return {"wall_s": None if failed else r["wall_s"], "test_acc": acc, "peak_rss_mb": r["peak_rss_mb"],
-            "error": (r["stderr"].strip().splitlines() or ["failed"])[-1] if failed else None}
+    return {
+        "wall_s": None if failed else r["wall_s"],
+        "test_acc": acc,
+        "peak_rss_mb": r["peak_rss_mb"],
+        "error": (r["stderr"].strip().splitlines() or ["failed"])[-1] if failed else None,
+    }
 
 
 # ---------------------------------------------------------------- the whole benchmark
 
-def run_bench(quick: bool = False, device: str = "auto", seeds: int = 3, out: Path | None = None,
-              log=lambda m: None) -> dict:
+
+def run_bench(
+    quick: bool = False, device: str = "auto", seeds: int = 3, out: Path | None = None, log=lambda m: None
+) -> dict:
     """Every section in turn; with `out`, bench.json and bench.md are rewritten after each one, so
     a section that fails keeps what came before it."""
     dev = runtime.resolve_device(device)
     runtime.seed_everything(0)
     sample = load_dataset("mnist-sample")
     available = [n for n in ("mnist-sample", "fashion-mnist", "mnist") if _available(n)]
-    res: dict = {"machine": {"platform": platform.platform(), **runtime.hardware(dev),
-                             "threads": torch.get_num_threads(), "device": str(dev), "torch": torch.__version__,
-                             "quick": quick}}
+    res: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            **runtime.hardware(dev),
+            "threads": torch.get_num_threads(),
+            "device": str(dev),
+            "torch": torch.__version__,
+            "quick": quick,
+        }
+    }
     mem_ds = "fashion-mnist" if "fashion-mnist" in available and not quick else "mnist-sample"
 
     def tta():
         rows = []
-        for name in (["mnist-sample"] if quick else available):
+        for name in ["mnist-sample"] if quick else available:
             ds = sample if name == "mnist-sample" else load_dataset(name)
             for model in ("cnn-fast", "cnn"):
-                row = time_to_accuracy(model, ds, dev, TARGETS[name], range(1 if quick else seeds),
-                                       max_epochs=1 if quick else 12)
+                row = time_to_accuracy(
+                    model, ds, dev, TARGETS[name], range(1 if quick else seeds), max_epochs=1 if quick else 12
+                )
                 rows.append({"dataset": name, **row})
         return rows
 
     sections = [
-        ("pipeline", "pipeline ratio", lambda: {
-            "dataset": "mnist-sample", "model": "cnn", "batch_size": 128,
-            **pipeline_ratio(sample, dev, epochs=1, batch_size=128, limit_batches=10 if quick else 0,
-                             repeats=1 if quick else 3)}),
+        (
+            "pipeline",
+            "pipeline ratio",
+            lambda: {
+                "dataset": "mnist-sample",
+                "model": "cnn",
+                "batch_size": 128,
+                **pipeline_ratio(
+                    sample, dev, epochs=1, batch_size=128, limit_batches=10 if quick else 0, repeats=1 if quick else 3
+                ),
+            },
+        ),
         ("time_to_accuracy", "time to accuracy", tta),
-        ("ae_throughput", "autoencoder throughput", lambda: {
-            "dataset": "mnist-sample", "model": "ae-convtranspose",
-            **ae_throughput(sample, dev, limit_batches=20 if quick else 0)}),
-        ("inference", "inference", lambda: {"dataset": "mnist-sample", "model": "cnn",
-                                            **inference(sample, dev, 50 if quick else 200)}),
-        ("data", "data loading", lambda: data_loading(["mnist-sample"] if quick
-                                                      else [n for n in DATASETS if _available(n)])),
+        (
+            "ae_throughput",
+            "autoencoder throughput",
+            lambda: {
+                "dataset": "mnist-sample",
+                "model": "ae-convtranspose",
+                **ae_throughput(sample, dev, limit_batches=20 if quick else 0),
+            },
+        ),
+        (
+            "inference",
+            "inference",
+            lambda: {"dataset": "mnist-sample", "model": "cnn", **inference(sample, dev, 50 if quick else 200)},
+        ),
+        (
+            "data",
+            "data loading",
+            lambda: data_loading(["mnist-sample"] if quick else [n for n in DATASETS if _available(n)]),
+        ),
         ("memory", "memory", lambda: peak_memory(mem_ds, 1, limit_batches=5 if quick else 0)),
         ("whole_process", "whole processes", lambda: whole_process(mem_ds, quick)),
     ]
     if dev.type == "cuda":
-        sections.append(("step", "eager vs captured step", lambda: {
-            "dataset": mem_ds, "rows": step_modes(load_dataset(mem_ds), dev, limit_batches=20 if quick else 0)}))
+        sections.append(
+            (
+                "step",
+                "eager vs captured step",
+                lambda: {
+                    "dataset": mem_ds,
+                    "rows": step_modes(load_dataset(mem_ds), dev, limit_batches=20 if quick else 0),
+                },
+            )
+        )
     for k, (key, what, section) in enumerate(sections, start=1):
         log(f"{k}/{len(sections)} {what}")
         res[key] = section()
@@ -387,33 +474,53 @@ def _available(name: str) -> bool:
 def to_markdown(r: dict) -> str:
     """The figures as Markdown, each section that has run (a partial bench writes what it has)."""
     m = r["machine"]
-    lines = [f"# mnistlab bench{' (quick)' if m['quick'] else ''}", "",
-             f"Measured on {m['line']}; {m['threads']} torch threads, device {m['device']}, torch {m['torch']}, "
-             f"{m['platform']}.", ""]
+    lines = [
+        f"# mnistlab bench{' (quick)' if m['quick'] else ''}",
+        "",
+        f"Measured on {m['line']}; {m['threads']} torch threads, device {m['device']}, torch {m['torch']}, "
+        f"{m['platform']}.",
+        "",
+    ]
     if p := r.get("pipeline"):
-        lines += ["## 1. Pipeline: same cnn, data, epochs, batch size", "",
-                  "| path | images/s |", "|---|---|",
-                  f"| mnistlab (uint8 on device, batches by index) | {p['mnistlab_img_s']:,.0f} |",
-                  f"| tutorial (Dataset + PIL + per-item transforms + DataLoader) | {p['tutorial_img_s']:,.0f} |",
-                  f"| **ratio** | **{p['ratio']:.2f}x** |", "",
-                  f"{p['images']:,} training images of {p['dataset']}, batch {p['batch_size']}; median of "
-                  f"{p.get('repeats', 1)} alternating runs (ratios: "
-                  f"{', '.join(f'{x:.2f}' for x in p.get('ratios', []))}).", ""]
+        lines += [
+            "## 1. Pipeline: same cnn, data, epochs, batch size",
+            "",
+            "| path | images/s |",
+            "|---|---|",
+            f"| mnistlab (uint8 on device, batches by index) | {p['mnistlab_img_s']:,.0f} |",
+            f"| tutorial (Dataset + PIL + per-item transforms + DataLoader) | {p['tutorial_img_s']:,.0f} |",
+            f"| **ratio** | **{p['ratio']:.2f}x** |",
+            "",
+            f"{p['images']:,} training images of {p['dataset']}, batch {p['batch_size']}; median of "
+            f"{p.get('repeats', 1)} alternating runs (ratios: "
+            f"{', '.join(f'{x:.2f}' for x in p.get('ratios', []))}).",
+            "",
+        ]
     if "time_to_accuracy" in r:
-        lines += ["## 2. Time to accuracy (training seconds, evaluation excluded)", "",
-                  "| dataset | model | target | reached | mean ± sd s |", "|---|---|---|---|---|"]
+        lines += [
+            "## 2. Time to accuracy (training seconds, evaluation excluded)",
+            "",
+            "| dataset | model | target | reached | mean ± sd s |",
+            "|---|---|---|---|---|",
+        ]
         for t in r["time_to_accuracy"]:
             mean = "-" if t["mean_s"] is None else f"{t['mean_s']:.1f} ± {t['sd_s']:.1f}"
-            lines.append(f"| {t['dataset']} | {t['model']} | {t['target']:.0%} | {t['reached']}/{t['seeds']} "
-                         f"| {mean} |")
+            lines.append(
+                f"| {t['dataset']} | {t['model']} | {t['target']:.0%} | {t['reached']}/{t['seeds']} | {mean} |"
+            )
         lines.append("")
     if "ae_throughput" in r and "inference" in r:
         a, i = r["ae_throughput"], r["inference"]
-        lines += ["## 3-4. Throughput and inference", "", "| what | figure |", "|---|---|",
-                  f"| ae-convtranspose training (batch {a['batch_size']}) | {a['img_s']:,.0f} images/s |",
-                  f"| cnn batched prediction | {i['batched_img_s']:,.0f} images/s |",
-                  f"| cnn single image latency p50 / p95 | {i['single_p50_ms']:.2f} / {i['single_p95_ms']:.2f} ms |",
-                  ""]
+        lines += [
+            "## 3-4. Throughput and inference",
+            "",
+            "| what | figure |",
+            "|---|---|",
+            f"| ae-convtranspose training (batch {a['batch_size']}) | {a['img_s']:,.0f} images/s |",
+            f"| cnn batched prediction | {i['batched_img_s']:,.0f} images/s |",
+            f"| cnn single image latency p50 / p95 | {i['single_p50_ms']:.2f} / {i['single_p95_ms']:.2f} ms |",
+            "",
+        ]
     if "data" in r:
         lines += ["## 5. Data loading", "", "| dataset | from files s | from cache s | images |", "|---|---|---|---|"]
         for d in r["data"]:
@@ -421,28 +528,45 @@ def to_markdown(r: dict) -> str:
             lines.append(f"| {d['dataset']} | {d['files_s']:.3f} | {cache} | {d['images']:,} |")
         lines.append("")
     if mem := r.get("memory"):
-        lines += ["## 6. Memory", "",
-                  f"Peak resident memory of `mnistlab train cnn --dataset {mem['dataset']}`: "
-                  + (f"{mem['peak_rss_mb']:.0f} MB" if mem.get("peak_rss_mb") is not None else mem.get("error", "?")),
-                  ""]
+        lines += [
+            "## 6. Memory",
+            "",
+            f"Peak resident memory of `mnistlab train cnn --dataset {mem['dataset']}`: "
+            + (f"{mem['peak_rss_mb']:.0f} MB" if mem.get("peak_rss_mb") is not None else mem.get("error", "?")),
+            "",
+        ]
     if w := r.get("whole_process"):
-        lines += ["## 7. Whole process: start-up, data, training, test, figures", "",
-                  "| what | command | wall s | test accuracy | peak memory |", "|---|---|---|---|---|"]
+        lines += [
+            "## 7. Whole process: start-up, data, training, test, figures",
+            "",
+            "| what | command | wall s | test accuracy | peak memory |",
+            "|---|---|---|---|---|",
+        ]
         for row in w["rows"]:
             wall = f"{row['wall_s']:.1f}" if row["wall_s"] is not None else f"failed: {row['error']}"
             acc = f"{row['test_acc']:.2%}" if row["test_acc"] is not None else "-"
             mem_mb = f"{row['peak_rss_mb']:.0f} MB" if row["peak_rss_mb"] is not None else "-"
             lines.append(f"| {row['what']} | `{row['command']}` | {wall} | {acc} | {mem_mb} |")
         if w["ratio"]:
-            lines += ["", f"The conventional script takes **{w['ratio']:.1f}x** the wall time of `mnistlab train "
-                          f"cnn-fast --epochs 1` on {w['dataset']}, one after the other in this run.", ""]
+            lines += [
+                "",
+                f"The conventional script takes **{w['ratio']:.1f}x** the wall time of `mnistlab train "
+                f"cnn-fast --epochs 1` on {w['dataset']}, one after the other in this run.",
+                "",
+            ]
     if "step" in r:
-        lines += ["## 8. Training step: eager vs captured CUDA graph (second epoch, seconds)", "",
-                  "| model | eager | captured | speed-up | precision (eager / captured) |", "|---|---|---|---|---|"]
+        lines += [
+            "## 8. Training step: eager vs captured CUDA graph (second epoch, seconds)",
+            "",
+            "| model | eager | captured | speed-up | precision (eager / captured) |",
+            "|---|---|---|---|---|",
+        ]
         for row in r["step"]["rows"]:
             up = f"{row['speedup']:.1f}x" if row["speedup"] else "-"
-            lines.append(f"| {row['model']} | {row['off_s']:.3f} | {row['on_s']:.3f} (ran {row['on_step']}) | {up} | "
-                         f"{row['off_amp']} / {row['on_amp']} |")
+            lines.append(
+                f"| {row['model']} | {row['off_s']:.3f} | {row['on_s']:.3f} (ran {row['on_step']}) | {up} | "
+                f"{row['off_amp']} / {row['on_amp']} |"
+            )
         lines += ["", f"{r['step']['rows'][0]['images']:,} training images of {r['step']['dataset']} an epoch.", ""]
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ figure, ``mean``, ``sd``, ``min``, ``max``, ``seeds``, ``values``, ``bar`` and `
 (every seed meets the bar: the *worst* seed is held to it; a bar on the mean says so);
 ``report.md`` is the same as a table, and each job gets a picture with error bars.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -66,8 +67,12 @@ def _train(model: str, seed: int, folder: Path, sets: list[str] = ()) -> dict:
     if (folder / "checkpoint.pt").is_file():  # stopped mid-way last time: go on from its checkpoint
         return resume_run(folder, progress=False).summary
     _aside(folder)
-    run = train_run(build_config(model, flags={"dataset": DATASET, "seed": seed}, sets=list(sets)), folder,
-                    progress=False, figures=False)
+    run = train_run(
+        build_config(model, flags={"dataset": DATASET, "seed": seed}, sets=list(sets)),
+        folder,
+        progress=False,
+        figures=False,
+    )
     return run.summary
 
 
@@ -162,13 +167,18 @@ def _reencode(seed: int, work: Path) -> dict:
     out = {}
     for part, label in (("reencode", "literal"), ("spread", "spread"), ("plain", "plain")):
         r = m[part]
-        out.update({f"reencode.{label}.test_mse": r["test_mse"],
-                    f"reencode.{label}.reencode_error_relative": r["reencode_error_relative"],
-                    f"reencode.{label}.dead_code_dims": r["dead_code_dims"],
-                    f"reencode.{label}.linear_probe_acc": r["linear_probe_acc"]})
+        out.update(
+            {
+                f"reencode.{label}.test_mse": r["test_mse"],
+                f"reencode.{label}.reencode_error_relative": r["reencode_error_relative"],
+                f"reencode.{label}.dead_code_dims": r["dead_code_dims"],
+                f"reencode.{label}.linear_probe_acc": r["linear_probe_acc"],
+            }
+        )
     out["reencode.spread_mse_over_plain"] = m["spread"]["test_mse"] / m["plain"]["test_mse"]
-    out["reencode.spread_minus_plain_relative_error"] = (m["spread"]["reencode_error_relative"]
-                                                         - m["plain"]["reencode_error_relative"])
+    out["reencode.spread_minus_plain_relative_error"] = (
+        m["spread"]["reencode_error_relative"] - m["plain"]["reencode_error_relative"]
+    )
     return out
 
 
@@ -193,8 +203,13 @@ def _dream(seed: int, work: Path) -> dict:
     if "mlp_judge_test_acc" in m:
         out["dream.mlp_judge_test_acc"] = m["mlp_judge_test_acc"]
     for r in m["rounds"]:
-        for key in ("recognised_of_10", "mean_confidence", "mlp_recognised_of_10", "mlp_mean_confidence",
-                    "within_digit_distance"):
+        for key in (
+            "recognised_of_10",
+            "mean_confidence",
+            "mlp_recognised_of_10",
+            "mlp_mean_confidence",
+            "within_digit_distance",
+        ):
             if key in r:
                 label = key if key.startswith(("mlp", "within")) else f"judge_{key}"
                 out[f"dream.round{r['round']}.{label}"] = r[key]
@@ -207,12 +222,13 @@ def _dream_across_seeds(work: Path, seeds: list[int]) -> dict[str, float]:
     from ..runs import load_state
     from .experiments.dream import pairwise_distance
 
-    runs = [load_state(f)["images"] for s in seeds
-            if (f := work / "runs" / f"dream-seed{s}" / "images.pt").is_file()]
+    runs = [load_state(f)["images"] for s in seeds if (f := work / "runs" / f"dream-seed{s}" / "images.pt").is_file()]
     if len(runs) < 2:
         return {}
-    return {f"dream.round{r + 1}.across_seed_distance": pairwise_distance([im[r, :, 0] for im in runs])
-            for r in range(min(len(im) for im in runs))}
+    return {
+        f"dream.round{r + 1}.across_seed_distance": pairwise_distance([im[r, :, 0] for im in runs])
+        for r in range(min(len(im) for im in runs))
+    }
 
 
 def jobs() -> dict[str, Job]:
@@ -220,32 +236,61 @@ def jobs() -> dict[str, Job]:
     js = [
         _model_job("cnn", Bar(">=", 0.96)),
         _model_job("cnn-fast", Bar(">=", 0.96)),
-        Job("cnn-robust", _cnn_robust, {"cnn-robust.photos.noisy-paper_acc": Bar(">=", 0.95),
-                                        "cnn-robust.photos.mixed_acc": Bar(">=", 0.85),
-                                        "cnn-robust.photos.numbers_acc": Bar(">=", 0.85)},
+        Job(
+            "cnn-robust",
+            _cnn_robust,
+            {
+                "cnn-robust.photos.noisy-paper_acc": Bar(">=", 0.95),
+                "cnn-robust.photos.mixed_acc": Bar(">=", 0.85),
+                "cnn-robust.photos.numbers_acc": Bar(">=", 0.85),
+            },
             about=f"the photo reader: held-out digits and generated photos ({PHOTOS_PER_SET} per set, "
-                  f"set seed {PHOTO_SEED})"),
+            f"set seed {PHOTO_SEED})",
+        ),
         _model_job("ae-dense", Bar("<=", 0.020)),
         _model_job("ae-convtranspose", Bar("<=", 0.015)),
         _model_job("ae-upsample", Bar("<=", 0.015)),
         _model_job("ae-code3d", Bar("<=", 0.040)),
         _model_job("ae-code4x4"),
         _model_job("ae-convbn"),
-        Job("encoder-classifier", _encoder_classifier, {"encoder-classifier.test_acc": Bar(">=", 0.95)},
-            about="frozen then fine-tuned on each seed's ae-convbn"),
-        Job("reencode", _reencode, {
-            "reencode.spread.dead_code_dims": Bar("<=", 0, "mean"),
-            "reencode.spread_mse_over_plain": Bar("<=", 1.3, "mean"),
-            "reencode.spread_minus_plain_relative_error": Bar("<=", 0.0, "mean")},
-            about="literal, spread and plain autoencoders (ae-dense shape, 10 epochs)"),
-        Job("dream", _dream, about="class images by input optimisation, judged per round by a CNN and an MLP",
-            across=_dream_across_seeds),
-        Job("unbiased", _unbiased, {"unbiased.default.loop_acc": Bar(">=", 0.95, "mean"),
-                                    "unbiased.default.probe_minus_floor": Bar("<=", 0.03, "mean")},
-            about="loop kept, parity shed, per λ; 'default' is the strongest λ"),
-        Job("explain", _explain, _explain_bars(),
+        Job(
+            "encoder-classifier",
+            _encoder_classifier,
+            {"encoder-classifier.test_acc": Bar(">=", 0.95)},
+            about="frozen then fine-tuned on each seed's ae-convbn",
+        ),
+        Job(
+            "reencode",
+            _reencode,
+            {
+                "reencode.spread.dead_code_dims": Bar("<=", 0, "mean"),
+                "reencode.spread_mse_over_plain": Bar("<=", 1.3, "mean"),
+                "reencode.spread_minus_plain_relative_error": Bar("<=", 0.0, "mean"),
+            },
+            about="literal, spread and plain autoencoders (ae-dense shape, 10 epochs)",
+        ),
+        Job(
+            "dream",
+            _dream,
+            about="class images by input optimisation, judged per round by a CNN and an MLP",
+            across=_dream_across_seeds,
+        ),
+        Job(
+            "unbiased",
+            _unbiased,
+            {
+                "unbiased.default.loop_acc": Bar(">=", 0.95, "mean"),
+                "unbiased.default.probe_minus_floor": Bar("<=", 0.03, "mean"),
+            },
+            about="loop kept, parity shed, per λ; 'default' is the strongest λ",
+        ),
+        Job(
+            "explain",
+            _explain,
+            _explain_bars(),
             about=f"attribution methods on each seed's cnn, first {EXPLAIN_DIGITS} held-out digits: deletion "
-                  "and insertion against random ink-first orders, Spearman after re-initialising the weights"),
+            "and insertion against random ink-first orders, Spearman after re-initialising the weights",
+        ),
     ]
     return {j.name: j for j in js}
 
@@ -283,14 +328,22 @@ def select_jobs(only: list[str] | None = None) -> list[Job]:
     for pattern in only or list(table):
         hits = [n for n in table if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
-            raise ConfigError(f"--only {brief(repr(pattern), 60)}: no such figure job (choose from "
-                              f"{', '.join(table)}; globs such as 'ae-*' work too)")
+            raise ConfigError(
+                f"--only {brief(repr(pattern), 60)}: no such figure job (choose from "
+                f"{', '.join(table)}; globs such as 'ae-*' work too)"
+            )
         names += [n for n in hits if n not in names]
     return [table[n] for n in names]
 
 
-def run_report(seeds: list[int], only: list[str] | None = None, out: str | Path = "report", *,
-               progress: bool | None = None, notice=None) -> dict:
+def run_report(
+    seeds: list[int],
+    only: list[str] | None = None,
+    out: str | Path = "report",
+    *,
+    progress: bool | None = None,
+    notice=None,
+) -> dict:
     """Run (or resume) the report's jobs over `seeds`; write report.json, report.md and pictures."""
     from ..train.loop import progress_bar
 
@@ -304,8 +357,10 @@ def run_report(seeds: list[int], only: list[str] | None = None, out: str | Path 
         bar.set_postfix_str(f"{job.name} seed {seed}")
         t0 = time.perf_counter()
         figures = job.run(seed, out)
-        write_json(out / "results" / job.name / f"seed-{seed}.json",
-                   {"job": job.name, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1), "figures": figures})
+        write_json(
+            out / "results" / job.name / f"seed-{seed}.json",
+            {"job": job.name, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1), "figures": figures},
+        )
         if notice and bar.disable:
             notice(f"{job.name} seed {seed}: done in {time.perf_counter() - t0:.0f} s")
         bar.update(1)
@@ -336,30 +391,63 @@ def write_report(out: Path, chosen: list[Job], seeds: list[int]) -> dict:
         walls[job.name] = wall
         if job.across is not None:
             for k, v in job.across(out, done).items():
-                figures[k] = {"job": job.name, "mean": v, "sd": 0.0, "min": v, "max": v, "seeds": done, "values": [v],
-                              "bar": None, "met": None, "over_seeds": True}
+                figures[k] = {
+                    "job": job.name,
+                    "mean": v,
+                    "sd": 0.0,
+                    "min": v,
+                    "max": v,
+                    "seeds": done,
+                    "values": [v],
+                    "bar": None,
+                    "met": None,
+                    "over_seeds": True,
+                }
         for k, vs in values.items():
             bar = job.bars.get(k)
             sd = statistics.stdev(vs) if len(vs) > 1 else 0.0
-            figures[k] = {"job": job.name, "mean": statistics.mean(vs), "sd": sd, "min": min(vs), "max": max(vs),
-                          "seeds": done, "values": vs,
-                          "bar": bar.text() if bar else None, "met": bar.met(vs) if bar else None}
-    report = {"dataset": DATASET, "seeds": seeds, "figures": figures, "wall_s": walls,
-              "wall_s_total": round(sum(walls.values()), 1)}
+            figures[k] = {
+                "job": job.name,
+                "mean": statistics.mean(vs),
+                "sd": sd,
+                "min": min(vs),
+                "max": max(vs),
+                "seeds": done,
+                "values": vs,
+                "bar": bar.text() if bar else None,
+                "met": bar.met(vs) if bar else None,
+            }
+    report = {
+        "dataset": DATASET,
+        "seeds": seeds,
+        "figures": figures,
+        "wall_s": walls,
+        "wall_s_total": round(sum(walls.values()), 1),
+    }
     write_json(out / "report.json", report)
-    lines = [f"# Report: every figure over seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} seeds), {DATASET}", "",
-             f"Wall time of the jobs: {report['wall_s_total'] / 60:.1f} min.", ""]
+    lines = [
+        f"# Report: every figure over seeds {seeds[0]}-{seeds[-1]} ({len(seeds)} seeds), {DATASET}",
+        "",
+        f"Wall time of the jobs: {report['wall_s_total'] / 60:.1f} min.",
+        "",
+    ]
     for job in chosen:
         keys = [k for k, f in figures.items() if f["job"] == job.name]
         if not keys:
             continue
-        lines += [f"## {job.name}" + (f": {job.about}" if job.about else ""), "",
-                  "| figure | mean ± sd | min | max | seeds | bar | met |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {job.name}" + (f": {job.about}" if job.about else ""),
+            "",
+            "| figure | mean ± sd | min | max | seeds | bar | met |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for k in keys:
             f = figures[k]
-            lines.append(f"| {k} | {_num(k, f['mean'])} ± {_num(k, f['sd']).lstrip('+')} | {_num(k, f['min'])} | "
-                         f"{_num(k, f['max'])} | {len(f['seeds'])} | {f['bar'] or '-'} | "
-                         f"{'-' if f['met'] is None else 'yes' if f['met'] else 'NO'} |")
+            lines.append(
+                f"| {k} | {_num(k, f['mean'])} ± {_num(k, f['sd']).lstrip('+')} | {_num(k, f['min'])} | "
+                f"{_num(k, f['max'])} | {len(f['seeds'])} | {f['bar'] or '-'} | "
+                f"{'-' if f['met'] is None else 'yes' if f['met'] else 'NO'} |"
+            )
         lines.append("")
         _picture(out / f"{job.name}.png", job.name, {k: figures[k] for k in keys})
     (out / "report.md").write_text("\n".join(lines))
@@ -390,8 +478,14 @@ def _picture(path: Path, title: str, figures: dict) -> None:
     fig, axes = plt.subplots(1, len(kinds), figsize=(4.2 * len(kinds), 3.8), squeeze=False)
     for ax, (kind, keys) in zip(axes[0], kinds.items()):
         labels = [k.rsplit(".", 1)[0].split(".", 1)[-1] for k in keys]
-        ax.bar(range(len(keys)), [figures[k]["mean"] for k in keys], yerr=[figures[k]["sd"] for k in keys],
-               capsize=4, color="tab:blue", alpha=0.8)
+        ax.bar(
+            range(len(keys)),
+            [figures[k]["mean"] for k in keys],
+            yerr=[figures[k]["sd"] for k in keys],
+            capsize=4,
+            color="tab:blue",
+            alpha=0.8,
+        )
         for i, k in enumerate(keys):
             ax.plot([i] * len(figures[k]["values"]), figures[k]["values"], "k.", ms=4)
         ax.set_xticks(range(len(keys)), labels, rotation=45, ha="right", fontsize=8)

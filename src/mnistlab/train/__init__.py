@@ -8,6 +8,7 @@
     from mnistlab import build_config, train_run
     run = train_run(build_config("cnn", flags={"dataset": "mnist-sample", "epochs": 2}))
 """
+
 from .loop import fit
 from .run import resume_run, reuse_run, train_run
 

@@ -7,6 +7,7 @@ keeps running sums on the device, so nothing forces a host sync inside the step 
 on_epoch=...)`` returns one metrics row an epoch; ``on_epoch(row, state)`` is where a run
 records it (``train.run``), and ``state.state_dict()`` resumes the fit exactly.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,8 +35,14 @@ def make_optimizer(params, cfg: TrainConfig, lr_scale: float = 1.0) -> torch.opt
     factories = {
         "adam": lambda: make(torch.optim.Adam, params, lr=lr, weight_decay=cfg.weight_decay),
         "adamw": lambda: make(torch.optim.AdamW, params, lr=lr, weight_decay=cfg.weight_decay),
-        "sgd": lambda: make(torch.optim.SGD, params, lr=lr, momentum=cfg.momentum,
-                            weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0),
+        "sgd": lambda: make(
+            torch.optim.SGD,
+            params,
+            lr=lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            nesterov=cfg.momentum > 0,
+        ),
     }
     return factories[cfg.optimizer]()
 
@@ -45,7 +52,8 @@ def make_scheduler(opt, cfg: TrainConfig, steps_per_epoch: int):
     factories = {
         "none": lambda: None,
         "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=[float(g["lr"]) for g in opt.param_groups], total_steps=total),
+            opt, max_lr=[float(g["lr"]) for g in opt.param_groups], total_steps=total
+        ),
         "cosine": lambda: steps.CosineSchedule(opt, total),
     }
     return factories[cfg.schedule]()
@@ -59,8 +67,14 @@ def progress_bar(total: int, desc: str, enabled: bool | None):
         from tqdm import tqdm
 
     # disable=None lets tqdm turn itself off when stderr is not a terminal (CI logs).
-    return tqdm(total=total, desc=desc, leave=True, dynamic_ncols=True, file=sys.stderr,
-                disable=None if enabled is None else not enabled)
+    return tqdm(
+        total=total,
+        desc=desc,
+        leave=True,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=None if enabled is None else not enabled,
+    )
 
 
 def _compiled(fn):
@@ -101,12 +115,14 @@ class TrainState:
         return next(iter(self.optimizers.values()))
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch,
-                "optimizers": {k: steps.float_hypers(o.state_dict()) for k, o in self.optimizers.items()},
-                "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
-                "generators": {k: g.get_state() for k, g in self.generators.items()},
-                "rng": torch.get_rng_state(),  # dropout masks draw from the global generator
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        return {
+            "epoch": self.epoch,
+            "optimizers": {k: steps.float_hypers(o.state_dict()) for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "generators": {k: g.get_state() for k, g in self.generators.items()},
+            "rng": torch.get_rng_state(),  # dropout masks draw from the global generator
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         opts = state.get("optimizers") or {"main": state["optimizer"]}  # older checkpoints: one optimiser
@@ -124,9 +140,18 @@ class TrainState:
         self.epoch = int(state["epoch"])
 
 
-def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
-        device: torch.device | str = "cpu", on_epoch: Callable[[dict, TrainState], None] | None = None,
-        progress: bool | None = None, resume: dict | None = None, desc: str = "epoch") -> list[dict]:
+def fit(
+    model,
+    train: Split,
+    evals: dict[str, Split],
+    cfg: TrainConfig,
+    *,
+    device: torch.device | str = "cpu",
+    on_epoch: Callable[[dict, TrainState], None] | None = None,
+    progress: bool | None = None,
+    resume: dict | None = None,
+    desc: str = "epoch",
+) -> list[dict]:
     """Train `model` on `train`, evaluating on each split of `evals` after every epoch.
 
     The model decides how a batch is spent (``optimizers`` and ``train_step``, see
@@ -151,10 +176,20 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     gen = torch.Generator().manual_seed(cfg.seed)
     # On CUDA augmentation draws on the device (no host round trip; a captured step needs it).
     aug_gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(
-        cfg.seed + 1 + 7919 * ctx.rank)
-    batches = Batches(train.images, train.labels, batch_size=cfg.batch_size, device=device, generator=gen,
-                      limit=cfg.limit_batches, augment=cfg.augment, aug_generator=aug_gen, memory_format=fmt,
-                      shard=(ctx.rank, ctx.world) if ctx.active else None)
+        cfg.seed + 1 + 7919 * ctx.rank
+    )
+    batches = Batches(
+        train.images,
+        train.labels,
+        batch_size=cfg.batch_size,
+        device=device,
+        generator=gen,
+        limit=cfg.limit_batches,
+        augment=cfg.augment,
+        aug_generator=aug_gen,
+        memory_format=fmt,
+        shard=(ctx.rank, ctx.world) if ctx.active else None,
+    )
     evals = {name: split.to(device) for name, split in evals.items()}  # once, not every epoch
     opts = model.optimizers(lambda params, lr_scale=1.0: make_optimizer(params, cfg, lr_scale))
     scheds = {k: s for k, o in opts.items() if (s := make_scheduler(o, cfg, len(batches))) is not None}
@@ -168,8 +203,16 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     if ctx.rank:  # dropout masks of their own on the other ranks
         torch.manual_seed(cfg.seed + 7919 * ctx.rank + state.epoch)
     shard = (ctx.rank, ctx.world) if ctx.active else None
-    step = steps.Step(model, batches, step_opts, step_loss, how, device=device, generators=(aug_gen,),
-                      eager_amp=steps.precision(model, cfg, device.type == "cuda", "eager"))
+    step = steps.Step(
+        model,
+        batches,
+        step_opts,
+        step_loss,
+        how,
+        device=device,
+        generators=(aug_gen,),
+        eager_amp=steps.precision(model, cfg, device.type == "cuda", "eager"),
+    )
     history = []
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         model.train()
@@ -190,25 +233,32 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
         sums = dict(step.sums)
         if ctx.active:  # the epoch's sums over every rank's share
             keys = sorted(sums)
-            *totals, seen_t = distributed.sum_tensors([*(sums[k] for k in keys),
-                                                       torch.tensor(float(seen), device=device)])
+            *totals, seen_t = distributed.sum_tensors(
+                [*(sums[k] for k in keys), torch.tensor(float(seen), device=device)]
+            )
             sums, seen = dict(zip(keys, totals)), seen_t.item()
         row = {"epoch": epoch, **{f"train_{k}": (v / seen).item() for k, v in sums.items()}}
         if not math.isfinite(row.get("train_loss", 0.0)):
-            raise DivergedError(f"training diverged: the loss is {row['train_loss']} in epoch {epoch} "
-                                f"(lr {cfg.lr:g}); lower the learning rate. The run stays unfinished")
+            raise DivergedError(
+                f"training diverged: the loss is {row['train_loss']} in epoch {epoch} "
+                f"(lr {cfg.lr:g}); lower the learning rate. The run stays unfinished"
+            )
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
         row["lr"] = float(state.optimizer.param_groups[0]["lr"])
         for name, split in evals.items():
             row.update({f"{name}_{k}": v for k, v in evaluate(model, split, cfg.eval_batch_size, shard).items()})
         if not bar.disable:
-            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items()
-                             if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)})
+            bar.set_postfix(
+                {k: f"{v:.4f}" for k, v in row.items() if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)}
+            )
         bar.close()
         history.append(row)
         state.epoch = epoch
-        state.plan = step.ran or (steps.Plan("eager", step.plan.amp, "the fit ended before a full batch could be "
-                                             "captured") if epoch == cfg.epochs else None)
+        state.plan = step.ran or (
+            steps.Plan("eager", step.plan.amp, "the fit ended before a full batch could be captured")
+            if epoch == cfg.epochs
+            else None
+        )
         stop = bool(on_epoch(row, state)) if on_epoch is not None else False
         if ctx.active:
             stop = distributed.agree(stop, device)  # rank 0 keeps the record and decides
@@ -219,4 +269,3 @@ def fit(model, train: Split, evals: dict[str, Split], cfg: TrainConfig, *,
     model.to(memory_format=torch.contiguous_format)
     model.zero_grad(set_to_none=True)
     return history
-

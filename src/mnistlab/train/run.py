@@ -6,6 +6,7 @@ calibration, summary.json, figures); a stopped run resumes, a finished one is re
     run = train_run(build_config("cnn", flags={"dataset": "mnist-sample", "epochs": 2}))
     print(run.summary["test_acc"])
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,13 +56,22 @@ def start_run(cfg: RunConfig, path: Path, ds: Dataset, device) -> Run:
     ctx = distributed.current()
     runtime.seed_everything(cfg.train.seed)
     model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
-    env = {**environment(device, cfg.train.seed), "data_source": ds.source,
-           **({"distributed": ctx.record()} if ctx.active else {})}
+    env = {
+        **environment(device, cfg.train.seed),
+        "data_source": ds.source,
+        **({"distributed": ctx.record()} if ctx.active else {}),
+    }
     return Run(path, cfg, model, [], {}, env=env)
 
 
-def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
-                  resume_extra: Callable[[], dict] = dict, on_row: Callable[[dict], None] | None = None):
+def record_epochs(
+    run: Run,
+    *,
+    offset: int = 0,
+    tag: dict | None = None,
+    resume_extra: Callable[[], dict] = dict,
+    on_row: Callable[[dict], None] | None = None,
+):
     """An ``on_epoch`` for fit that keeps the run's record: each epoch's row (numbered on from
     `offset`, with `tag`, e.g. the stage or round) appended to metrics.jsonl and run.metrics, and
     a checkpoint holding what resuming needs (fit's state and `resume_extra()`); and env.json, once,
@@ -77,14 +87,28 @@ def record_epochs(run: Run, *, offset: int = 0, tag: dict | None = None,
         if on_row is not None:
             on_row(row)
         extra = {"resume": {**state.state_dict(), **resume_extra()}}
-        save_checkpoint(run.path / CHECKPOINT, run.model, extra["resume"]["optimizers"][next(iter(state.optimizers))],
-                        row["epoch"], extra)  # the main optimiser's state, with plain-float hyper-parameters
+        save_checkpoint(
+            run.path / CHECKPOINT,
+            run.model,
+            extra["resume"]["optimizers"][next(iter(state.optimizers))],
+            row["epoch"],
+            extra,
+        )  # the main optimiser's state, with plain-float hyper-parameters
 
     return on_epoch
 
 
-def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int, figures: bool = True,
-               before=None, val: Split | None = None) -> Run:
+def finish_run(
+    run: Run,
+    ds: Dataset,
+    device,
+    *,
+    train_time: float,
+    n_train: int,
+    figures: bool = True,
+    before=None,
+    val: Split | None = None,
+) -> Run:
     """Evaluate the trained model on the test split, calibrate it (on `val`, the run's validation
     split, when it has one), write summary.json (which marks the run finished), then the
     figures: after training, and before it from `before` (a copy of the model as it started),
@@ -93,8 +117,10 @@ def finish_run(run: Run, ds: Dataset, device, *, train_time: float, n_train: int
     test, logits = evaluate_and_score(model, ds.test, tc.eval_batch_size)
     predictions = None if logits is None else logits.argmax(1)
     if not all(math.isfinite(v) for v in test.values()):
-        raise DivergedError(f"the trained model gives non-finite test figures ({test}); lower the learning "
-                            "rate. The run stays unfinished")
+        raise DivergedError(
+            f"the trained model gives non-finite test figures ({test}); lower the learning "
+            "rate. The run stays unfinished"
+        )
     summary = {
         **{f"test_{k}": v for k, v in test.items()},
         "train_time_s": round(train_time, 2),
@@ -140,16 +166,24 @@ def calibrate_run(run: Run, ds: Dataset, test_logits: torch.Tensor, val: Split |
         cal = calibrate.calibration((val_logits, target(val.labels)), (test_logits, labels), "validation split")
     else:
         fit, report = calibrate.split_halves(len(labels), tc.seed)
-        cal = calibrate.calibration((test_logits[fit], labels[fit]), (test_logits[report], labels[report]),
-                                    "half of the test split (seeded)")
+        cal = calibrate.calibration(
+            (test_logits[fit], labels[fit]), (test_logits[report], labels[report]), "half of the test split (seeded)"
+        )
     write_json(run.path / "calibration.json", cal)
     run.model.temperature = cal["temperature"]
     return cal
 
 
-def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dataset | None = None,
-              progress: bool | None = None, notice: Callable[[str], None] | None = None,
-              figures: bool = True, after_epoch: Callable[[dict], None] | None = None) -> Run:
+def train_run(
+    cfg: RunConfig,
+    run_dir: str | Path | None = None,
+    *,
+    dataset: Dataset | None = None,
+    progress: bool | None = None,
+    notice: Callable[[str], None] | None = None,
+    figures: bool = True,
+    after_epoch: Callable[[dict], None] | None = None,
+) -> Run:
     """Train the model `cfg` describes and record everything in a run folder. `after_epoch(row)`
     is called once each epoch is recorded and checkpointed (a sweep reports to its pruner
     there; an exception it raises stops the run, which stays unfinished)."""
@@ -158,12 +192,16 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     ds = dataset or dataset_for(cfg.data, notice=notice if ctx.main else None)
     cfg.data.dataset = ds.name  # record what was used, not 'auto'
     if get_spec(cfg.model_name).task == "classify" and not (is_labelled(ds.train) and is_labelled(ds.test)):
-        raise DataError(f"{cfg.model_name} is a classifier and needs labels: give --train-labels and "
-                        "--test-labels (or CSV/NPZ files that hold them)")
+        raise DataError(
+            f"{cfg.model_name} is a classifier and needs labels: give --train-labels and "
+            "--test-labels (or CSV/NPZ files that hold them)"
+        )
     n_classes = getattr(cfg.model, "num_classes", None)
     if n_classes is not None and len(ds.train) and (top := int(ds.train.labels.max())) >= n_classes:
-        raise DataError(f"{ds.name} has labels up to {top}, but {cfg.model_name} scores {n_classes} classes: "
-                        f"set model.num_classes={top + 1}")
+        raise DataError(
+            f"{ds.name} has labels up to {top}, but {cfg.model_name} scores {n_classes} classes: "
+            f"set model.num_classes={top + 1}"
+        )
     if ctx.main and tc.track:  # an unreachable tracker fails here, before any run folder is made
         from .track import check_services
 
@@ -177,8 +215,9 @@ def train_run(cfg: RunConfig, run_dir: str | Path | None = None, *, dataset: Dat
     return _train(run, ds, device, progress=progress, figures=figures, after_epoch=after_epoch, before=before)
 
 
-def resume_run(path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None,
-               figures: bool = True) -> Run:
+def resume_run(
+    path: str | Path, *, model: str | None = None, progress: bool | None = None, notice=None, figures: bool = True
+) -> Run:
     """Go on with a run that was stopped mid-way (killed, interrupted) from its last checkpoint:
     weights, optimiser, schedule, random generators and epoch, so it ends as if never stopped.
     The folder is trusted only as far as it checks: its stored config is validated as a new one
@@ -197,25 +236,37 @@ def resume_run(path: str | Path, *, model: str | None = None, progress: bool | N
     if not isinstance(resume, dict) or not resume:
         raise RunError(f"{path}: its checkpoint holds no training state to resume from")
     if resume.get("part_of"):
-        raise RunError(f"{path}: part of a {resume['part_of']} experiment, trained round by round; "
-                       "run the experiment again")
+        raise RunError(
+            f"{path}: part of a {resume['part_of']} experiment, trained round by round; run the experiment again"
+        )
     ctx, device = distributed.setup(cfg.train.device, cfg.train.threads)
     history = read_metrics(path / "metrics.jsonl", notice=notice if ctx.main else None)
     if len(history) < state["epoch"]:
-        raise RunError(f"{path}: metrics.jsonl holds {len(history)} epochs but the checkpoint is at epoch "
-                       f"{state['epoch']}; the record is incomplete, so the run cannot go on as if never stopped")
+        raise RunError(
+            f"{path}: metrics.jsonl holds {len(history)} epochs but the checkpoint is at epoch "
+            f"{state['epoch']}; the record is incomplete, so the run cannot go on as if never stopped"
+        )
     ds = dataset_for(cfg.data, notice=notice if ctx.main else None)
     net = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device)
     # Epochs logged after the checkpoint (killed between the two writes) are done again.
-    history = history[:state["epoch"]]
+    history = history[: state["epoch"]]
     if ctx.main:
         write_jsonl(path / "metrics.jsonl", history)
     run = Run(path, cfg, net, history, {})
     return _train(run, ds, device, progress=progress, resume=resume, figures=figures)
 
 
-def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None = None, figures: bool = True,
-           after_epoch: Callable[[dict], None] | None = None, before=None) -> Run:
+def _train(
+    run: Run,
+    ds: Dataset,
+    device,
+    *,
+    progress=None,
+    resume: dict | None = None,
+    figures: bool = True,
+    after_epoch: Callable[[dict], None] | None = None,
+    before=None,
+) -> Run:
     """Train a run's model stage by stage (from `resume` on, if given), checkpointing every epoch
     with what resuming needs; then evaluate, write summary.json and the figures. In a
     distributed job every rank trains and only rank 0 records."""
@@ -238,10 +289,17 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
         for k, stage in enumerate(stages[first:], start=first):
             stage.setup()
             resuming = resume if k == first else None
-            on_epoch = record_epochs(
-                run, offset=len(run.metrics) - (resume["epoch"] if resuming else 0),
-                tag={"stage": stage.name} if len(stages) > 1 else None, on_row=trackers.epoch,
-                resume_extra=lambda k=k: {"stage": k, "elapsed": elapsed + time.perf_counter() - t0}) if main else None
+            on_epoch = (
+                record_epochs(
+                    run,
+                    offset=len(run.metrics) - (resume["epoch"] if resuming else 0),
+                    tag={"stage": stage.name} if len(stages) > 1 else None,
+                    on_row=trackers.epoch,
+                    resume_extra=lambda k=k: {"stage": k, "elapsed": elapsed + time.perf_counter() - t0},
+                )
+                if main
+                else None
+            )
             if after_epoch is not None and on_epoch is not None:
                 on_epoch = _then(on_epoch, after_epoch)
             st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
@@ -254,8 +312,16 @@ def _train(run: Run, ds: Dataset, device, *, progress=None, resume: dict | None 
         # process group down under it (gloo aborted such a rank now and then)
         distributed.barrier()
         return run
-    finish_run(run, ds, device, train_time=elapsed + time.perf_counter() - t0, n_train=len(train_split),
-               figures=figures, before=before, val=evals.get("val"))
+    finish_run(
+        run,
+        ds,
+        device,
+        train_time=elapsed + time.perf_counter() - t0,
+        n_train=len(train_split),
+        figures=figures,
+        before=before,
+        val=evals.get("val"),
+    )
     trackers.finish(run.summary, run.figures)
     distributed.barrier()
     return run

@@ -32,6 +32,7 @@ form) fall back to the eager step with one line.
 written, so ``graph=auto`` runs eagerly on CUDA and ``graph=on`` captures with a notice saying
 so; set it once ``pytest -m gpu`` passes on a GPU, with that log kept under benchmarks/gpu-*/.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ from ..models.base import Model
 WARMUP = 3  # eager steps before capture: optimiser state, cuDNN's choice of algorithms, allocator pools
 CAPTURABLE_OPTIMIZERS = ("adam", "adamw")
 CAPTURE_VERIFIED = False
-UNVERIFIED = ("the captured CUDA step has not passed its GPU tests yet (tests/test_gpu.py); "
-              "compare a run with train.graph=off")
+UNVERIFIED = (
+    "the captured CUDA step has not passed its GPU tests yet (tests/test_gpu.py); compare a run with train.graph=off"
+)
 # amp=auto on CUDA, measured on one H200 (seconds per 60k-image epoch, batch 128):
 # eagerly fp32 beat bf16 for every model (cnn 1.10-1.17 s vs 1.24-1.27 s); inside a captured
 # step bf16 won for cnn (0.177 vs 0.207) and cnn-robust (0.318 vs 0.372) and lost for cnn-fast
@@ -218,9 +220,19 @@ class Step:
     metrics added into sums that stay on the device. ``run(idx)`` runs it eagerly or, once
     captured, by replay; ``plan`` is how the steps ran (a failed capture turns it eager)."""
 
-    def __init__(self, model, batches, optimizers: dict, loss: Callable, plan: Plan, *, device="cpu",
-                 eager_amp: str = "fp32", generators: tuple[torch.Generator, ...] = (),
-                 notice: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        model,
+        batches,
+        optimizers: dict,
+        loss: Callable,
+        plan: Plan,
+        *,
+        device="cpu",
+        eager_amp: str = "fp32",
+        generators: tuple[torch.Generator, ...] = (),
+        notice: Callable[[str], None] | None = None,
+    ):
         self.model, self.batches, self.optimizers, self.loss = model, batches, optimizers, loss
         self.plan, self.generators, self.device = plan, generators, torch.device(device)
         self.eager_amp = eager_amp  # the precision graph=off would use, for a fallback
@@ -298,8 +310,10 @@ class Step:
             if w not in syncs:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if syncs:
-            self._fall_back(f"the step waits on the host ({str(syncs[0].message).splitlines()[0][:120]}), "
-                            "which a CUDA graph cannot hold; running eagerly")
+            self._fall_back(
+                f"the step waits on the host ({str(syncs[0].message).splitlines()[0][:120]}), "
+                "which a CUDA graph cannot hold; running eagerly"
+            )
 
     def _capture(self, idx) -> None:
         self._static_idx = idx.clone()
@@ -320,9 +334,11 @@ class Step:
         except Exception as e:  # an op that syncs with the host, a shape that depends on data, ...
             cause = first[0] if first else e
             healed = self._undo_capture(stream, pool, cuda_gens)
-            self._fall_back(f"capturing the step failed ({type(cause).__name__}: "
-                            f"{(str(cause).splitlines() or [''])[0][:160]}); running eagerly"
-                            + ("" if healed else " (the CUDA state may be degraded: restart to capture again)"))
+            self._fall_back(
+                f"capturing the step failed ({type(cause).__name__}: "
+                f"{(str(cause).splitlines() or [''])[0][:160]}); running eagerly"
+                + ("" if healed else " (the CUDA state may be degraded: restart to capture again)")
+            )
             self(idx)
             return
         self.graph = graph

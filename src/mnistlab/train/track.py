@@ -10,6 +10,7 @@ PNG figures. ``--track`` may be given more than once. Both are optional extras
   (``mlflow ui --backend-store-uri sqlite:///runs/mlflow.db``), experiment ``mnistlab``, one
   MLflow run per run folder (a resumed run goes on in the same MLflow run).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -41,8 +42,9 @@ def _needs(extra_module: str, tracker: str):
     try:
         return importlib.import_module(extra_module)
     except ImportError as e:
-        raise ConfigError(f"--track {tracker} needs the 'track' extra ({e.name} is missing): "
-                          "pip install 'mnistlab[track]'") from None
+        raise ConfigError(
+            f"--track {tracker} needs the 'track' extra ({e.name} is missing): pip install 'mnistlab[track]'"
+        ) from None
 
 
 class TensorBoard:
@@ -82,8 +84,9 @@ class MLflow:
         self.mlflow.set_tracking_uri(uri or self.default_uri())
         if not uri and self.mlflow.get_experiment_by_name("mnistlab") is None:
             # Artifacts beside the store, not in whatever folder the command ran from.
-            self.mlflow.create_experiment("mnistlab", artifact_location=(runs_root() / "mlflow-artifacts")
-                                          .resolve().as_uri())
+            self.mlflow.create_experiment(
+                "mnistlab", artifact_location=(runs_root() / "mlflow-artifacts").resolve().as_uri()
+            )
         self.mlflow.set_experiment("mnistlab")
         known = path / self.ID_FILE
         run_id = json.loads(known.read_text())["run_id"] if known.exists() else None
@@ -92,7 +95,7 @@ class MLflow:
             write_json(known, {"run_id": self.run.info.run_id, "tracking_uri": self.mlflow.get_tracking_uri()})
             params = _flat(config)
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params a call
-                self.mlflow.log_params(dict(list(params.items())[i:i + 100]))
+                self.mlflow.log_params(dict(list(params.items())[i : i + 100]))
             self.mlflow.set_tag("run_folder", str(path))
 
     @staticmethod
@@ -143,8 +146,10 @@ def check_mlflow_uri(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
         raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: not a URI ({e})") from None
     scheme = parts.scheme.split("+")[0].lower()
     if scheme not in MLFLOW_SCHEMES:
-        raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: not a tracking store MLflow reads "
-                          f"(a URI starting {', '.join(s + ':' for s in MLFLOW_SCHEMES)})")
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={shown}: not a tracking store MLflow reads "
+            f"(a URI starting {', '.join(s + ':' for s in MLFLOW_SCHEMES)})"
+        )
     if scheme in ("http", "https"):
         import urllib.error
         import urllib.request
@@ -154,12 +159,14 @@ def check_mlflow_uri(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
             with urllib.request.urlopen(probe, timeout=timeout) as resp:
                 ok = resp.status == 200
         except urllib.error.HTTPError as e:
-            raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: answers HTTP {e.code}, not as an MLflow "
-                              "tracking server") from None
+            raise ConfigError(
+                f"MLFLOW_TRACKING_URI={shown}: answers HTTP {e.code}, not as an MLflow tracking server"
+            ) from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             why = getattr(e, "reason", e)
-            raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: cannot be reached within {timeout:g} s "
-                              f"({brief(str(why), 100)})") from None
+            raise ConfigError(
+                f"MLFLOW_TRACKING_URI={shown}: cannot be reached within {timeout:g} s ({brief(str(why), 100)})"
+            ) from None
         if not ok:
             raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: does not answer as an MLflow tracking server")
 

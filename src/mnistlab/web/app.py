@@ -30,6 +30,7 @@ its body within ``BODY_TIMEOUT``; past ``MAX_CONNECTIONS`` open connections the 
 one is dropped for a new one; only the served host names are answered (DNS rebinding);
 security headers on every answer; POSTs only as JSON or image bytes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,12 +53,13 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
 }
 
 
-def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None,
-               allowed_hosts: list[str] | None = None):
+def create_app(
+    run_dirs: list[Path] | None = None, runs_root: Path | None = None, allowed_hosts: list[str] | None = None
+):
     import anyio
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
@@ -88,6 +90,7 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
     def api(fn, post: bool = False):
         """An endpoint: the body read here, `fn(state, Req)` run in a worker thread (image uploads
         in a small pool of their own), its dict answered as JSON; errors as 4xx JSON."""
+
         async def endpoint(request: Request):
             try:
                 body, ctype = b"", request.headers.get("content-type", "").lower()
@@ -108,6 +111,7 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
             except Exception as e:  # a bug, not the client's fault; still JSON, never a traceback page
                 logging.getLogger("mnistlab.web").exception("internal error")
                 return JSONResponse({"error": f"internal error ({type(e).__name__})"}, status_code=500)
+
         return endpoint
 
     async def figure(request):
@@ -151,32 +155,39 @@ def create_app(run_dirs: list[Path] | None = None, runs_root: Path | None = None
                 host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
                 name = host[: host.index("]") + 1] if host.startswith("[") and "]" in host else host.split(":")[0]
                 if name not in self.allowed:
-                    await JSONResponse({"error": "invalid Host header: this server answers to "
-                                                 f"{', '.join(sorted(self.allowed))}"}, status_code=400)(
-                        scope, receive, send)
+                    await JSONResponse(
+                        {"error": f"invalid Host header: this server answers to {', '.join(sorted(self.allowed))}"},
+                        status_code=400,
+                    )(scope, receive, send)
                     return
             await self.app(scope, receive, send)
 
     async def http_error(request, exc):
-        return JSONResponse({"error": f"{exc.detail} ({request.method} {request.url.path[:200]})"},
-                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSONResponse(
+            {"error": f"{exc.detail} ({request.method} {request.url.path[:200]})"},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
     hosts = allowed_hosts or ["localhost", "127.0.0.1", "[::1]", "::1", "testserver"]
-    app = Starlette(routes=[
-        Route("/", index),
-        Route("/api/runs", api(handlers.list_served)),
-        Route("/api/predict", api(handlers.predict, post=True), methods=["POST"]),
-        Route("/api/read", api(handlers.read_number, post=True), methods=["POST"]),
-        Route("/api/activations", api(handlers.layers, post=True), methods=["POST"]),
-        Route("/api/reconstruct", api(handlers.reconstruct, post=True), methods=["POST"]),
-        Route("/api/explain", api(handlers.explain, post=True), methods=["POST"]),
-        Route("/api/conv", api(handlers.conv, post=True), methods=["POST"]),
-        Route("/api/codes", api(handlers.codes)),
-        Route("/api/figure", figure),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-    ], middleware=[Middleware(SecurityHeaders), Middleware(HostCheck, allowed=hosts)],
-        exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/runs", api(handlers.list_served)),
+            Route("/api/predict", api(handlers.predict, post=True), methods=["POST"]),
+            Route("/api/read", api(handlers.read_number, post=True), methods=["POST"]),
+            Route("/api/activations", api(handlers.layers, post=True), methods=["POST"]),
+            Route("/api/reconstruct", api(handlers.reconstruct, post=True), methods=["POST"]),
+            Route("/api/explain", api(handlers.explain, post=True), methods=["POST"]),
+            Route("/api/conv", api(handlers.conv, post=True), methods=["POST"]),
+            Route("/api/codes", api(handlers.codes)),
+            Route("/api/figure", figure),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders), Middleware(HostCheck, allowed=hosts)],
+        exception_handlers={HTTPException: http_error},
+    )
     app.state.served = state
     return app
 

@@ -25,6 +25,7 @@
 POST bodies: an image file's bytes (PNG, JPEG, ...), or JSON ``{"pixels": 28x28 grey 0-255}``.
 Bad requests get a 4xx with ``{"error": ...}``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,7 +55,7 @@ def parse_upload(body: bytes, content_type: str) -> tuple[np.ndarray | None, np.
     """Request body -> (28x28 uint8 pixels, None) for JSON pixels, or (None, grey image) for an
     image file, which then goes through the same preprocessing as `predict` and `read`."""
     if not body:
-        raise BadRequest("empty request body: send an image file or JSON {\"pixels\": 28x28}")
+        raise BadRequest('empty request body: send an image file or JSON {"pixels": 28x28}')
     if len(body) > MAX_BODY:
         raise BadRequest(f"request too large ({len(body):,} bytes, max {MAX_BODY:,})", 413)
     if content_type.startswith("application/json"):
@@ -64,18 +65,18 @@ def parse_upload(body: bytes, content_type: str) -> tuple[np.ndarray | None, np.
             raise BadRequest("body is not valid JSON (or nests too deep, or holds a number too long)") from None
         pixels = data.get("pixels") if isinstance(data, dict) else None
         if pixels is None:
-            raise BadRequest("JSON body needs a \"pixels\" field (28 rows of 28 grey values 0-255)")
+            raise BadRequest('JSON body needs a "pixels" field (28 rows of 28 grey values 0-255)')
         try:
             arr = np.asarray(pixels, dtype=np.float64)
         except (ValueError, TypeError, OverflowError, RecursionError):
-            raise BadRequest("\"pixels\" must be 28 rows of 28 numbers within 0..255") from None
+            raise BadRequest('"pixels" must be 28 rows of 28 numbers within 0..255') from None
         if arr.shape != (28, 28):
-            raise BadRequest(f"\"pixels\" must be 28x28, got shape {list(arr.shape)}")
+            raise BadRequest(f'"pixels" must be 28x28, got shape {list(arr.shape)}')
         # numbers only: true/false are no grey values, though numpy reads them as 1 and 0
         if not all(type(v) in (int, float) for row in pixels for v in row):
-            raise BadRequest("\"pixels\" must be 28 rows of 28 numbers within 0..255 (not true/false)")
+            raise BadRequest('"pixels" must be 28 rows of 28 numbers within 0..255 (not true/false)')
         if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
-            raise BadRequest("\"pixels\" values must be within 0..255")
+            raise BadRequest('"pixels" values must be within 0..255')
         if arr.max() == 0:
             raise BadRequest("image is empty (all pixels 0)")
         return np.rint(arr).astype(np.uint8), None
@@ -135,7 +136,7 @@ def _layer_picture(t: torch.Tensor) -> np.ndarray:
         return a[0] if a.shape[0] == 1 else _mosaic(a)
     side = int(np.ceil(np.sqrt(a.size)))
     sq = np.full(side * side, np.nan)
-    sq[:a.size] = a.ravel()
+    sq[: a.size] = a.ravel()
     return sq.reshape(side, side)
 
 
@@ -153,7 +154,6 @@ def _int_arg(query: dict, key: str, default, least: int, most: int):
 
 
 @dataclass
-
 class Req:
     """What a handler needs of a request, read on the event loop; handlers run in threads."""
 
@@ -192,13 +192,22 @@ def list_served(state: ServedRuns, req: Req) -> dict:
     out = []
     for s in state.runs.values():
         figs = sorted(p.name for p in s.run.figures.glob("*.png"))
-        out.append({"name": s.name, "model": s.run.config.model_name, "task": s.task,
-                    "dataset": s.run.config.data.dataset,
-                    "summary": {k: v for k, v in s.run.summary.items() if isinstance(v, (int, float, str))},
-                    "figures": figs,
-                    "code_shape": list(s.run.model.code_shape) if s.task == "reconstruct" else None,
-                    "classes": (list(s.run.model.classes(dataset_classes(s.run.config.data.dataset)))
-                                if s.task == "classify" else None)})
+        out.append(
+            {
+                "name": s.name,
+                "model": s.run.config.model_name,
+                "task": s.task,
+                "dataset": s.run.config.data.dataset,
+                "summary": {k: v for k, v in s.run.summary.items() if isinstance(v, (int, float, str))},
+                "figures": figs,
+                "code_shape": list(s.run.model.code_shape) if s.task == "reconstruct" else None,
+                "classes": (
+                    list(s.run.model.classes(dataset_classes(s.run.config.data.dataset)))
+                    if s.task == "classify"
+                    else None
+                ),
+            }
+        )
     return {"runs": out}
 
 
@@ -222,15 +231,24 @@ def predict(state: ServedRuns, req: Req) -> dict:
             pick = _int_arg(req.query, "pick", 0, 0, len(number.digits) - 1)
             d = number.digits[pick]
             img, probs = d.image, np.asarray(d.probabilities)
-            extra.update(box=d.box, pick=pick, number=number.number,
-                         digits=[{"digit": x.digit, "confidence": round(x.confidence, 6), "box": x.box}
-                                 for x in number.digits])
+            extra.update(
+                box=d.box,
+                pick=pick,
+                number=number.number,
+                digits=[{"digit": x.digit, "confidence": round(x.confidence, 6), "box": x.box} for x in number.digits],
+            )
         if req.query.get("steps") in ("1", "true"):
             extra["steps"] = [{"name": n, "png": _png_data_url(a)} for n, a in stage_images(prep)]
     top = int(probs.argmax())
-    return {"run": s.name, "digit": top, "probabilities": [round(float(p), 6) for p in probs],
-            "confidence": round(float(probs[top]), 6), "low_confidence": bool(probs[top] < LOW_CONFIDENCE),
-            "input": img.tolist(), **extra}
+    return {
+        "run": s.name,
+        "digit": top,
+        "probabilities": [round(float(p), 6) for p in probs],
+        "confidence": round(float(probs[top]), 6),
+        "low_confidence": bool(probs[top] < LOW_CONFIDENCE),
+        "input": img.tolist(),
+        **extra,
+    }
 
 
 def read_number(state: ServedRuns, req: Req) -> dict:
@@ -239,16 +257,22 @@ def read_number(state: ServedRuns, req: Req) -> dict:
         raise BadRequest("/api/read needs an image file, not pixels")
     s = state.get(req.query.get("run"), "classify")
     r = _bad_image(lambda: read_number_in(s.run.model, grey))
-    pic = boxes_image(grey, [d.box for d in r.digits], [f"{d.digit} {d.confidence:.0%}" for d in r.digits],
-                      [d.low_confidence for d in r.digits])
+    pic = boxes_image(
+        grey,
+        [d.box for d in r.digits],
+        [f"{d.digit} {d.confidence:.0%}" for d in r.digits],
+        [d.low_confidence for d in r.digits],
+    )
     return {"run": s.name, **r.to_dict(), "boxes_png": _png_data_url(pic)}
 
 
 def layers(state: ServedRuns, req: Req) -> dict:
     img = _image_of(req)
     s = state.get(req.query.get("run"), "classify")
-    layers = [{"name": lname, "shape": list(t.shape[1:]), "png": _png_data_url(_layer_picture(t), "viridis")}
-              for lname, t in layer_outputs(s.run.model, img)]
+    layers = [
+        {"name": lname, "shape": list(t.shape[1:]), "png": _png_data_url(_layer_picture(t), "viridis")}
+        for lname, t in layer_outputs(s.run.model, img)
+    ]
     return {"run": s.name, "layers": layers}
 
 
@@ -269,9 +293,16 @@ def explain(state: ServedRuns, req: Req) -> dict:
     scrambled = req.query.get("scrambled") in ("1", "true")
     x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255)[None, None]
     ink = ink_of(x)
-    out = {"run": s.name, "method": method, "digit": int(probs.argmax()), "target": target,
-           "contrast": contrast, "probabilities": [round(float(p), 6) for p in probs], "input": img.tolist(),
-           "scrambled": scrambled}
+    out = {
+        "run": s.name,
+        "method": method,
+        "digit": int(probs.argmax()),
+        "target": target,
+        "contrast": contrast,
+        "probabilities": [round(float(p), 6) for p in probs],
+        "input": img.tolist(),
+        "scrambled": scrambled,
+    }
     with explaining(s) as model:
         maps = attribute(model, x, method, target=target, contrast=contrast)
         if scrambled:
@@ -279,16 +310,17 @@ def explain(state: ServedRuns, req: Req) -> dict:
                 s.scrambled = randomized(model, seed=0)
             trained, maps = maps, attribute(s.scrambled, x, method, target=target, contrast=contrast)
             on_ink = ink[0].numpy()
-            out["spearman"] = round(spearman(trained.reshape(-1).numpy()[on_ink],
-                                             maps.reshape(-1).numpy()[on_ink]), 4)
+            out["spearman"] = round(spearman(trained.reshape(-1).numpy()[on_ink], maps.reshape(-1).numpy()[on_ink]), 4)
         # the deletion check on this digit: its ink erased in the map's order (the order the
         # page plays), against a random one
         t = torch.tensor([target])
         shuffled = torch.rand(1, 784, generator=torch.Generator().manual_seed(0))
-        out["deletion"] = {"fractions": [round(i / STEPS, 4) for i in range(STEPS + 1)],
-                           "order": ink_order(maps.reshape(1, -1), ink)[0, :int(ink.sum())].tolist(),
-                           "probability": [round(float(v), 5) for v in curves(model, x, maps, t)[0]],
-                           "random": [round(float(v), 5) for v in curves(model, x, shuffled, t)[0]]}
+        out["deletion"] = {
+            "fractions": [round(i / STEPS, 4) for i in range(STEPS + 1)],
+            "order": ink_order(maps.reshape(1, -1), ink)[0, : int(ink.sum())].tolist(),
+            "probability": [round(float(v), 5) for v in curves(model, x, maps, t)[0]],
+            "random": [round(float(v), 5) for v in curves(model, x, shuffled, t)[0]],
+        }
     out["attribution"] = np.round(maps[0].numpy(), 6).tolist()
     return out
 
@@ -320,9 +352,14 @@ def reconstruct(state: ServedRuns, req: Req) -> dict:
     s = state.get(req.query.get("run"), "reconstruct")
     z, out = reconstruct_one(s.run.model, img)
     out = out.numpy()
-    return {"run": s.name, "input": img.tolist(), "output": np.rint(out * 255).astype(int).tolist(),
-            "output_png": _png_data_url(out * 255), "code": z[0].flatten().tolist()[:64],
-            "code_shape": list(z.shape[1:])}
+    return {
+        "run": s.name,
+        "input": img.tolist(),
+        "output": np.rint(out * 255).astype(int).tolist(),
+        "output_png": _png_data_url(out * 255),
+        "code": z[0].flatten().tolist()[:64],
+        "code_shape": list(z.shape[1:]),
+    }
 
 
 def codes(state: ServedRuns, req: Req) -> dict:
@@ -337,6 +374,8 @@ def codes(state: ServedRuns, req: Req) -> dict:
             ds = dataset_for(s.run.config.data, notice=lambda m: None)
             n = min(2000, len(ds.test))
             z = _encode(s.run.model, ds.test.images[:n])
-            s.codes = {"points": [[round(v, 4) for v in row] for row in z.tolist()],
-                       "labels": ds.test.labels[:n].tolist()}
+            s.codes = {
+                "points": [[round(v, 4) for v in row] for row in z.tolist()],
+                "labels": ds.test.labels[:n].tolist(),
+            }
     return {"run": s.name, **s.codes}

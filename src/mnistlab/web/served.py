@@ -1,6 +1,7 @@
 """The runs a page serves, loaded once: each classifier or autoencoder by name, with what the
 handlers cache per run (an autoencoder's test codes, a classifier's scrambled copy and the copy
 explanations hook into)."""
+
 from __future__ import annotations
 
 import contextlib

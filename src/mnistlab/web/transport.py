@@ -1,6 +1,7 @@
 """How the app is served: uvicorn behind two guards it lacks (a request head must arrive in time;
 past a cap of open connections the oldest idle one is dropped), the open-file limit raised as
 servers do, the port bound before saying where."""
+
 from __future__ import annotations
 
 import math
@@ -42,8 +43,7 @@ def _guarded_protocol(max_connections: int = MAX_CONNECTIONS, head_timeout: floa
             super().connection_made(transport)
             self._arm()
             if len(self.connections) > max_connections:
-                idle = [c for c in self.connections
-                        if c is not self and not c._busy() and not c.transport.is_closing()]
+                idle = [c for c in self.connections if c is not self and not c._busy() and not c.transport.is_closing()]
                 if idle:
                     min(idle, key=lambda c: c._idle_since).transport.close()
 
@@ -82,8 +82,9 @@ def _connection_cap() -> int:
     return max(16, min(MAX_CONNECTIONS, soft - BACKLOG - 128))
 
 
-def serve(run_dirs: list[Path] | None, host: str = "127.0.0.1", port: int = 8000,
-          head_timeout: float = HEAD_TIMEOUT) -> None:
+def serve(
+    run_dirs: list[Path] | None, host: str = "127.0.0.1", port: int = 8000, head_timeout: float = HEAD_TIMEOUT
+) -> None:
     import socket
 
     import uvicorn
@@ -109,8 +110,9 @@ def serve(run_dirs: list[Path] | None, host: str = "127.0.0.1", port: int = 8000
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     print(f"mnistlab: serving {names} at http://{shown}:{bound}/ (Ctrl-C to stop)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", http=_guarded_protocol(cap, head_timeout), backlog=BACKLOG,
-                            timeout_keep_alive=5)
+    config = uvicorn.Config(
+        app, log_level="warning", http=_guarded_protocol(cap, head_timeout), backlog=BACKLOG, timeout_keep_alive=5
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

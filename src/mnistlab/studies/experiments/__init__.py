@@ -12,6 +12,7 @@ names its main part), ``rows(results)``,
 ``headline(results)`` and ``summary_lines(results)``; ``ctx`` gives it the dataset, the
 device, its folder and whether to reuse, and trains its parts. Registered in ``EXPERIMENTS``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,8 +64,12 @@ class Context:
     def run_config(self, model_name: str, epochs: int, seed_offset: int = 0, **model: Any) -> RunConfig:
         """A part's run config: the model's preset with `model` set, the experiment's data and
         its shared training settings (seed + `seed_offset`)."""
-        cfg = RunConfig(model_name, apply_overrides(get_spec(model_name).config, model, "model"),
-                        self.config.train_config(epochs, seed_offset), self.config.data_config())
+        cfg = RunConfig(
+            model_name,
+            apply_overrides(get_spec(model_name).config, model, "model"),
+            self.config.train_config(epochs, seed_offset),
+            self.config.data_config(),
+        )
         cfg.data.dataset = self.data.name
         cfg.validate()
         return cfg
@@ -109,8 +114,10 @@ def build_experiment_config(name: str, file=None, sets=None, flags=None):
 
 def latest_experiment(name: str, root: Path | None = None) -> Path:
     root = Path(root or runs_root())
-    found = sorted((p for p in root.glob(f"experiment-{name}-*") if (p / "summary.json").exists()),
-                   key=lambda p: (p.stat().st_mtime, p.name))
+    found = sorted(
+        (p for p in root.glob(f"experiment-{name}-*") if (p / "summary.json").exists()),
+        key=lambda p: (p.stat().st_mtime, p.name),
+    )
     if not found:
         raise RunError(f"no finished {name} experiment under {root}/ to reuse")
     return found[-1]
@@ -124,14 +131,25 @@ def _saved_config(module, name: str, path: Path):
     except (OSError, ValueError):
         raise RunError(f"{path}: no {name} experiment here to reuse") from None
     if found != name:
-        raise RunError(f"{path}: holds a {found!r} experiment, not {name!r}" if found else
-                       f"{path}: no {name} experiment here to reuse")
+        raise RunError(
+            f"{path}: holds a {found!r} experiment, not {name!r}"
+            if found
+            else f"{path}: no {name} experiment here to reuse"
+        )
     return apply_overrides(module.Config(), values, "experiment")
 
 
-def run_experiment(name: str, config, *, run_dir: str | Path | None = None, reuse: bool = False,
-                   dataset: Dataset | None = None, progress: bool | None = None,
-                   log: Callable[[str], None] = lambda m: None, notice=None) -> tuple[Path, dict]:
+def run_experiment(
+    name: str,
+    config,
+    *,
+    run_dir: str | Path | None = None,
+    reuse: bool = False,
+    dataset: Dataset | None = None,
+    progress: bool | None = None,
+    log: Callable[[str], None] = lambda m: None,
+    notice=None,
+) -> tuple[Path, dict]:
     """Run (or, with reuse, re-evaluate) an experiment; returns its folder and results."""
     module = _module(name)
     if reuse:  # the saved settings, not today's: they describe the saved models
@@ -141,8 +159,9 @@ def run_experiment(name: str, config, *, run_dir: str | Path | None = None, reus
     device = runtime.resolve_device(config.device)
     ds = dataset or dataset_for(config, notice=notice)
     if not reuse:
-        path = prepare_run_dir(Path(run_dir) if run_dir else
-                               runs_root() / f"experiment-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        path = prepare_run_dir(
+            Path(run_dir) if run_dir else runs_root() / f"experiment-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
         values = dataclasses.asdict(config)
         data = {k: values.pop(k) for k in DataConfig.__dataclass_fields__}
         write_json(path / "config.json", {"kind": "experiment", "name": name, "experiment": values, "data": data})
@@ -155,8 +174,17 @@ def run_experiment(name: str, config, *, run_dir: str | Path | None = None, reus
     write_jsonl(path / "metrics.jsonl", module.rows(results))
     # Last: summary.json marks the experiment finished, with the figures `mnistlab runs` lists
     # and the part `load_run` loads for the experiment.
-    write_json(path / "summary.json", {"kind": "experiment", "experiment": name, "dataset": ds.name,
-                                       "seed": config.seed, "main": results["main"], **module.headline(results)})
+    write_json(
+        path / "summary.json",
+        {
+            "kind": "experiment",
+            "experiment": name,
+            "dataset": ds.name,
+            "seed": config.seed,
+            "main": results["main"],
+            **module.headline(results),
+        },
+    )
     return path, results
 
 

@@ -1,5 +1,6 @@
 """What every experiment's config has: the data section's fields, and the few training
 settings its parts share (seed, device, threads, batch size, learning rate)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,8 +35,15 @@ class ExperimentConfig(DataConfig):
         return DataConfig(**{k: getattr(self, k) for k in DataConfig.__dataclass_fields__})
 
     def train_config(self, epochs: int, seed_offset: int = 0, **kw) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed + seed_offset,
-                           device=self.device, threads=self.threads, **kw)
+        return TrainConfig(
+            epochs=epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            seed=self.seed + seed_offset,
+            device=self.device,
+            threads=self.threads,
+            **kw,
+        )
 
 
 def standardised(z_train: torch.Tensor, z_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,14 +53,26 @@ def standardised(z_train: torch.Tensor, z_test: torch.Tensor) -> tuple[torch.Ten
     return (z_train - mean) / std, (z_test - mean) / std
 
 
-def probe_accuracy(probe: torch.nn.Module, a: torch.Tensor, y_train: torch.Tensor, b: torch.Tensor,
-                   y_test: torch.Tensor, *, lr: float, epochs: int, batch_size: int | None = None,
-                   generator: torch.Generator | None = None) -> float:
+def probe_accuracy(
+    probe: torch.nn.Module,
+    a: torch.Tensor,
+    y_train: torch.Tensor,
+    b: torch.Tensor,
+    y_test: torch.Tensor,
+    *,
+    lr: float,
+    epochs: int,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+) -> float:
     """Train `probe` (Adam, cross-entropy) on codes `a` with labels `y_train`, full-batch or in
     shuffled batches of `batch_size`; its accuracy on the held-out codes `b`."""
     opt = runtime.optimizer(torch.optim.Adam, probe.parameters(), lr=lr)
-    batches = [(a, y_train)] if batch_size is None else Batches(
-        a, y_train, batch_size=batch_size, device=a.device, images=False, generator=generator)
+    batches = (
+        [(a, y_train)]
+        if batch_size is None
+        else Batches(a, y_train, batch_size=batch_size, device=a.device, images=False, generator=generator)
+    )
     with torch.enable_grad():
         for _ in range(epochs):
             for za, ya in batches:

@@ -10,6 +10,7 @@ The honest measure: a judge CNN trained only on real digits (a different seed, n
 optimised images) classifies each round's images; per round we report how many of the
 ten digits it reads as intended and its mean confidence in the intended digit.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,21 +55,30 @@ class Config(ExperimentConfig):
 
     def validate(self) -> None:
         super().validate()
-        most = {"rounds": 1000, "epochs": MAX_EPOCHS, "epochs_per_round": MAX_EPOCHS, "judge_epochs": MAX_EPOCHS,
-                "per_digit": 10_000, "steps": 1_000_000}
+        most = {
+            "rounds": 1000,
+            "epochs": MAX_EPOCHS,
+            "epochs_per_round": MAX_EPOCHS,
+            "judge_epochs": MAX_EPOCHS,
+            "per_digit": 10_000,
+            "steps": 1_000_000,
+        }
         for key, top in most.items():
             check_count(getattr(self, key), f"experiment.{key}", top)
-        check(0 < self.optimised_share < 1, "experiment.optimised_share", "must be in (0, 1)",
-               self.optimised_share)
-        check(self.constraint in ("sigmoid", "clamp"), "experiment.constraint", "must be sigmoid or clamp",
-               self.constraint)
+        check(0 < self.optimised_share < 1, "experiment.optimised_share", "must be in (0, 1)", self.optimised_share)
+        check(
+            self.constraint in ("sigmoid", "clamp"),
+            "experiment.constraint",
+            "must be sigmoid or clamp",
+            self.constraint,
+        )
         for key in ("jitter", "blur_every", "blur_sigma", "tv", "l2", "step_lr"):
             check(getattr(self, key) >= 0, f"experiment.{key}", "must be >= 0", getattr(self, key))
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     r = max(1, int(round(2 * sigma)))
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2) / (2 * sigma**2))
     k = k / k.sum()
     x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
     return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
@@ -97,7 +107,7 @@ def optimise_inputs(model, targets: torch.Tensor, cfg: Config, generator: torch.
         if cfg.jitter:
             dy, dx = (torch.randint(-cfg.jitter, cfg.jitter + 1, (2,), generator=generator)).tolist()
             seen = torch.roll(x, (dy, dx), dims=(2, 3))
-        loss = (F.cross_entropy(model(seen), targets) + cfg.tv * total_variation(x) + cfg.l2 * (x ** 2).mean())
+        loss = F.cross_entropy(model(seen), targets) + cfg.tv * total_variation(x) + cfg.l2 * (x**2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -133,13 +143,15 @@ def judge_rounds(judge, images: torch.Tensor) -> list[dict]:
         probs = torch.softmax(predict(judge, flat), 1).view(10, -1, 10)  # (digit, copy, class)
         intended = probs[digits, :, digits]  # (10, per_digit)
         first = probs[:, 0].argmax(1) == digits
-        rows.append({
-            "round": r,
-            "recognised_of_10": int(first.sum()),
-            "recognised_fraction": float((probs.argmax(2) == digits[:, None]).float().mean()),
-            "mean_confidence": float(intended.mean()),
-            "judged_as": probs[:, 0].argmax(1).tolist(),
-        })
+        rows.append(
+            {
+                "round": r,
+                "recognised_of_10": int(first.sum()),
+                "recognised_fraction": float((probs.argmax(2) == digits[:, None]).float().mean()),
+                "mean_confidence": float(intended.mean()),
+                "judged_as": probs[:, 0].argmax(1).tolist(),
+            }
+        )
     return rows
 
 
@@ -154,16 +166,26 @@ def _figure(images: torch.Tensor, verdicts: list[dict], path) -> None:
     rounds, gap, side = len(images), 10, 28
     sheet = np.full((rounds * (side + gap), 10 * (side + 2) - 2), np.nan)
     for r in range(rounds):
-        sheet[r * (side + gap) + gap:(r + 1) * (side + gap), :] = tile(images[r, :, 0].numpy() / 255.0)
+        sheet[r * (side + gap) + gap : (r + 1) * (side + gap), :] = tile(images[r, :, 0].numpy() / 255.0)
     fig, ax = plt.subplots(figsize=(11, 1.25 * rounds + 0.6))
     ax.imshow(sheet, cmap=plt.get_cmap("gray").with_extremes(bad="white"), vmin=0, vmax=1, interpolation="nearest")
     for r in range(rounds):
         for d in range(10):
             judged = verdicts[r]["judged_as"][d]
-            ax.text(d * (side + 2) + side / 2, r * (side + gap) + gap - 2, f"judge: {judged}", ha="center",
-                    va="bottom", fontsize=7, color="green" if judged == d else "red")
-    ax.set_yticks([r * (side + gap) + gap + side / 2 for r in range(rounds)], [f"round {r + 1}" for r in range(rounds)],
-                  fontsize=8)
+            ax.text(
+                d * (side + 2) + side / 2,
+                r * (side + gap) + gap - 2,
+                f"judge: {judged}",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="green" if judged == d else "red",
+            )
+    ax.set_yticks(
+        [r * (side + gap) + gap + side / 2 for r in range(rounds)],
+        [f"round {r + 1}" for r in range(rounds)],
+        fontsize=8,
+    )
     ax.set_xticks([d * (side + 2) + side / 2 for d in range(10)], [f"digit {d}" for d in range(10)], fontsize=8)
     ax.tick_params(length=0)
     for spine in ax.spines.values():
@@ -182,8 +204,13 @@ def _curve(rows: list[dict], path) -> None:
     ax.plot(rounds, [r["recognised_of_10"] / 10 for r in rows], marker="o", label="judge: recognised (of 10)")
     ax.plot(rounds, [r["mean_confidence"] for r in rows], marker="s", label="judge: mean confidence")
     if all("mlp_recognised_of_10" in r for r in rows):
-        ax.plot(rounds, [r["mlp_recognised_of_10"] / 10 for r in rows], marker="o", ls="--",
-                label="MLP judge: recognised (of 10)")
+        ax.plot(
+            rounds,
+            [r["mlp_recognised_of_10"] / 10 for r in rows],
+            marker="o",
+            ls="--",
+            label="MLP judge: recognised (of 10)",
+        )
         ax.plot(rounds, [r["mlp_mean_confidence"] for r in rows], marker="s", ls="--", label="MLP judge: confidence")
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("round")
@@ -218,9 +245,14 @@ def _train_rounds(ctx) -> tuple[torch.Tensor, list[dict]]:
         new = _to_uint8(x)
         rounds.append(new.view(10, cfg.per_digit, 28, 28))
         fakes = torch.cat([fakes, new])
-        fit(model, _with_optimised(ds.train, fakes, cfg.optimised_share), {},
+        fit(
+            model,
+            _with_optimised(ds.train, fakes, cfg.optimised_share),
+            {},
             dataclasses.replace(tc, epochs=cfg.epochs_per_round, seed=tc.seed + r),
-            on_epoch=record_epochs(run, offset=len(run.metrics), tag={"round": r}, **mark), **keep)
+            on_epoch=record_epochs(run, offset=len(run.metrics), tag={"round": r}, **mark),
+            **keep,
+        )
         acc = evaluate(model, ds.test)["acc"]
         history.append({"round": r, "model_p_optimised_class_before": p_fake, "model_test_acc_real": acc})
     finish_run(run, ds, dev, train_time=time.perf_counter() - t0, n_train=len(ds.train))
@@ -254,9 +286,13 @@ def run(ctx) -> dict:
     _figure(images, verdicts, ctx.figures / "rounds.png")
     _curve(rows, ctx.figures / "judge.png")
     last = rows[-1]
-    out = {"rounds": rows, "final_recognised_of_10": last["recognised_of_10"],
-           "final_mean_confidence": last["mean_confidence"],
-           "judge_test_acc": evaluate(judge, ds.test)["acc"], "main": "model"}
+    out = {
+        "rounds": rows,
+        "final_recognised_of_10": last["recognised_of_10"],
+        "final_mean_confidence": last["mean_confidence"],
+        "judge_test_acc": evaluate(judge, ds.test)["acc"],
+        "main": "model",
+    }
     if judge2 is not None:
         out["mlp_judge_test_acc"] = evaluate(judge2, ds.test)["acc"]
     return out
@@ -287,21 +323,28 @@ def rows(m: dict) -> list[dict]:
 def headline(m: dict) -> dict:
     """The figures `mnistlab runs` shows: the judge's reading of the last round."""
     last = m["rounds"][-1]
-    return {"headline": f"judge {last['recognised_of_10']}/10 in round {last['round']}",
-            "judge_recognised_of_10": last["recognised_of_10"], "judge_mean_confidence": last["mean_confidence"],
-            "judge_test_acc": m["judge_test_acc"]}
+    return {
+        "headline": f"judge {last['recognised_of_10']}/10 in round {last['round']}",
+        "judge_recognised_of_10": last["recognised_of_10"],
+        "judge_mean_confidence": last["mean_confidence"],
+        "judge_test_acc": m["judge_test_acc"],
+    }
 
 
 def summary_lines(m: dict) -> list[str]:
     out = [f"judge (CNN on real digits only, held-out accuracy {m['judge_test_acc']:.2%}) on each round's images:"]
     for r in m["rounds"]:
-        out.append(f"  round {r['round']}: recognised {r['recognised_of_10']}/10 as intended, "
-                   f"mean confidence {r['mean_confidence']:.2f}; model's p(optimised) before retraining "
-                   f"{r['model_p_optimised_class_before']:.2f}, its real-digit accuracy {r['model_test_acc_real']:.2%}")
+        out.append(
+            f"  round {r['round']}: recognised {r['recognised_of_10']}/10 as intended, "
+            f"mean confidence {r['mean_confidence']:.2f}; model's p(optimised) before retraining "
+            f"{r['model_p_optimised_class_before']:.2f}, its real-digit accuracy {r['model_test_acc_real']:.2%}"
+        )
     if "mlp_judge_test_acc" in m:
         out.append(f"second judge (MLP, no convolution, held-out accuracy {m['mlp_judge_test_acc']:.2%}):")
         for r in m["rounds"]:
-            out.append(f"  round {r['round']}: recognised {r['mlp_recognised_of_10']}/10, mean confidence "
-                       f"{r['mlp_mean_confidence']:.2f}; copies of one digit {r['within_digit_distance']:.3f} apart "
-                       "(RMS pixel distance)")
+            out.append(
+                f"  round {r['round']}: recognised {r['mlp_recognised_of_10']}/10, mean confidence "
+                f"{r['mlp_mean_confidence']:.2f}; copies of one digit {r['within_digit_distance']:.3f} apart "
+                "(RMS pixel distance)"
+            )
     return out

@@ -9,6 +9,7 @@ shape trained on the same data for the same epochs, and each model's re-encoding
 The model is ``ae-reencode`` (models/coupled.py); both models are runs of their own
 (``reencode/``, ``plain/``) in the experiment's folder.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,8 +37,12 @@ class Config(ExperimentConfig):
     def validate(self) -> None:
         super().validate()
         check_count(self.epochs, "experiment.epochs", MAX_EPOCHS)
-        check(get_spec(self.model).task == "reconstruct" and self.model != "ae-reencode", "experiment.model",
-              "must be an autoencoder", self.model)
+        check(
+            get_spec(self.model).task == "reconstruct" and self.model != "ae-reencode",
+            "experiment.model",
+            "must be an autoencoder",
+            self.model,
+        )
 
 
 def linear_probe(z_train, y_train, z_test, y_test, seed: int = 0, steps: int = 300) -> float:
@@ -118,18 +123,38 @@ def run(ctx) -> dict:
     cfg: Config = ctx.config
     dev = ctx.device
     # The same seed: both start from the same weights (ae-reencode builds cfg.model's layers).
-    runs = {"reencode": ctx.train("reencode", ctx.run_config("ae-reencode", cfg.epochs, base=cfg.model)),
-            "spread": ctx.train("spread", ctx.run_config(
-                "ae-reencode", cfg.epochs, base=cfg.model, variant="spread", consistency_weight=cfg.consistency_weight,
-                variance_weight=cfg.variance_weight, covariance_weight=cfg.covariance_weight)),
-            "plain": ctx.train("plain", ctx.run_config(cfg.model, cfg.epochs))}
+    runs = {
+        "reencode": ctx.train("reencode", ctx.run_config("ae-reencode", cfg.epochs, base=cfg.model)),
+        "spread": ctx.train(
+            "spread",
+            ctx.run_config(
+                "ae-reencode",
+                cfg.epochs,
+                base=cfg.model,
+                variant="spread",
+                consistency_weight=cfg.consistency_weight,
+                variance_weight=cfg.variance_weight,
+                covariance_weight=cfg.covariance_weight,
+            ),
+        ),
+        "plain": ctx.train("plain", ctx.run_config(cfg.model, cfg.epochs)),
+    }
     results = {name: measure(r.model, ctx.data, dev, cfg.seed) for name, r in runs.items()}
-    _figure({"literal": runs["reencode"].model, "spread": runs["spread"].model, "plain": runs["plain"].model},
-            ctx.data.test, dev, ctx.figures / "reconstructions.png")
+    _figure(
+        {"literal": runs["reencode"].model, "spread": runs["spread"].model, "plain": runs["plain"].model},
+        ctx.data.test,
+        dev,
+        ctx.figures / "reconstructions.png",
+    )
     _variance_figure({NAMES[k]: v for k, v in results.items()}, ctx.figures / "code_variance.png")
-    return {"model": cfg.model, "epochs": cfg.epochs, **results,
-            "history": {name: r.metrics for name, r in runs.items()},
-            "config": dataclasses.asdict(cfg), "main": "spread"}
+    return {
+        "model": cfg.model,
+        "epochs": cfg.epochs,
+        **results,
+        "history": {name: r.metrics for name, r in runs.items()},
+        "config": dataclasses.asdict(cfg),
+        "main": "spread",
+    }
 
 
 NAMES = {"reencode": "literal", "spread": "spread", "plain": "plain"}
@@ -151,8 +176,12 @@ def headline(m: dict) -> dict:
     text = f"literal mse {r['test_mse']:.4f}, {r['dead_code_dims']}/{r['code_dims']} dims dead"
     if s:
         text += f"; spread mse {s['test_mse']:.4f}, {s['dead_code_dims']} dead"
-    out = {"headline": text + f" (plain mse {p['test_mse']:.4f})",
-           "test_mse": r["test_mse"], "plain_test_mse": p["test_mse"], "dead_code_dims": r["dead_code_dims"]}
+    out = {
+        "headline": text + f" (plain mse {p['test_mse']:.4f})",
+        "test_mse": r["test_mse"],
+        "plain_test_mse": p["test_mse"],
+        "dead_code_dims": r["dead_code_dims"],
+    }
     if s:
         out.update(spread_test_mse=s["test_mse"], spread_dead_code_dims=s["dead_code_dims"])
     return out
@@ -164,9 +193,11 @@ def summary_lines(m: dict) -> list[str]:
         r = m[name]
         rel = r.get("reencode_error_relative")
         probe = r.get("linear_probe_acc")
-        out.append(f"  {name:8s}: reconstruction MSE {r['test_mse']:.4f}, re-encoding error {r['reencode_error']:.2e}"
-                   + (f" ({rel:.3f} of the code's variance)" if rel is not None else "")
-                   + f", code variance mean {r['code_var_mean']:.2e} (max {r['code_var_max']:.2e}), "
-                   f"{r['dead_code_dims']}/{r['code_dims']} dims constant"
-                   + (f", linear probe {probe:.1%}" if probe is not None else ""))
+        out.append(
+            f"  {name:8s}: reconstruction MSE {r['test_mse']:.4f}, re-encoding error {r['reencode_error']:.2e}"
+            + (f" ({rel:.3f} of the code's variance)" if rel is not None else "")
+            + f", code variance mean {r['code_var_mean']:.2e} (max {r['code_var_max']:.2e}), "
+            f"{r['dead_code_dims']}/{r['code_dims']} dims constant"
+            + (f", linear probe {probe:.1%}" if probe is not None else "")
+        )
     return out

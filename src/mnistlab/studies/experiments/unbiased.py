@@ -17,6 +17,7 @@ training digits, evaluate it on held-out digits, and compare with the floor: the
 accuracy from the loop label alone on the same digits (looped digits are mostly even, so
 the floor is far above 50%).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,13 +58,20 @@ class Config(ExperimentConfig, SheddingConfig):
     def validate(self) -> None:
         ExperimentConfig.validate(self)
         self.check_shedding("experiment")
-        check(1 <= len(self.lambdas) <= 100 and min(self.lambdas) >= 0, "experiment.lambdas",
-              "must be 1-100 values >= 0", self.lambdas)
+        check(
+            1 <= len(self.lambdas) <= 100 and min(self.lambdas) >= 0,
+            "experiment.lambdas",
+            "must be 1-100 values >= 0",
+            self.lambdas,
+        )
         for key, top in (("epochs", MAX_EPOCHS), ("probe_hidden", MAX_WIDTH), ("probe_epochs", MAX_EPOCHS)):
             check_count(getattr(self, key), f"experiment.{key}", top)
-        check(1 <= len(self.probe2_hidden) <= 8 and min(self.probe2_hidden) >= 1
-              and max(self.probe2_hidden) <= MAX_WIDTH, "experiment.probe2_hidden",
-              f"must be 1-8 layer widths in 1..{MAX_WIDTH:,}", self.probe2_hidden)
+        check(
+            1 <= len(self.probe2_hidden) <= 8 and min(self.probe2_hidden) >= 1 and max(self.probe2_hidden) <= MAX_WIDTH,
+            "experiment.probe2_hidden",
+            f"must be 1-8 layer widths in 1..{MAX_WIDTH:,}",
+            self.probe2_hidden,
+        )
 
     def shedding(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(SheddingConfig)}
@@ -83,8 +91,17 @@ def fresh_probe(cfg: Config, z_train, y_train, z_test, y_test, widths: tuple[int
     torch.manual_seed(cfg.seed + 7)
     a, b = standardised(z_train, z_test)
     probe = (_deep_mlp(a.shape[1], widths) if widths else _mlp(a.shape[1], cfg.probe_hidden)).to(a.device)
-    return probe_accuracy(probe, a, y_train, b, y_test, lr=3e-3, epochs=cfg.probe_epochs, batch_size=256,
-                          generator=torch.Generator().manual_seed(cfg.seed + 7))
+    return probe_accuracy(
+        probe,
+        a,
+        y_train,
+        b,
+        y_test,
+        lr=3e-3,
+        epochs=cfg.probe_epochs,
+        batch_size=256,
+        generator=torch.Generator().manual_seed(cfg.seed + 7),
+    )
 
 
 def evaluate_encoder(cfg, net, ds, device) -> dict:
@@ -133,17 +150,28 @@ def run(ctx) -> dict:
         part = f"lambda-{k}"
         run = ctx.train(part, ctx.run_config("loop-parity", cfg.epochs, lam=lam, **cfg.shedding()))
         history = run.metrics
-        rows.append({"lambda": lam, "run": part, **evaluate_encoder(cfg, run.model, ctx.data, ctx.device),
-                     "final_train_adversary_parity_acc": history[-1]["train_adversary_parity_acc"],
-                     "history": history})
+        rows.append(
+            {
+                "lambda": lam,
+                "run": part,
+                **evaluate_encoder(cfg, run.model, ctx.data, ctx.device),
+                "final_train_adversary_parity_acc": history[-1]["train_adversary_parity_acc"],
+                "history": history,
+            }
+        )
     _plot(rows, ctx.figures / "tradeoff.png")
-    lines = ["| λ | loop acc | adversary parity acc | fresh probe parity acc | 2-layer probe | loop-only floor "
-             "| probe - floor | 2-layer - floor |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| λ | loop acc | adversary parity acc | fresh probe parity acc | 2-layer probe | loop-only floor "
+        "| probe - floor | 2-layer - floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['lambda']:g} | {r['loop_acc']:.2%} | {r['adversary_parity_acc']:.2%} | "
-                     f"{r['probe_parity_acc']:.2%} | {r['probe2_parity_acc']:.2%} | {r['loop_only_floor']:.2%} | "
-                     f"{100 * (r['probe_parity_acc'] - r['loop_only_floor']):+.1f} pts | "
-                     f"{100 * (r['probe2_parity_acc'] - r['loop_only_floor']):+.1f} pts |")
+        lines.append(
+            f"| {r['lambda']:g} | {r['loop_acc']:.2%} | {r['adversary_parity_acc']:.2%} | "
+            f"{r['probe_parity_acc']:.2%} | {r['probe2_parity_acc']:.2%} | {r['loop_only_floor']:.2%} | "
+            f"{100 * (r['probe_parity_acc'] - r['loop_only_floor']):+.1f} pts | "
+            f"{100 * (r['probe2_parity_acc'] - r['loop_only_floor']):+.1f} pts |"
+        )
     (ctx.path / "table.md").write_text("\n".join(lines) + "\n")
     # load_run on the experiment gives the strongest λ's encoder
     main = max(rows, key=lambda r: r["lambda"])["run"]
@@ -159,14 +187,20 @@ def headline(m: dict) -> dict:
     """The figures `mnistlab runs` shows: the strongest λ's loop accuracy and probe - floor."""
     r = max(m["rows"], key=lambda r: r["lambda"])
     gap = r["probe_parity_acc"] - r["loop_only_floor"]
-    return {"headline": f"λ={r['lambda']:g}: loop {r['loop_acc']:.2%}, probe - floor {100 * gap:+.1f} pts",
-            "lambda": r["lambda"], "loop_acc": r["loop_acc"], "probe_minus_floor": gap}
+    return {
+        "headline": f"λ={r['lambda']:g}: loop {r['loop_acc']:.2%}, probe - floor {100 * gap:+.1f} pts",
+        "lambda": r["lambda"],
+        "loop_acc": r["loop_acc"],
+        "probe_minus_floor": gap,
+    }
 
 
 def summary_lines(m: dict) -> list[str]:
     out = ["held-out digits; probe = a fresh MLP trained on the frozen encoder's codes"]
     for r in m["rows"]:
         probe2 = f", 2-layer probe {r['probe2_parity_acc']:.2%}" if "probe2_parity_acc" in r else ""
-        out.append(f"  λ={r['lambda']:g}: loop {r['loop_acc']:.2%}, adversary parity {r['adversary_parity_acc']:.2%}, "
-                   f"fresh probe parity {r['probe_parity_acc']:.2%}{probe2} (floor {r['loop_only_floor']:.2%})")
+        out.append(
+            f"  λ={r['lambda']:g}: loop {r['loop_acc']:.2%}, adversary parity {r['adversary_parity_acc']:.2%}, "
+            f"fresh probe parity {r['probe_parity_acc']:.2%}{probe2} (floor {r['loop_only_floor']:.2%})"
+        )
     return out

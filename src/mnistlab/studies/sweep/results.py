@@ -1,5 +1,6 @@
 """A sweep's results: the table of trials (CSV and Markdown), the comparison and Optuna's figures,
 sweep.json; ``show_sweep`` writes them again from a study in any storage."""
+
 from __future__ import annotations
 
 import csv
@@ -15,6 +16,7 @@ from ...runs import runs_root
 from .study import Sweep, _optuna, _safe_url, load_study
 
 # ---------------------------------------------------------------- results
+
 
 def _fmt(metric: str, v) -> str:
     if v is None or v == "":
@@ -45,10 +47,16 @@ def study_rows(study, keys: list[str] | None = None, order: list[tuple] | None =
     rows = []
     for t in trials:
         params = t.params or t.system_attrs.get("fixed_params") or {}
-        row = {"trial": t.number, **{k: params.get(k, "") for k in keys}, "value": t.value,
-               **{k: t.user_attrs.get(k) for k in ("test_acc", "test_mse", "params", "train_time_s", "epochs")},
-               "status": _status(t, ts), "host": t.user_attrs.get("host", ""),
-               "run": t.user_attrs.get("run", ""), "error": t.user_attrs.get("error", "")}
+        row = {
+            "trial": t.number,
+            **{k: params.get(k, "") for k in keys},
+            "value": t.value,
+            **{k: t.user_attrs.get(k) for k in ("test_acc", "test_mse", "params", "train_time_s", "epochs")},
+            "status": _status(t, ts),
+            "host": t.user_attrs.get("host", ""),
+            "run": t.user_attrs.get("run", ""),
+            "error": t.user_attrs.get("error", ""),
+        }
         if t.state == ts.PRUNED:
             row["epochs"] = len(t.intermediate_values)
             row["error"] = f"pruned after epoch {max(t.intermediate_values, default=0)}"
@@ -67,8 +75,9 @@ def write_results(study, out: Path, *, sweep: Sweep | None = None) -> list[dict]
     held = ident.get("space", {})
     space_keys = sweep.space.keys if sweep else list(held) or None
     # listed values only: rows in the order the values were given, else in trial order
-    order = (list(itertools.product(*held.values())) if held and all(isinstance(v, list) for v in held.values())
-             else None)
+    order = (
+        list(itertools.product(*held.values())) if held and all(isinstance(v, list) for v in held.values()) else None
+    )
     keys, rows = study_rows(study, space_keys, order)
     out.mkdir(parents=True, exist_ok=True)
     write_tables(out, model, keys, rows, metric=metric)
@@ -76,18 +85,25 @@ def write_results(study, out: Path, *, sweep: Sweep | None = None) -> list[dict]
     done = [t for t in study.get_trials(deepcopy=False) if t.state == ts.COMPLETE]
     best = study.best_trial if done else None
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "pruned", "failed", "cut off", "running")}
-    info = {"kind": "sweep", "model": model, "study": study.study_name, "metric": metric,
-            "direction": study.direction.name.lower(), "space": ident.get("space", {}),
-            "storage": _safe_url(sweep.storage) if sweep else None,
-            "sampler": sweep.sampler if sweep else None, "pruner": sweep.prune if sweep else None,
-            "trials": len(rows), **{k.replace(" ", "_"): v for k, v in counts.items()},
-            "complete": counts["running"] == 0 and (sweep is None or counts["ok"] + counts["pruned"] + counts["failed"]
-                                                    >= sweep.trials),
-            "dataset": (sweep.flags.get("dataset") if sweep else None)}
+    info = {
+        "kind": "sweep",
+        "model": model,
+        "study": study.study_name,
+        "metric": metric,
+        "direction": study.direction.name.lower(),
+        "space": ident.get("space", {}),
+        "storage": _safe_url(sweep.storage) if sweep else None,
+        "sampler": sweep.sampler if sweep else None,
+        "pruner": sweep.prune if sweep else None,
+        "trials": len(rows),
+        **{k.replace(" ", "_"): v for k, v in counts.items()},
+        "complete": counts["running"] == 0
+        and (sweep is None or counts["ok"] + counts["pruned"] + counts["failed"] >= sweep.trials),
+        "dataset": (sweep.flags.get("dataset") if sweep else None),
+    }
     if best is not None:
         run = Path(best.user_attrs.get("run", ""))
-        info.update(best_trial_number=best.number, best_value=best.value, best_params=best.params,
-                    best_run=str(run))
+        info.update(best_trial_number=best.number, best_value=best.value, best_params=best.params, best_run=str(run))
         if run.parent.resolve() == out.resolve():
             info["best_trial"] = run.name
         if (run / "summary.json").is_file() and not info["dataset"]:
@@ -173,8 +189,11 @@ def _optuna_figures(study, out: Path) -> list[Path]:
     import optuna.visualization.matplotlib as ovm
 
     made = []
-    for name, draw in (("history", ovm.plot_optimization_history), ("parallel", ovm.plot_parallel_coordinate),
-                       ("importances", ovm.plot_param_importances)):
+    for name, draw in (
+        ("history", ovm.plot_optimization_history),
+        ("parallel", ovm.plot_parallel_coordinate),
+        ("importances", ovm.plot_param_importances),
+    ):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -187,8 +206,9 @@ def _optuna_figures(study, out: Path) -> list[Path]:
     return made
 
 
-def show_sweep(storage: str | None = None, study: str | None = None, out_dir: str | Path | None = None) -> tuple[Path,
-                                                                                                             str]:
+def show_sweep(
+    storage: str | None = None, study: str | None = None, out_dir: str | Path | None = None
+) -> tuple[Path, str]:
     """Rewrite and return the table of a stored study (by --storage/--study, or a sweep folder)."""
     out = Path(out_dir) if out_dir else (runs_root() / f"sweep-{study}" if study else None)
     if storage is None:
@@ -202,4 +222,3 @@ def show_sweep(storage: str | None = None, study: str | None = None, out_dir: st
     out = out or runs_root() / f"sweep-{st.study_name}"
     write_results(st, out)
     return out, (out / "table.md").read_text()
-

@@ -1,5 +1,6 @@
 """A sweep's search space: ``--grid key=v1,v2`` lists (a grid's size counted before any point is
 listed) and ``--search key=LOW:HIGH[:log]`` ranges or ``key=a|b`` choices; a point's folder name."""
+
 from __future__ import annotations
 
 import itertools
@@ -14,10 +15,12 @@ _RANGE = re.compile(r"^\s*([-+0-9.eE]+)\s*:\s*([-+0-9.eE]+)\s*(?::\s*(log))?\s*$
 
 # ---------------------------------------------------------------- the search space
 
+
 def _split_values(item: str, flag: str) -> tuple[str, list[str]]:
     if "=" not in item:
-        raise ConfigError(f"{flag} {item!r}: expected key=v1,v2,..." + (" or key=LOW:HIGH[:log]" if flag == "--search"
-                                                                        else ""))
+        raise ConfigError(
+            f"{flag} {item!r}: expected key=v1,v2,..." + (" or key=LOW:HIGH[:log]" if flag == "--search" else "")
+        )
     key, values = (s.strip() for s in item.split("=", 1))
     if not key:
         raise ConfigError(f"{flag} {item!r}: no key before '='")
@@ -65,8 +68,10 @@ class Space:
         return list(itertools.product(*self.dims.values()))
 
     def spec(self) -> dict:
-        return {k: v if isinstance(v, list) else {"low": v.low, "high": v.high, "log": v.log, "int": v.integer}
-                for k, v in self.dims.items()}
+        return {
+            k: v if isinstance(v, list) else {"low": v.low, "high": v.high, "log": v.log, "int": v.integer}
+            for k, v in self.dims.items()
+        }
 
     def suggest(self, trial) -> dict[str, str]:
         """The trial's values, as --set strings."""
@@ -107,8 +112,12 @@ def parse_space(grid: list[str] | None = None, search: list[str] | None = None) 
                     raise ConfigError(f"--search {item!r}: a log range needs LOW > 0")
                 integer = all(re.fullmatch(r"[-+]?\d+", s.strip()) for s in (m[1], m[2]))
                 value: list[str] | Range = Range(lo, hi, bool(m[3]), integer)
-            elif flag == "--search" and "=" in item and ":" in item.split("=", 1)[1] and not re.search(
-                    r"[|,]", item.split("=", 1)[1]):
+            elif (
+                flag == "--search"
+                and "=" in item
+                and ":" in item.split("=", 1)[1]
+                and not re.search(r"[|,]", item.split("=", 1)[1])
+            ):
                 raise ConfigError(f"--search {item!r}: expected LOW:HIGH[:log] with numbers LOW < HIGH")
             else:
                 key, value = _split_values(item, flag)
@@ -129,4 +138,3 @@ def _slug(combo: dict[str, str]) -> str:
         return v if len(v) <= 8 else f"{x:.4g}"
 
     return "_".join(f"{k.split('.')[-1]}-{re.sub(r'[^A-Za-z0-9.]+', '-', short(v))}" for k, v in combo.items())[:100]
-

@@ -16,6 +16,7 @@ settings (``plan_sweep``) and opens its study and storage; ``space`` parses the 
 ``worker`` runs trials so that every grid point trains exactly once, ``results`` writes the
 table and figures.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,14 +46,16 @@ def _optuna():
     try:
         import optuna
     except ImportError as e:
-        raise MnistlabError(f"sweeps need the 'sweep' extra ({e.name} is missing): pip install 'mnistlab[sweep]'") \
-            from None
+        raise MnistlabError(
+            f"sweeps need the 'sweep' extra ({e.name} is missing): pip install 'mnistlab[sweep]'"
+        ) from None
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our own one-line notes say what happens
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats, pictures
     return optuna
 
 
 # ---------------------------------------------------------------- the sweep's settings
+
 
 @dataclass
 class Sweep:
@@ -77,8 +80,14 @@ class Sweep:
 
     def identity(self) -> dict:
         """What makes two workers' sweeps the same study (checked when one joins)."""
-        return {"model": self.model, "space": self.space.spec(), "metric": self.metric, "direction": self.direction,
-                "flags": {k: v for k, v in self.flags.items() if v is not None}, "sets": self.sets}
+        return {
+            "model": self.model,
+            "space": self.space.spec(),
+            "metric": self.metric,
+            "direction": self.direction,
+            "flags": {k: v for k, v in self.flags.items() if v is not None},
+            "sets": self.sets,
+        }
 
 
 def _task(model: str) -> str:
@@ -87,16 +96,29 @@ def _task(model: str) -> str:
     return get_spec(model).task
 
 
-def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] | None = None,
-               trials: int | None = None, sampler: str | None = None, prune: str | None = None,
-               timeout: float | None = None, storage: str | None = None, study: str | None = None,
-               flags: dict | None = None, sets: list[str] | None = None, out_dir: str | Path | None = None,
-               figures: bool = True) -> Sweep:
+def plan_sweep(
+    model: str,
+    *,
+    grid: list[str] | None = None,
+    search: list[str] | None = None,
+    trials: int | None = None,
+    sampler: str | None = None,
+    prune: str | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    flags: dict | None = None,
+    sets: list[str] | None = None,
+    out_dir: str | Path | None = None,
+    figures: bool = True,
+) -> Sweep:
     """Check the arguments (one clear error each) and settle names, folders and storage."""
     space = parse_space(grid, search)
     if space.discrete and space.size > MAX_GRID:
-        raise ConfigError(f"the grid has {space.size:,} points (the product of its value counts); at most "
-                          f"{MAX_GRID:,}: give fewer values")
+        raise ConfigError(
+            f"the grid has {space.size:,} points (the product of its value counts); at most "
+            f"{MAX_GRID:,}: give fewer values"
+        )
     sampler = sampler or ("grid" if not search else "tpe")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r}: must be one of {', '.join(SAMPLERS)}")
@@ -109,8 +131,10 @@ def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] |
     if sampler == "grid":
         if not space.discrete:
             ranges = [k for k, v in space.dims.items() if isinstance(v, Range)]
-            raise ConfigError(f"--sampler grid needs listed values, not ranges ({', '.join(ranges)}): "
-                              "give them as key=a|b|c or use --sampler tpe/random")
+            raise ConfigError(
+                f"--sampler grid needs listed values, not ranges ({', '.join(ranges)}): "
+                "give them as key=a|b|c or use --sampler tpe/random"
+            )
         size = len(space.points())
         if trials is not None and trials != size:
             raise ConfigError(f"--trials {trials}: a grid runs each of its {size} points once (leave --trials out)")
@@ -123,13 +147,28 @@ def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] |
     flags = dict(flags or {})
     base = build_config(model, flags=flags, sets=sets)  # fail early on a bad base config
     for point in itertools.islice(space.points(), 64) if space.discrete else ():  # and on a bad listed value
-        build_config(model, flags=flags, sets=[*sets, *(f"{k}={v}" for k, v in zip(space.keys, point))],
-                     validate=False)
+        build_config(model, flags=flags, sets=[*sets, *(f"{k}={v}" for k, v in zip(space.keys, point))], validate=False)
     task = _task(model)
     split = "val" if base.train.val_fraction > 0 else "test"
     metric, direction = (f"{split}_acc", "maximize") if task == "classify" else (f"{split}_mse", "minimize")
-    sweep = Sweep(model, space, sampler, trials, metric, direction, "", "", Path(), flags, sets, prune, timeout,
-                  seed=base.train.seed, epochs=base.train.epochs, figures=figures)
+    sweep = Sweep(
+        model,
+        space,
+        sampler,
+        trials,
+        metric,
+        direction,
+        "",
+        "",
+        Path(),
+        flags,
+        sets,
+        prune,
+        timeout,
+        seed=base.train.seed,
+        epochs=base.train.epochs,
+        figures=figures,
+    )
     digest = hashlib.sha1(json.dumps(sweep.identity(), sort_keys=True).encode()).hexdigest()[:8]
     sweep.study = study or f"{model}-{digest}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", sweep.study):
@@ -143,6 +182,7 @@ def plan_sweep(model: str, *, grid: list[str] | None = None, search: list[str] |
 
 # ---------------------------------------------------------------- the study
 
+
 def _safe_url(url: str) -> str:
     try:
         from sqlalchemy.engine import make_url
@@ -155,11 +195,15 @@ def _safe_url(url: str) -> str:
 def check_storage_url(url: str) -> None:
     """A study must live where every worker can reach it: a SQLite file or a database server."""
     if not re.match(r"^[a-z][a-z0-9+]*://", url):
-        raise ConfigError(f"--storage {brief(url, 80)}: not a database URL (e.g. sqlite:///study.db or "
-                          "postgresql+psycopg://user@host/db)")
+        raise ConfigError(
+            f"--storage {brief(url, 80)}: not a database URL (e.g. sqlite:///study.db or "
+            "postgresql+psycopg://user@host/db)"
+        )
     if url.startswith("sqlite:") and url.split("?")[0] in ("sqlite://", "sqlite:///", "sqlite:///:memory:"):
-        raise ConfigError(f"--storage {brief(url, 80)}: an in-memory SQLite study cannot hold a sweep "
-                          "(its workers and heartbeats need a file): give sqlite:///PATH")
+        raise ConfigError(
+            f"--storage {brief(url, 80)}: an in-memory SQLite study cannot hold a sweep "
+            "(its workers and heartbeats need a file): give sqlite:///PATH"
+        )
 
 
 def open_storage(url: str, heartbeat: int = HEARTBEAT_S):
@@ -167,23 +211,27 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_S):
     killed worker's trial is marked failed."""
     optuna = _optuna()
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 60}}
     else:
         kwargs = {"pool_pre_ping": True}
     try:
         for attempt in range(6):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                                                  grace_period=3 * heartbeat)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=3 * heartbeat
+                )
             except Exception as e:  # workers creating a new database's tables at once: one wins, retry
-                if attempt == 5 or not re.search(r"IntegrityError|UniqueViolation|already exists|locked",
-                                                 f"{type(e).__name__} {e}"):
+                if attempt == 5 or not re.search(
+                    r"IntegrityError|UniqueViolation|already exists|locked", f"{type(e).__name__} {e}"
+                ):
                     raise
                 time.sleep(0.2 + random.random() * (attempt + 1))
     except ModuleNotFoundError as e:
-        raise MnistlabError(f"--storage {_safe_url(url)}: the driver {e.name!r} is missing "
-                            "(pip install 'mnistlab[sweep]' brings psycopg for PostgreSQL)") from None
+        raise MnistlabError(
+            f"--storage {_safe_url(url)}: the driver {e.name!r} is missing "
+            "(pip install 'mnistlab[sweep]' brings psycopg for PostgreSQL)"
+        ) from None
     except Exception as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RunError(f"--storage {_safe_url(url)}: cannot open the study storage ({msg[:200]})") from None
@@ -211,8 +259,14 @@ def open_study(sweep: Sweep, storage):
     """Create the study, or join it if it exists and is the same sweep (else one clear error)."""
     optuna = _optuna()
     try:
-        study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
-                                    sampler=_sampler(sweep), pruner=_pruner(sweep), load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=sweep.study,
+            direction=sweep.direction,
+            sampler=_sampler(sweep),
+            pruner=_pruner(sweep),
+            load_if_exists=True,
+        )
     except ValueError as e:  # e.g. the stored study optimises the other way
         raise RunError(f"study {sweep.study!r}: {e}") from None
     ident = sweep.identity()
@@ -220,8 +274,10 @@ def open_study(sweep: Sweep, storage):
     if held is None:
         study.set_user_attr("mnistlab", ident)
     elif held != json.loads(json.dumps(ident)):
-        raise RunError(f"study {sweep.study!r} in {_safe_url(sweep.storage)} is another sweep "
-                       f"({held.get('model')} over {', '.join(held.get('space', {}))}); give another --study")
+        raise RunError(
+            f"study {sweep.study!r} in {_safe_url(sweep.storage)} is another sweep "
+            f"({held.get('model')} over {', '.join(held.get('space', {}))}); give another --study"
+        )
     return study
 
 
@@ -231,8 +287,10 @@ def load_study(storage_url: str, name: str | None):
     names = optuna.get_all_study_names(storage)
     if name is None:
         if len(names) != 1:
-            raise ConfigError(f"--storage {_safe_url(storage_url)} holds {len(names)} studies "
-                              f"({', '.join(names[:10]) or 'none'}): name one with --study")
+            raise ConfigError(
+                f"--storage {_safe_url(storage_url)} holds {len(names)} studies "
+                f"({', '.join(names[:10]) or 'none'}): name one with --study"
+            )
         name = names[0]
     if name not in names:
         raise RunError(f"no study {name!r} in {_safe_url(storage_url)} (it holds: {', '.join(names[:10]) or 'none'})")

@@ -2,6 +2,7 @@
 with any number of workers (a point is settled by a finished trial; one cut off is done again;
 one whose point is taken steps aside), each trial a run folder; ``run_sweep`` starts the workers.
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,6 +23,7 @@ MAX_REDO = 3  # a grid point cut off this many times is not started again
 
 
 # ---------------------------------------------------------------- one worker
+
 
 class _Duplicate(Exception):
     """This trial's grid point is already taken by another trial."""
@@ -119,15 +121,23 @@ def _objective(sweep: Sweep, ds, *, progress, say, threads: int = 0):
         value = last.get(sweep.metric, s.get(sweep.metric))
         if value is None or not math.isfinite(value):
             raise RunError(f"no finite {sweep.metric} to report")
-        say(f"trial {trial.number} {what}: {sweep.metric} {_fmt(sweep.metric, value)} "
-            f"in {s['train_time_s']:.1f} s")
+        say(f"trial {trial.number} {what}: {sweep.metric} {_fmt(sweep.metric, value)} in {s['train_time_s']:.1f} s")
         return value
 
     return objective
 
 
-def work(sweep: Sweep, *, progress=None, notice=None, heartbeat: int = HEARTBEAT_S, threads: int = 0,
-         prefix: str = "", poll: float | None = None, study=None) -> int:
+def work(
+    sweep: Sweep,
+    *,
+    progress=None,
+    notice=None,
+    heartbeat: int = HEARTBEAT_S,
+    threads: int = 0,
+    prefix: str = "",
+    poll: float | None = None,
+    study=None,
+) -> int:
     """One worker: start trials until the study holds what the sweep asks for, waiting on
     trials other workers run (one of them may have been killed: its trial is then redone).
     `study`: the study already opened in this process (else it is opened here). Returns how
@@ -179,8 +189,14 @@ def _worker_main(sweep: Sweep, heartbeat: int, threads: int, index: int, progres
 
     die_with_parent(parent or None)
     try:
-        work(sweep, progress=progress, heartbeat=heartbeat, threads=threads, prefix=f"[worker {index}] ",
-             notice=lambda m: print(f"mnistlab: {m}", file=sys.stderr, flush=True))
+        work(
+            sweep,
+            progress=progress,
+            heartbeat=heartbeat,
+            threads=threads,
+            prefix=f"[worker {index}] ",
+            notice=lambda m: print(f"mnistlab: {m}", file=sys.stderr, flush=True),
+        )
     except KeyboardInterrupt:
         sys.exit(130)
     except MnistlabError as e:
@@ -188,29 +204,59 @@ def _worker_main(sweep: Sweep, heartbeat: int, threads: int, index: int, progres
         sys.exit(1)
 
 
-def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | None = None,
-              trials: int | None = None, sampler: str | None = None, prune: str | None = None,
-              timeout: float | None = None, storage: str | None = None, study: str | None = None,
-              workers: int = 1, flags: dict | None = None, sets: list[str] | None = None,
-              out_dir: str | Path | None = None, progress=None, notice=None,
-              heartbeat: int = HEARTBEAT_S, figures: bool = True) -> tuple[Path, list[dict]]:
+def run_sweep(
+    model: str,
+    grid: list[str] | None = None,
+    *,
+    search: list[str] | None = None,
+    trials: int | None = None,
+    sampler: str | None = None,
+    prune: str | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    workers: int = 1,
+    flags: dict | None = None,
+    sets: list[str] | None = None,
+    out_dir: str | Path | None = None,
+    progress=None,
+    notice=None,
+    heartbeat: int = HEARTBEAT_S,
+    figures: bool = True,
+) -> tuple[Path, list[dict]]:
     """Run (or resume, or join) a sweep; returns its folder and table rows once the study holds
     every trial it asks for (or the timeout passed)."""
     cpus = os.cpu_count() or 1
     if not 1 <= workers <= cpus:
-        raise ConfigError(f"--workers {workers}: must be in 1..{cpus} (one process per CPU at most; "
-                          "more machines join with the same --storage and --study)")
+        raise ConfigError(
+            f"--workers {workers}: must be in 1..{cpus} (one process per CPU at most; "
+            "more machines join with the same --storage and --study)"
+        )
     if not 1 <= heartbeat <= 3600:
         raise ConfigError(f"--heartbeat {heartbeat}: must be in 1..3600 seconds")
-    sweep = plan_sweep(model, grid=grid, search=search, trials=trials, sampler=sampler, prune=prune,
-                       timeout=timeout, storage=storage, study=study, flags=flags, sets=sets, out_dir=out_dir,
-                       figures=figures)
+    sweep = plan_sweep(
+        model,
+        grid=grid,
+        search=search,
+        trials=trials,
+        sampler=sampler,
+        prune=prune,
+        timeout=timeout,
+        storage=storage,
+        study=study,
+        flags=flags,
+        sets=sets,
+        out_dir=out_dir,
+        figures=figures,
+    )
     sweep.out.mkdir(parents=True, exist_ok=True)
     opened = open_study(sweep, open_storage(sweep.storage, heartbeat))  # created once, here
     if notice:
         done = sum(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
-        notice(f"study {sweep.study!r} in {_safe_url(sweep.storage)}: {sweep.sampler} sampler, "
-               f"{sweep.trials} trials{f', {done} already finished' if done else ''}")
+        notice(
+            f"study {sweep.study!r} in {_safe_url(sweep.storage)}: {sweep.sampler} sampler, "
+            f"{sweep.trials} trials{f', {done} already finished' if done else ''}"
+        )
     if workers == 1:
         work(sweep, progress=progress, notice=notice, heartbeat=heartbeat, study=opened)
     else:
@@ -218,9 +264,10 @@ def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | 
 
         threads = max(1, (os.cpu_count() or 1) // workers)
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker_main, args=(sweep, heartbeat, threads, i + 1, False, os.getpid()),
-                             daemon=False)
-                 for i in range(workers)]
+        procs = [
+            ctx.Process(target=_worker_main, args=(sweep, heartbeat, threads, i + 1, False, os.getpid()), daemon=False)
+            for i in range(workers)
+        ]
         for p in procs:
             p.start()
         try:
@@ -235,4 +282,3 @@ def run_sweep(model: str, grid: list[str] | None = None, *, search: list[str] | 
             notice(f"worker(s) {', '.join(map(str, bad))} stopped early; the study keeps what they finished")
     rows = write_results(opened, sweep.out, sweep=sweep)  # it reads the storage afresh
     return sweep.out, rows
-
