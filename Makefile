@@ -2,6 +2,9 @@
 #   make run          create .venv if missing, install, train the CNN on the bundled sample
 #   make test         install the dev extras, run the whole suite (what CI runs)
 # and for development:
+#   make lint         ruff check and ruff format --check (CI runs it first)
+#   make format       format the code and fix what ruff can
+#   make typecheck    mypy on the core (config, checks, runs, data, train)
 #   make test-fast    the inner loop: every test not marked slow (each slow mark says why)
 #   make test-kernels the tests of what a training reaches, and the tutorials, on another CPU
 #                     kernel path (oneDNN and MKL capped to AVX, ATen's default kernels): an outcome
@@ -15,7 +18,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints-dev.tx
 WORKERS ?= auto
 KERNELS := ONEDNN_MAX_CPU_ISA=AVX ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=AVX
 
-.PHONY: run test test-fast test-kernels docs clean
+.PHONY: run test test-fast test-kernels lint format typecheck docs clean
 
 $(VENV)/.installed: pyproject.toml constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +41,17 @@ test-fast: $(VENV)/.dev
 
 test-kernels: $(VENV)/.dev
 	$(KERNELS) $(PY) -m pytest -n $(WORKERS) -m outcome $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check src tests docs benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests docs benchmarks scripts
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff format src tests docs benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests docs benchmarks scripts
+
+typecheck: $(VENV)/.dev
+	$(VENV)/bin/mypy
 
 $(VENV)/.docs: $(VENV)/.dev
 	$(PIP) -e '.[docs]'

@@ -253,9 +253,11 @@ def experiment_sections(cfg: dict) -> tuple[str | None, dict]:
     """An experiment's config.json as (name, settings): sectioned ({"kind": "experiment",
     "name", "experiment": {...}, "data": {...}}) or the older flat form; (None, {}) if none."""
     if cfg.get("kind") == "experiment" and isinstance(cfg.get("experiment"), dict):
-        return cfg.get("name"), {**cfg["experiment"], **(cfg.get("data") or {})}
+        name = cfg.get("name")
+        return (name if isinstance(name, str) else None), {**cfg["experiment"], **(cfg.get("data") or {})}
     if isinstance(cfg.get("experiment"), str):
-        return cfg["experiment"], cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
+        flat = cfg.get("config")
+        return cfg["experiment"], flat if isinstance(flat, dict) else {}
     return None, {}
 
 
@@ -411,7 +413,8 @@ def _describe(d: Path, kind: str = "training") -> dict | None:
             "dataset": conf.get("dataset"),
             "complete": bool(summary),
         }
-    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    data = cfg.get("data")
+    data = data if isinstance(data, dict) else {}
     return {
         **out,
         "model": cfg.get("model_name"),
@@ -437,7 +440,7 @@ def _sweep(d: Path) -> list[dict]:
     if best is None:  # trials whose figure is no number (a tampered summary) are not candidates
         scored = [t for t in done if as_number(t["summary"].get(metric)) is not None]
         best = (max if metric == "test_acc" else min)(
-            scored, key=lambda t: as_number(t["summary"][metric]), default=None
+            scored, key=lambda t: as_number(t["summary"][metric]) or 0.0, default=None
         )
     summary = {**info, "trials": len(trials), "finished": len(done)}
     if best is not None:

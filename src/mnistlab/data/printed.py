@@ -31,7 +31,7 @@ def fit_mnist(ink: np.ndarray) -> np.ndarray:
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     box = np.clip(cv2.resize(a, (nw, nh), interpolation=interp), 0, None)
-    box *= 255.0 / max(float(box.max()), 1e-6)
+    box = box * np.float32(255.0 / max(float(box.max()), 1e-6))
     out = np.zeros((28, 28), np.float32)
     top, left = (28 - nh) // 2, (28 - nw) // 2
     out[top : top + nh, left : left + nw] = box

@@ -252,8 +252,8 @@ def _write_array_cache(info: DatasetInfo, train: Split, test: Split) -> None:
 
 
 def _from_system(info: DatasetInfo) -> tuple[Split, Split, str] | None:
-    for d in info.system_dirs:
-        d = Path(d)
+    for folder in info.system_dirs:
+        d = Path(folder)
         if d.is_dir():
             files = _find_idx(d)
             if files:
@@ -354,10 +354,10 @@ def load_dataset(
             if Path(data_dir).exists() and e.reason != "no dataset files":
                 raise  # the user's own files are broken: say so, never load something else
             reasons.append(f"--data-dir: {e}")
-    sources = [("cache", lambda: _from_cache(info)), ("system", lambda: _from_system(info))]
-    for label, source in sources:
+    finders = [("cache", lambda: _from_cache(info)), ("system", lambda: _from_system(info))]
+    for label, find in finders:
         try:
-            got = source()
+            got = find()
         except DataError as e:
             reasons.append(f"{label}: {e}")
             continue
@@ -369,8 +369,8 @@ def load_dataset(
         if label == "system" and not info.system_dirs:
             reasons.append("system: no system package holds it")
         else:
-            where = cache_root() / name if label == "cache" else ", ".join(info.system_dirs)
-            reasons.append(f"{label}: no copy in {where}")
+            looked = str(cache_root() / name) if label == "cache" else ", ".join(info.system_dirs)
+            reasons.append(f"{label}: no copy in {looked}")
     if download and info.mirrors and not _offline():
         try:
             train, test, where = _from_mirrors(info)

@@ -104,7 +104,7 @@ class TrainState:
     """Where a fit stands after an epoch: all it needs to go on exactly as if never stopped."""
 
     optimizers: dict[str, torch.optim.Optimizer]
-    schedulers: dict[str, object]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler]
     generators: dict[str, torch.Generator]  # data order and augmentation
     epoch: int
     plan: steps.Plan | None = None  # how the steps ran, once settled (steps.Step.ran); None before
@@ -219,7 +219,7 @@ def fit(
         model.start_epoch(epoch)
         t0 = time.perf_counter()
         step.start_epoch()
-        seen = 0
+        seen: float = 0
         bar = progress_bar(len(batches), f"{desc} {epoch}/{cfg.epochs}", progress if ctx.main else False)
         for i, idx in enumerate(batches.indices()):
             step.run(idx)

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -209,7 +210,8 @@ def train_run(
     if not ctx.main:  # another rank of a distributed run: the same model, nothing written
         runtime.seed_everything(tc.seed)
         model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
-        return _train(Run(Path(run_dir) if run_dir else None, cfg, model, [], {}), ds, device, progress=False)
+        # no folder: this rank writes nothing
+        return _train(Run(cast(Path, None), cfg, model, [], {}), ds, device, progress=False)
     run = start_run(cfg, Path(run_dir) if run_dir else new_run_dir(cfg.model_name, ds.name), ds, device)
     before = copy.deepcopy(run.model) if figures else None  # drawn at the end, with the rest
     return _train(run, ds, device, progress=progress, figures=figures, after_epoch=after_epoch, before=before)
@@ -292,10 +294,10 @@ def _train(
             on_epoch = (
                 record_epochs(
                     run,
-                    offset=len(run.metrics) - (resume["epoch"] if resuming else 0),
+                    offset=len(run.metrics) - (resuming["epoch"] if resuming else 0),
                     tag={"stage": stage.name} if len(stages) > 1 else None,
                     on_row=trackers.epoch,
-                    resume_extra=lambda k=k: {"stage": k, "elapsed": elapsed + time.perf_counter() - t0},
+                    resume_extra=_resume_extra(k, elapsed, t0),
                 )
                 if main
                 else None
@@ -325,6 +327,11 @@ def _train(
     trackers.finish(run.summary, run.figures)
     distributed.barrier()
     return run
+
+
+def _resume_extra(stage: int, elapsed: float, t0: float) -> Callable[[], dict]:
+    """What a checkpoint of `stage` adds for resuming: the stage and the training time so far."""
+    return lambda: {"stage": stage, "elapsed": elapsed + time.perf_counter() - t0}
 
 
 def _then(on_epoch, after):

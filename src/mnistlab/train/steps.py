@@ -239,7 +239,7 @@ class Step:
         self.notice = notice or (lambda line: print(f"mnistlab: {line}", file=sys.stderr))
         self._autocast = autocast(self.device, plan.amp)
         self.sums: dict[str, torch.Tensor] = {}
-        self.graph = None
+        self.graph: torch.cuda.CUDAGraph | None = None
         self.replays = 0  # how many steps a captured graph ran (tests and the bench read it)
         self._static_idx: torch.Tensor | None = None
         self._steps = 0
@@ -278,7 +278,7 @@ class Step:
         """Spend the batch at `idx`."""
         if self.plan.graph != "captured" or not isinstance(idx, torch.Tensor):
             return self(idx)
-        if self.graph is not None:
+        if self.graph is not None and self._static_idx is not None:
             if idx.shape != self._static_idx.shape:  # a smaller batch: the same step, eagerly
                 return self(idx)
             self._static_idx.copy_(idx, non_blocking=True)
