@@ -26,6 +26,7 @@ from mnistlab.models._registry import _REGISTRY
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
 import executed  # noqa: E402
+import layout  # noqa: E402
 
 API_MODULES = {
     "Training and runs": [
@@ -244,6 +245,11 @@ def main() -> None:
                 nb = executed.execute(source, Path(tmp))
         with mkdocs_gen_files.open(f"tutorials/{source.stem}.ipynb", "w") as f:
             nbformat.write(nb, f)
+    # the import graph of the package as it is now (development.md)
+    with tempfile.TemporaryDirectory() as tmp:
+        png = layout.draw(Path(tmp) / "imports.png")
+        with mkdocs_gen_files.open("figures/imports.png", "wb") as f:
+            f.write(png.read_bytes())
     # the committed figures of benchmarks/, shown by the explanation pages
     for folder in ("report-cpu-2core", "explain", "explain/report", "photos"):
         for png in sorted((ROOT / "benchmarks" / folder).glob("*.png")):
