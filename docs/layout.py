@@ -2,6 +2,7 @@
 too), the rooms (a top-level module, or a package as one room) and the floors they stand on.
 ``FLOORS`` is the intended layering, lowest first: a room imports only from rooms on lower
 floors (tests/test_imports.py holds the code to it); ``draw`` pictures it for the docs."""
+
 from __future__ import annotations
 
 import ast
@@ -136,12 +137,23 @@ def draw(path: Path) -> Path:
     for a, targets in rooms.items():
         for b in targets:
             (x0, y0), (x1, y1) = where[a], where[b]
-            ax.annotate("", xy=(x1, y1 + 0.18), xytext=(x0, y0 - 0.18),
-                        arrowprops=dict(arrowstyle="-|>", color="tab:blue", alpha=0.25, lw=0.8))
+            ax.annotate(
+                "",
+                xy=(x1, y1 + 0.18),
+                xytext=(x0, y0 - 0.18),
+                arrowprops=dict(arrowstyle="-|>", color="tab:blue", alpha=0.25, lw=0.8),
+            )
     for r, (x, y) in where.items():
-        ax.text(x, y, r + ("/" if r in packages else ""), ha="center", va="center", fontsize=10,
-                fontweight="bold" if r in packages else "normal",
-                bbox=dict(boxstyle="round,pad=0.3", fc="#eef3fb" if r in packages else "white", ec="0.6"))
+        ax.text(
+            x,
+            y,
+            r + ("/" if r in packages else ""),
+            ha="center",
+            va="center",
+            fontsize=10,
+            fontweight="bold" if r in packages else "normal",
+            bbox=dict(boxstyle="round,pad=0.3", fc="#eef3fb" if r in packages else "white", ec="0.6"),
+        )
     ax.set_yticks(range(len(FLOORS)), [f"floor {i}" for i in range(len(FLOORS))])
     ax.set_xticks([])
     ax.set_xlim(0, 1)
@@ -149,8 +161,11 @@ def draw(path: Path) -> Path:
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
     ups = sum(floors[b] >= floors[a] for a, t in rooms.items() for b in t)
-    ax.set_title(f"mnistlab: {len(rooms)} rooms ({len(packages)} packages, bold) on {len(FLOORS)} floors; "
-                 f"{len(cycles(rooms))} cycles, {ups} imports up or across", fontsize=11)
+    ax.set_title(
+        f"mnistlab: {len(rooms)} rooms ({len(packages)} packages, bold) on {len(FLOORS)} floors; "
+        f"{len(cycles(rooms))} cycles, {ups} imports up or across",
+        fontsize=11,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,6 +1,7 @@
 """The package's import graph: no circle (every import counts, function-local ones too: a local
 import only hides a circle from the interpreter, not from the reader), and every import goes
 down the floors docs/layout.py declares."""
+
 from __future__ import annotations
 
 import sys

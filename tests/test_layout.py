@@ -1,5 +1,6 @@
 """The layout docs/development.md draws is the package's real one: every module and package is
 listed with a line on what it does, and nothing is listed that is not there."""
+
 from __future__ import annotations
 
 import re
