@@ -1,5 +1,12 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash leaves the old one.
-And one defensive reader: only regular files, never more than a cap, JSON depth errors caught."""
+"""The one writer and the one defensive reader.
+
+Every file the project writes goes through ``atomic_open``: a reader never sees a half-written
+file, a crash leaves the old one, and the target is checked first (``check_target``): never a
+device, FIFO, socket or folder, never under /dev, /proc or /sys, and never a file a run folder
+owns (its checkpoint, config, metrics, ...) unless the writer is that run's own (``run_file``).
+Folders given by the user are made by ``make_folder`` under the same rules.
+
+The reader takes only regular files, never more than a cap, and catches JSON depth errors."""
 
 from __future__ import annotations
 
@@ -20,13 +27,97 @@ def _umask() -> int:
     return mask
 
 
-@contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success it replaces `path` in one rename."""
+# ---------------------------------------------------------------- the one writer
+
+SYSTEM_ROOTS = ("/dev", "/proc", "/sys")  # the kernel's: nothing of ours is ever made there
+# the files a run folder owns: written only by the run's own code (run_file=True), never as the
+# output of a command, where a typo would lose the run
+RUN_FILES = frozenset(
+    {"checkpoint.pt", "config.json", "metrics.jsonl", "env.json", "summary.json", "calibration.json", "exports.json"}
+    | {"results.json", ".claim"}
+)
+
+
+class Refused(OSError):
+    """A write refused before anything was written; str() is "path: why"."""
+
+    def __init__(self, path: str | os.PathLike, why: str):
+        super().__init__(errno.EPERM, why, str(path))
+
+
+def kind_of(mode: int) -> str | None:
+    """What a file that is not a regular one is, in words (None for a regular file)."""
+    for test, what in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return what
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _system(path: Path) -> str | None:
+    """The system root `path` lies under, followed through links (None when it lies under none)."""
+    real = Path(os.path.realpath(path))
+    for root in SYSTEM_ROOTS:
+        if real == Path(root) or real.is_relative_to(root) or path.absolute().is_relative_to(root):
+            return root
+    return None
+
+
+def is_run_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(
+        (folder / f).exists() for f in ("checkpoint.pt", "metrics.jsonl", "results.json", ".claim")
+    )
+
+
+def check_target(path: str | os.PathLike, *, run_file: bool = False) -> Path:
+    """`path` as a file we may write, or Refused saying why not (before anything is written)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "a folder, not a file name to write", str(path))
+    if root := _system(path):
+        raise Refused(path, f"under {root}, the system's: write somewhere else")
+    try:
+        st = os.stat(path)  # through links: a link to /dev/zero is a device
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise Refused(path, f"cannot be written ({e.strerror or e})") from None
+    if st is not None and (what := kind_of(st.st_mode)):
+        hint = "name a file in it" if stat.S_ISDIR(st.st_mode) else "name a regular file"
+        raise Refused(path, f"{what}, not a file: {hint}")
+    if not run_file and path.name in RUN_FILES and is_run_folder(Path(os.path.realpath(path.parent))):
+        raise Refused(path, f"the {path.name} of the run in {path.parent}: not written over; name another file")
+    return path
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """A folder the user named for our outputs, made if missing; refused under /dev, /proc, /sys
+    or where a file (or device, FIFO, ...) stands."""
+    path = Path(path)
+    if root := _system(path):
+        raise Refused(path, f"under {root}, the system's: write somewhere else")
+    if os.path.lexists(path) and not path.is_dir():
+        try:
+            what = kind_of(os.stat(path).st_mode) or "a file"
+        except OSError:
+            what = "a dangling link"
+        raise Refused(path, f"{what}, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a parent is a file
+        raise Refused(path, "a part of this path is a file, not a folder") from None
+    return path
+
+
+@contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", *, run_file: bool = False) -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success it replaces `path` in one rename. The
+    target is checked before (and again just before the rename): see ``check_target``."""
+    path = check_target(path, run_file=run_file)
+    make_folder(path.parent)
     # the temporary name is kept short: a name near the file system's limit must not fail here
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
@@ -38,6 +129,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        check_target(path, run_file=run_file)  # nothing swapped in while we wrote
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -47,22 +139,22 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         raise
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    with atomic_open(path, "w") as f:
+def write_json(path: str | os.PathLike, obj: Any, *, run_file: bool = False) -> None:
+    with atomic_open(path, "w", run_file=run_file) as f:
         json.dump(obj, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
 
 
-def append_jsonl(path: str | os.PathLike, row: dict) -> None:
+def append_jsonl(path: str | os.PathLike, row: dict, *, run_file: bool = False) -> None:
     """Append one JSON line; rewrite atomically so a crash never leaves a torn last line."""
-    path = Path(path)
+    path = check_target(path, run_file=run_file)
     old = path.read_bytes() if path.exists() else b""
-    with atomic_open(path, "wb") as f:
+    with atomic_open(path, "wb", run_file=run_file) as f:
         f.write(old + (json.dumps(row) + "\n").encode())
 
 
-def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
-    with atomic_open(path, "w") as f:
+def write_jsonl(path: str | os.PathLike, rows: list[dict], *, run_file: bool = False) -> None:
+    with atomic_open(path, "w", run_file=run_file) as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
@@ -89,17 +181,8 @@ def not_regular(path: str | os.PathLike) -> str | None:
         if e.errno == errno.ENAMETOOLONG:
             return "a name too long for this file system"
         return f"cannot be read ({e.strerror or e})"
-    mode = st.st_mode
-    for test, what in (
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO (named pipe)"),
-        (stat.S_ISCHR, "a device"),
-        (stat.S_ISBLK, "a device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return f"{what}, not a file"
-    return None if stat.S_ISREG(mode) else "not a regular file"
+    what = kind_of(st.st_mode)
+    return None if what is None else what if what.startswith("not ") else f"{what}, not a file"
 
 
 def read_regular(path: str | os.PathLike, limit: int) -> bytes:
@@ -133,9 +216,18 @@ def read_text(path: str | os.PathLike, limit: int) -> str:
         raise Unreadable(f"{path}: not UTF-8 text (byte {e.start})") from None
 
 
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise ValueError(f"the key {twice[:40]!r} is given twice")
+    return dict(pairs)
+
+
 def parse_json(text: str, where) -> object:
+    """JSON as we write it: a key given twice is refused (never the last one silently taken)."""
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_no_repeats)
     except RecursionError:
         raise Unreadable(f"{where}: JSON nested too deeply") from None
     except ValueError as e:

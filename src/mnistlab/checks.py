@@ -30,6 +30,55 @@ def safe_text(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+# ---------------------------------------------------------------- declared ranges
+
+
+def cpus() -> int:
+    """This machine's CPUs: the most threads a setting may ask for."""
+    import os
+
+    return os.cpu_count() or 1
+
+
+def ranged(default: Any, least: float, most: float | typing.Callable[[], float], why: str = "") -> Any:
+    """A numeric config field and its range, declared together: ``lr: float = ranged(1e-3, 1e-9, 10)``.
+    A tuple field's range holds for each of its values; `most` may be a function (the CPUs).
+    ``check_ranges`` checks every such field before any work; ``tests/hostile/test_ranges.py``
+    fails when a numeric field of a config has none."""
+    return dataclasses.field(default=default, metadata={"range": (least, most, why)})
+
+
+def field_range(f: dataclasses.Field) -> tuple[float, float, str] | None:
+    r = f.metadata.get("range")
+    if r is None:
+        return None
+    least, most, why = r
+    return least, (most() if callable(most) else most), why
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+
+def check_ranges(obj, section: str) -> None:
+    """Every ranged field of dataclass `obj` within its range (a finite number), else one
+    ConfigError naming the key and the range."""
+    for f in fields(obj):
+        r = field_range(f)
+        if r is None:
+            continue
+        least, most, why = r
+        value = getattr(obj, f.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        for v in values:
+            if v is None:
+                continue
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and least <= v <= most
+            check(
+                ok, f"{section}.{f.name}", f"must be in {_fmt(least)}..{_fmt(most)}{f' ({why})' if why else ''}", value
+            )
+
+
 def check_count(value: int, key: str, most: int, least: int = 1) -> None:
     """A count that sizes work (epochs, rounds, widths, steps): within least..most."""
     check(least <= value <= most, key, f"must be in {least:,}..{most:,}", value)
@@ -156,4 +205,6 @@ def apply_overrides(obj, values: dict[str, Any], section: str):
         if k not in names:
             raise ConfigError(f"unknown key {section}.{k} (known: {', '.join(sorted(names))})")
         changes[k] = coerce(v, hints[k], f"{section}.{k}")
-    return dataclasses.replace(obj, **changes)
+    new = dataclasses.replace(obj, **changes)
+    check_ranges(new, section)  # before anything is built from it
+    return new

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import MnistlabError
-from .names import EXPLAIN_METHODS, FILE_KEYS, REPORT_JOBS
+from .names import EXPLAIN_METHODS, FILE_KEYS, REPORT_JOBS, SEED_MAX
 
 
 def _data_flags(args) -> dict:
@@ -76,6 +76,8 @@ def cmd_train(args) -> int:
     if distributed.launched():  # a rank: it ends with its launcher, even a killed one
         distributed.die_with_parent()
         distributed.quiet_runtime()
+    if args.resume:
+        _resume_alone(args)
     if args.nproc is not None:
         most, what = distributed.process_limit(args.device or "auto")
         if not 1 <= args.nproc <= most:
@@ -120,6 +122,32 @@ def cmd_train(args) -> int:
     if distributed.current().main:
         _print_summary(run)
     return 0
+
+
+def _resume_alone(args) -> None:
+    """--resume goes on with the run as it was configured: a flag that would change it is refused
+    (named), never silently dropped."""
+    given = {
+        "--epochs": args.epochs is not None,
+        "--set": bool(args.set),
+        "--config": bool(args.config),
+        "--seed": args.seed is not None,
+        "--device": bool(args.device),
+        "--dataset": args.dataset is not None,
+        "--data-dir": bool(args.data_dir),
+        **{f"--{k.replace('_', '-')}": bool(getattr(args, k)) for k in FILE_KEYS},
+        "--run-dir": bool(args.run_dir),
+        "--reuse": args.reuse,
+        "--interactive": args.interactive,
+        "--dry-run": args.dry_run,
+        "--encoder": bool(args.encoder),
+        "--track": bool(args.track),
+    }
+    if named := [flag for flag, on in given.items() if on]:
+        raise MnistlabError(
+            f"--resume goes on with the run as it was configured; {', '.join(named)} cannot apply to it "
+            "(start a new run to change settings)"
+        )
 
 
 def _print_summary(run) -> None:
@@ -343,19 +371,15 @@ def _digit_input(run, args, item, ds):
 
     from .data.splits import pick_digit
     from .reading.images import is_image_path, load_grey
-    from .reading.reader import probabilities, read_digit
+    from .reading.reader import probabilities, read_photo
 
     if item is not None and is_image_path(item):
-        reading, prep = read_digit(run.model, load_grey(item), item)
-        return (
-            reading.image,
-            item,
-            np.asarray(reading.probabilities),
-            None,
-            {"input": item, "box": reading.box},
-            prep,
-            ds,
-        )
+        photo = read_photo(run.model, load_grey(item), item)  # the page's rule too (web.handlers.predict)
+        reading, number = photo.digit, photo.number
+        record = {"input": item, "box": reading.box}
+        if number is not None:
+            record.update(number=number.number, pick=photo.pick, note=photo.note())
+        return reading.image, item, np.asarray(reading.probabilities), None, record, photo.prep, ds
     ds = ds or _dataset_for_run(run, args)
     d = pick_digit(ds, args.train, None if item is None else int(item))
     record = {"input": d.name, "id": d.index, "split": d.split, "label": d.label}
@@ -401,7 +425,8 @@ def cmd_predict(args) -> int:
                 verdict = "(correct)" if means == classes[top] else "(wrong)"
                 truth = f", true {label}{f' ({means})' if means != label else ''} {verdict}"
             note = f"; unsure: below {LOW_CONFIDENCE:.0%}, it may be no digit or a hard one" if unsure else ""
-            print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){truth}{note}")
+            where = f" ({record['note']})" if record.get("note") else ""
+            print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){where}{truth}{note}")
         pictures = []  # (figure, --save path, default name)
         if args.display or (args.save and not args.steps):  # --save alone saves the prediction picture
             from .viz import prediction_figure
@@ -864,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folder to serve (repeatable; default: the newest classifier and autoencoder runs)",
     )
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    sv.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    sv.add_argument("--port", type=_bounded(0, 65_535), default=8000, help="port (default: 8000)")
     sv.add_argument(
         "--head-timeout",
         type=float,
@@ -876,7 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("show", help="show one digit (random when no ID)")
-    s.add_argument("id", nargs="?", type=int, help="index in the split (default: random)")
+    s.add_argument("id", nargs="?", type=_bounded(0, 10**9), help="index in the split (default: random)")
     s.add_argument("--train", action="store_true", help="use the training split (default: test)")
     s.add_argument("--save", metavar="FILE", help="write a PNG instead of opening a window")
     s.add_argument("--annotate", action="store_true", help="write each pixel's 8-bit grey value on it")
@@ -943,9 +968,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="ig",
         help="attribution method (default: ig, integrated gradients from a black image)",
     )
-    xp.add_argument("--target", type=int, metavar="K", help="explain class K (default: the predicted class)")
     xp.add_argument(
-        "--contrast", type=int, metavar="K", help="explain the target's logit minus class K's: why the target and not K"
+        "--target", type=_bounded(0, 9_999), metavar="K", help="explain class K (default: the predicted class)"
+    )
+    xp.add_argument(
+        "--contrast",
+        type=_bounded(0, 9_999),
+        metavar="K",
+        help="explain the target's logit minus class K's: why the target and not K",
     )
     xp.add_argument(
         "--eval",
@@ -955,7 +985,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(re-initialised weights, Spearman over ink pixels)",
     )
     xp.add_argument("--n", type=int, default=200, help="digits for --eval (default: 200)")
-    xp.add_argument("--seed", type=int, default=0, help="seed of --eval's random orders and weights (default: 0)")
+    xp.add_argument(
+        "--seed", type=_bounded(0, SEED_MAX), default=0, help="seed of --eval's random orders and weights (default: 0)"
+    )
     xp.add_argument("--train", action="store_true", help="ids index the training split (default: test)")
     xp.add_argument("--save", metavar="FILE", help="write the picture to FILE (FILE-N.png for several inputs)")
     xp.add_argument(
@@ -998,6 +1030,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_runs)
     return p
+
+
+def _bounded(least: int, most: int):
+    """An argparse type: a whole number in least..most (a 30-digit number is refused here, not
+    as an overflow deep in torch)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a whole number expected, got {_short(text)}") from None
+        if not least <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be in {least:,}..{most:,}, got {_short(text)}")
+        return value
+
+    return parse
+
+
+def _short(text: str) -> str:
+    from .checks import brief
+
+    return brief(repr(text), 40)
 
 
 def main(argv: list[str] | None = None) -> int:

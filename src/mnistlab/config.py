@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import MAX_CONFIG, Unreadable, read_text
-from .checks import apply_overrides, brief, check, check_threads
+from .checks import apply_overrides, brief, check, check_ranges, check_threads, cpus, ranged
 from .errors import ConfigError
 from .models import get_spec  # importing the models fills the registry
 from .names import SEED_MAX
@@ -27,25 +27,29 @@ SCHEDULES = ("none", "onecycle", "cosine")
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
-    batch_size: int = 128
-    lr: float = 1e-3
+    epochs: int = ranged(5, 1, MAX_EPOCHS)
+    batch_size: int = ranged(128, 1, MAX_BATCH)
+    lr: float = ranged(1e-3, 1e-9, 10.0)
     optimizer: str = "adam"
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
+    weight_decay: float = ranged(0.0, 0.0, 10.0)
+    momentum: float = ranged(0.9, 0.0, 0.999)  # sgd only
     schedule: str = "none"
-    seed: int = 0
+    seed: int = ranged(0, 0, SEED_MAX)
     device: str = "auto"
-    threads: int = 0  # 0: torch's default (one per physical core)
-    val_fraction: float = 0.0  # carved from the training set by the seed; 0 = report test only
-    eval_batch_size: int = 256  # cache-sized: faster than 1,000 on a CPU (infer.EVAL_BATCH)
-    limit_batches: int = 0  # >0: stop each epoch after this many batches (smoke runs)
+    threads: int = ranged(
+        0, 0, cpus, "this machine's CPUs; 0: torch's choice"
+    )  # 0: torch's default (one per physical core)
+    val_fraction: float = ranged(0.0, 0.0, 0.9)  # carved from the training set by the seed; 0 = report test only
+    eval_batch_size: int = ranged(256, 1, MAX_BATCH)  # cache-sized: faster than 1,000 on a CPU (infer.EVAL_BATCH)
+    limit_batches: int = ranged(0, 0, 1_000_000)  # >0: stop each epoch after this many batches (smoke runs)
     augment: str = "none"  # none, shift (2 px), affine (rotate/scale/shift), robust (see augment.py); on the device
     amp: str = "auto"  # bf16 autocast: auto (bf16 on CUDA where measured faster, steps.py), bf16, off
     graph: str = "auto"  # capture the training step as a CUDA graph: auto (on CUDA when it can be), on, off
     channels_last: str = "auto"  # auto (= on, every device), on, off
     compile: bool = False  # torch.compile the loss step; falls back to eager if it fails
-    printed: float = 0.0  # > 0: add this fraction of printed digits (matplotlib's fonts) to the training set
+    printed: float = ranged(
+        0.0, 0.0, 1.0
+    )  # > 0: add this fraction of printed digits (matplotlib's fonts) to the training set
     track: tuple[str, ...] = ()  # mirror the run to tensorboard and/or mlflow (the 'track' extra)
 
     def validate(self) -> None:
@@ -122,6 +126,8 @@ class RunConfig:
         `data=False`: a stored config, whose dataset name records what was used (files, a
         Dataset passed in)."""
         for name, sec in self.sections().items():
+            if dataclasses.is_dataclass(sec):
+                check_ranges(sec, name)  # the declared ranges first: nothing is sized from a wild value
             if hasattr(sec, "validate") and (data or name != "data"):
                 sec.validate()
         if fits:

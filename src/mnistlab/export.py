@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import atomic_open, read_json, write_json
+from ._io import Unreadable, atomic_open, check_target, read_json, write_json
 from .calibrate import temperature_of
-from .errors import ConfigError, MnistlabError
+from .checks import brief
+from .errors import ConfigError, MnistlabError, RunError
 from .infer import eval_mode
 
 OPSET = 18
@@ -123,9 +124,12 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, opset: int = OPSET, digi
     _extra()
     run = load_run(run_dir)
     model = run.model.cpu().eval()
-    path = Path(out) if out else run.path / "model.onnx"
-    if path.is_dir():
-        raise ConfigError(f"--out {path}: is a folder; name a file")
+    path = check_target(Path(out) if out else run.path / "model.onnx")  # before any work
+    log = run.path / "exports.json"
+    try:  # the record is read before the model is written: a broken one stops us with nothing written
+        old = read_json(log) if os.path.lexists(log) else []
+    except Unreadable as e:
+        raise RunError(f"{brief(str(e), 160)}: move it aside to export again (nothing written)") from None
     t0 = time.perf_counter()
     data = onnx_bytes(model, opset)
     ds = dataset_for(run.config.data, notice=lambda m: None)
@@ -157,10 +161,5 @@ def export_run(run_dir, fmt: str = "onnx", out=None, *, opset: int = OPSET, digi
     }
     if run.task == "classify":
         record["temperature"] = temperature_of(model)
-    log = run.path / "exports.json"
-    try:
-        old = read_json(log) if log.is_file() else []
-    except MnistlabError:
-        old = []
-    write_json(log, [*(old if isinstance(old, list) else []), record])
+    write_json(log, [*(old if isinstance(old, list) else []), record], run_file=True)
     return {**record, "path": str(path)}

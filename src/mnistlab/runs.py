@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from ._io import Unreadable, atomic_open, read_json, read_jsonl, read_regular, write_json
+from ._io import Unreadable, atomic_open, kind_of, make_folder, read_json, read_jsonl, read_regular, write_json
 from .checks import as_number, brief
 from .errors import RunError
 from .models import create_model, get_spec
@@ -57,6 +57,7 @@ CHECKPOINT = "checkpoint.pt"
 CLAIM = ".mnistlab-run"  # made first, exclusively: this folder is taken
 RUNS_ROOT_ENV = "MNISTLAB_RUNS"
 MAX_CHECKPOINT = 2 << 30  # bytes; our checkpoints are megabytes
+CHECKPOINT_FORMAT = 1  # what save_checkpoint writes; a file of another format is refused, not guessed at
 
 
 def runs_root() -> Path:
@@ -82,9 +83,10 @@ def prepare_run_dir(path: Path) -> Path:
     if os.path.islink(path) and not path.exists():
         raise RunError(f"{path} is a dangling link: remove it or choose another --run-dir")
     if path.exists() and not path.is_dir():
-        raise RunError(f"{path} is a file, not a run folder")
+        what = kind_of(os.stat(path).st_mode) or "a file"
+        raise RunError(f"{path} is {what}, not a run folder")
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_folder(path)
         fd = os.open(path / CLAIM, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
         raise RunError(f"{path} already holds a run: pass --reuse to load it, or choose another --run-dir") from None
@@ -137,7 +139,7 @@ def environment(device: torch.device, seed: int) -> dict:
 def save_checkpoint(path: Path, model, optimizer=None, epoch: int = 0, extra: dict | None = None) -> None:
     """Model name, settings and weights, with `optimizer` (a torch optimiser or its state dict)."""
     state = {
-        "format": 1,
+        "format": CHECKPOINT_FORMAT,
         "model_name": model.model_name,
         "model_args": _plain(dataclasses.asdict(model.config)),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -162,14 +164,29 @@ def load_checkpoint(path: Path) -> dict:
     if not os.path.lexists(path):
         raise RunError(f"{path}: no checkpoint (was the training interrupted before the first epoch ended?)")
     state = load_state(path, "mnistlab checkpoint")
-    if not isinstance(state, dict) or "model_name" not in state or "state_dict" not in state:
+    if not isinstance(state, dict) or "model_name" not in state or not isinstance(state.get("state_dict"), dict):
         raise RunError(f"{path}: not a mnistlab checkpoint")
+    if state.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise RunError(
+            f"{path}: checkpoint format {brief(repr(state.get('format')))}, this mnistlab reads format "
+            f"{CHECKPOINT_FORMAT}: train again, or load it with the mnistlab that wrote it"
+        )
+    bad = [
+        k
+        for k, v in state["state_dict"].items()
+        if torch.is_tensor(v) and v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise RunError(
+            f"{path}: its weights are not finite numbers ({brief(', '.join(map(str, bad[:3])), 80)}): the training "
+            "diverged; train it again with a lower learning rate"
+        )
     return state
 
 
 def save_state(path: Path, state: dict) -> None:
     """Atomically save plain data and tensors (experiments' models, optimised images)."""
-    with atomic_open(path) as f:
+    with atomic_open(path, run_file=True) as f:
         torch.save(state, f)
 
 
@@ -299,6 +316,8 @@ def _temperature(path: Path) -> float:
     cal = _json_dict(path)
     if cal is None:
         raise RunError(f"{path}: corrupt (not a readable JSON object)")
+    if cal and "temperature" not in cal:
+        raise RunError(f"{path}: corrupt (no temperature); delete it to use the model uncalibrated")
     t = cal.get("temperature", 1.0)
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.01 <= t <= 100:
         raise RunError(f"{path}: temperature {brief(repr(t))} is no fitted temperature (0.01..100)")

@@ -49,7 +49,7 @@ def good_run(tmp_path_factory):
 
 SPECIALS = {
     "fifo": ("a FIFO", lambda p, tmp: os.mkfifo(p)),
-    "dev-zero": ("a device", lambda p, tmp: p.symlink_to("/dev/zero")),
+    "dev-zero": ("a character device", lambda p, tmp: p.symlink_to("/dev/zero")),
     "folder": ("a folder", lambda p, tmp: p.mkdir()),
     "loop": ("a symlink loop", lambda p, tmp: p.symlink_to(p)),
     "dangling": ("a dangling link", lambda p, tmp: p.symlink_to(tmp / "nowhere")),
@@ -437,7 +437,7 @@ def test_a_config_that_is_not_utf8(tmp_path, capsys, suffix):
 
 
 @pytest.mark.parametrize(
-    "save,message", [("/proc/version", "cannot write there"), ("x" * 300 + ".png", "too long"), (".", "a folder")]
+    "save,message", [("/proc/version", "under /proc"), ("x" * 300 + ".png", "too long"), (".", "a folder")]
 )
 def test_output_paths_that_cannot_be_written(tmp_path, capsys, monkeypatch, save, message):
     monkeypatch.chdir(tmp_path)

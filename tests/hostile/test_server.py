@@ -132,21 +132,22 @@ def test_a_nan_summary_and_a_nan_model(runs, tmp_path):
     shutil.copytree(runs, bad)
     summary = json.loads((bad / "summary.json").read_text())
     (bad / "summary.json").write_text(json.dumps({**summary, "test_acc": float("nan")}))
-    state = load_checkpoint(bad / "checkpoint.pt")
-    state["state_dict"] = {
-        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["state_dict"].items()
-    }
-    save_state(bad / "checkpoint.pt", state)
     client = TestClient(create_app([runs, bad]))
     listed = client.get("/api/runs")
     assert listed.status_code == 200
     names = [r["name"] for r in listed.json()["runs"]]
     assert names == [runs.name, f"{runs.name}-2"]  # two runs of one name: both served
     assert listed.json()["runs"][1]["summary"]["test_acc"] is None
-    pixels = np.zeros((28, 28), int)
-    pixels[5:23, 12:16] = 255
-    r = _json_post(client, json.dumps({"pixels": pixels.tolist()}).encode(), f"/api/predict?run={runs.name}-2")
-    assert r.status_code == 400 and "not finite" in r.json()["error"]
+    # a model whose weights are not finite is refused before it is served (every endpoint:
+    # predict, explain, conv), as every command refuses it
+    state = load_checkpoint(runs / "checkpoint.pt")
+    state["state_dict"] = {
+        k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in state["state_dict"].items()
+    }
+    save_state(bad / "checkpoint.pt", state)
+    with pytest.raises(MnistlabError, match="not finite"):
+        create_app([bad])
+    save_state(bad / "checkpoint.pt", load_checkpoint(runs / "checkpoint.pt"))
     (bad / "summary.json").write_text("[1, 2]")
     with pytest.raises(MnistlabError, match="summary.json"):
         create_app([bad])

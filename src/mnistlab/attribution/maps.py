@@ -30,12 +30,14 @@ that release). The model's train/eval mode is as it was afterwards; Captum comes
 
 from __future__ import annotations
 
+import operator
 import warnings
 import weakref
 from dataclasses import dataclass
 
 import torch
 
+from ..checks import brief
 from ..errors import ConfigError
 from ..infer import eval_mode
 
@@ -290,6 +292,12 @@ def _target_and_contrast(logits: torch.Tensor, target, contrast) -> tuple[torch.
     n, classes, device = len(logits), logits.shape[1], logits.device
     t = _classes(logits.argmax(1) if target is None else target, n, classes, "target", device)
     k = torch.full_like(t, -1) if contrast is None else _classes(contrast, n, classes, "contrast", device)
+    if (same := (k == t).nonzero()).numel():
+        i = int(same[0, 0])
+        raise ConfigError(
+            f"contrast: class {int(k[i])} is the class explained{f' (image {i})' if n > 1 else ''}; a class "
+            "against itself explains nothing: pick another"
+        )
     return t, k
 
 
@@ -301,6 +309,15 @@ def _explained(out: torch.Tensor, t: torch.Tensor, k: torch.Tensor) -> torch.Ten
 
 
 def _classes(value, n: int, classes: int, what: str, device) -> torch.Tensor:
+    if not torch.is_tensor(value):  # whole numbers checked as numbers: 10**30 is out of range, not an overflow
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            try:
+                v = operator.index(v)
+            except TypeError:
+                raise ConfigError(f"{what}: a class number expected, got {brief(repr(v), 40)}") from None
+            if not 0 <= v < classes:
+                raise ConfigError(f"{what}: classes are 0..{classes - 1}, got {brief(str(v), 40)}")
     t = torch.as_tensor(value, dtype=torch.int64).reshape(-1)
     if len(t) == 1:
         t = t.repeat(n)

@@ -17,7 +17,7 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checks import apply_overrides
+from ..checks import apply_overrides, check_ranges
 from ..errors import ConfigError
 
 TASKS = ("classify", "reconstruct")
@@ -69,6 +69,7 @@ def create_model(name: str, config: Any = None, *, load_run=None, **overrides):
     cfg = config if config is not None else spec.config
     if overrides:
         cfg = apply_overrides(cfg, overrides, "model")
+    check_ranges(cfg, "model")
     if hasattr(cfg, "validate"):
         cfg.validate()
     model = spec.family.from_config(dataclasses.replace(cfg), load_run=load_run)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check
+from ..checks import check, ranged
 from ._registry import register_model
 from .base import Model
 from .layers import ACTIVATIONS, ConvNormAct, init_linear_normal
@@ -94,13 +94,13 @@ class Autoencoder(Model):
 
 @dataclass
 class DenseAEConfig:
-    code: int = 32
-    hidden: tuple[int, ...] = ()
+    code: int = ranged(32, 1, 4096)
+    hidden: tuple[int, ...] = ranged((), 1, 16_384)
     code_act: str = "relu"  # the code layer's activation; 'none' for a linear code
     init: str = "normal"  # 'normal': weights ~ N(0, 1/fan_in), biases 0; 'default': PyTorch's
     act: str = "relu"
     loss: str = "mse"
-    noise: float = 0.0
+    noise: float = ranged(0.0, 0.0, 1.0)
 
     def validate(self) -> None:
         check(self.code >= 1, "model.code", "must be >= 1", self.code)
@@ -132,13 +132,13 @@ class DenseAE(Autoencoder):
 
 @dataclass
 class ConvAEConfig:
-    channels: tuple[int, ...] = (16, 4)
+    channels: tuple[int, ...] = ranged((16, 4), 1, 1024)
     decoder: str = "transpose"  # 'transpose' (ConvTranspose2d stride 2) or 'upsample' (nearest + conv)
     # Leaky: with only 4 code channels, plain ReLU units die and some seeds collapse to a
     # constant output (test MSE ~0.11); LeakyReLU(0.1) keeps every seed training.
     act: str = "leaky"
     loss: str = "mse"
-    noise: float = 0.0
+    noise: float = ranged(0.0, 0.0, 1.0)
 
     def validate(self) -> None:
         check(self.decoder in ("transpose", "upsample"), "model.decoder", "must be transpose or upsample", self.decoder)
@@ -181,13 +181,13 @@ class ConvAE(Autoencoder):
 
 @dataclass
 class ConvCodeAEConfig:
-    code_shape: tuple[int, ...] = (3,)  # (3,) a 3-D code; (1, 4, 4) a 4x4 single-channel image
-    channels: tuple[int, ...] = (32, 64)
-    hidden: int = 256
+    code_shape: tuple[int, ...] = ranged((3,), 1, 4096)  # (3,) a 3-D code; (1, 4, 4) a 4x4 single-channel image
+    channels: tuple[int, ...] = ranged((32, 64), 1, 1024)
+    hidden: int = ranged(256, 1, 16_384)
     code_act: str = "none"  # 'sigmoid' keeps a code image in [0, 1]
     act: str = "relu"
     loss: str = "mse"
-    noise: float = 0.0
+    noise: float = ranged(0.0, 0.0, 1.0)
 
     def validate(self) -> None:
         check(
@@ -237,12 +237,12 @@ class ConvCodeAE(Autoencoder):
 
 @dataclass
 class ConvBNAEConfig:
-    filters: tuple[int, ...] = (32, 64, 64)
-    kernels: tuple[int, ...] = (3, 3, 3)
+    filters: tuple[int, ...] = ranged((32, 64, 64), 1, 1024)
+    kernels: tuple[int, ...] = ranged((3, 3, 3), 1, 27)
     pool7: bool = False  # a 7x7 max-pool after the third set (code 1x1 per filter)
     act: str = "relu"
     loss: str = "mse"
-    noise: float = 0.0
+    noise: float = ranged(0.0, 0.0, 1.0)
 
     def validate(self) -> None:
         check(

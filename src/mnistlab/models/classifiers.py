@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check
+from ..checks import check, ranged
 from ..errors import ConfigError
 from ._registry import create_model, get_spec, register_model
 from .base import Model, Stage
@@ -60,10 +60,10 @@ class Classifier(Model):
 
 @dataclass
 class CNNConfig:
-    channels: tuple[int, ...] = (32, 64)
-    kernel: int = 3
-    dropout: float = 0.5
-    num_classes: int = 10
+    channels: tuple[int, ...] = ranged((32, 64), 1, 1024)
+    kernel: int = ranged(3, 1, 27)
+    dropout: float = ranged(0.5, 0.0, 0.99)
+    num_classes: int = ranged(10, 2, 1000)
     batchnorm: bool = False  # BatchNorm after each convolution (faster, steadier training)
 
     def validate(self) -> None:
@@ -147,9 +147,9 @@ register_model(
 
 @dataclass
 class MLPConfig:
-    hidden: tuple[int, ...] = (256, 128)
-    dropout: float = 0.2
-    num_classes: int = 10
+    hidden: tuple[int, ...] = ranged((256, 128), 1, 16_384)
+    dropout: float = ranged(0.2, 0.0, 0.99)
+    num_classes: int = ranged(10, 2, 1000)
 
     def validate(self) -> None:
         check(
@@ -200,10 +200,10 @@ register_model(
 
 @dataclass
 class ConvNetConfig:
-    channels: tuple[int, ...] = (32, 64, 128)  # one conv-BN-ReLU + MaxPool 2 per entry
-    hidden: int = 128
-    dropout: float = 0.3
-    num_classes: int = 10
+    channels: tuple[int, ...] = ranged((32, 64, 128), 1, 1024)  # one conv-BN-ReLU + MaxPool 2 per entry
+    hidden: int = ranged(128, 1, 16_384)
+    dropout: float = ranged(0.3, 0.0, 0.99)
+    num_classes: int = ranged(10, 2, 1000)
 
     def validate(self) -> None:
         check(
@@ -283,10 +283,10 @@ register_model(
 @dataclass
 class EncoderClassifierConfig:
     encoder: str = ""  # run folder of a trained autoencoder; its encoder's weights are copied in
-    units: int = 128
-    dropout: float = 0.0
-    finetune_epochs: int = 5  # stage two: everything trained; 0 skips it
-    finetune_lr_scale: float = 0.1  # stage two's learning rate, relative to stage one's
+    units: int = ranged(128, 1, 16_384)
+    dropout: float = ranged(0.0, 0.0, 0.99)
+    finetune_epochs: int = ranged(5, 0, 100_000)  # stage two: everything trained; 0 skips it
+    finetune_lr_scale: float = ranged(0.1, 1e-6, 100.0)  # stage two's learning rate, relative to stage one's
     # Filled from the encoder's run, so a checkpoint rebuilds without that run folder.
     encoder_model: str = ""
     encoder_args: dict = field(default_factory=dict)

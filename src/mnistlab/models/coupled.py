@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check
+from ..checks import check, ranged
 from ._registry import create_model, get_spec, register_model
 from .autoencoders import Autoencoder
 from .classifiers import Classifier
@@ -80,7 +80,7 @@ class SheddingConfig:
 
     # A wide code: trained for loops alone (λ = 0) it still carries parity (probe ~97%), so
     # the λ = 0 row shows there is something to remove. A 64-wide code kept only ~94%.
-    code_dim: int = 256
+    code_dim: int = ranged(256, 1, 16_384)
     # The code leaves the encoder through BatchNorm (no affine): unit variance per dimension,
     # so the penalties cannot be met by shrinking the code to a point.
     normalize_code: bool = True
@@ -89,25 +89,25 @@ class SheddingConfig:
     # the best any reader can do from the loop label alone; 'negative' is the plain -λ·CE,
     # which the encoder can meet by encoding parity inverted (a fresh probe reads it back).
     adversary_loss: str = "confusion"
-    adversary_steps: int = 3  # adversary updates per encoder update (alternating)
-    adversary_hidden: int = 64
-    adversary_lr_scale: float = 3.0  # the adversary learns faster than the encoder, to keep up
+    adversary_steps: int = ranged(3, 1, 100)  # adversary updates per encoder update (alternating)
+    adversary_hidden: int = ranged(64, 1, 16_384)
+    adversary_lr_scale: float = ranged(3.0, 1e-3, 1000.0)  # the adversary learns faster than the encoder, to keep up
     # An ensemble of adversaries, of two depths (even-numbered: one hidden layer, odd: two),
     # the encoder answering to their mean. One adversary can be fooled along the few
     # directions it has settled on; a fresh probe then finds the rest. Over 5 seeds at λ = 8
     # a second-layer probe read +3.5 ± 2.5 points above the floor with one adversary, -0.9 ±
     # 1.7 with three (README, "unbiased").
-    adversaries: int = 3
+    adversaries: int = ranged(3, 1, 64)
     # Every this many epochs one adversary (round robin) starts again from new weights, so the
     # encoder keeps meeting fresh readers, like the probe it is judged by. 0 = never (renewing
     # every 5 epochs helped one adversary about as much as the ensemble did, with more spread;
     # on top of the ensemble it added nothing).
-    adversary_reset_epochs: int = 0
+    adversary_reset_epochs: int = ranged(0, 0, 100_000)
     # Weight (times λ) of a conditional MMD penalty: within each loop value, the codes of even
     # and odd digits should be distributed alike. Unlike an adversary, it leaves no direction
     # a fresh probe can find and the current adversary missed. 0 = adversary only.
-    mmd_weight: float = 1.0
-    warmup_epochs: int = 2  # λ ramps up from 0 over these epochs, so loops are learned first
+    mmd_weight: float = ranged(1.0, 0.0, 1000.0)
+    warmup_epochs: int = ranged(2, 0, 100_000)  # λ ramps up from 0 over these epochs, so loops are learned first
 
     def check_shedding(self, section: str) -> None:
         check(
@@ -143,7 +143,7 @@ class SheddingConfig:
 
 @dataclass
 class LoopParityConfig(SheddingConfig):
-    lam: float = 0.0  # weight of shedding parity (λ)
+    lam: float = ranged(0.0, 0.0, 1000.0)  # weight of shedding parity (λ)
 
     def validate(self) -> None:
         check(self.lam >= 0, "model.lam", "must be >= 0", self.lam)
@@ -293,16 +293,18 @@ class LoopParityNet(Classifier):
 class ReencodeConfig:
     base: str = "ae-dense"  # the registered autoencoder that gives the shape
     loss: str = "mse"  # how the decoder learns (the encoder learns consistency only)
-    noise: float = 0.0
+    noise: float = ranged(0.0, 0.0, 1.0)
     # 'literal': the encoder minimises ||enc(dec(z)) - z||^2 alone, which a constant code
     # meets (the collapse the experiment shows). 'spread': the same objective, plus the two
     # terms VICReg uses to keep a code from collapsing: each code dimension's spread over the
     # batch held at >= 1 standard deviation (a hinge) and the dimensions decorrelated, so a
     # constant, a dead dimension or a copied one all cost.
     variant: str = "literal"
-    consistency_weight: float = 5.0  # spread only: weights of consistency, the variance hinge, covariance
-    variance_weight: float = 25.0
-    covariance_weight: float = 1.0
+    consistency_weight: float = ranged(
+        5.0, 0.0, 1000.0
+    )  # spread only: weights of consistency, the variance hinge, covariance
+    variance_weight: float = ranged(25.0, 0.0, 1000.0)
+    covariance_weight: float = ranged(1.0, 0.0, 1000.0)
 
     def validate(self) -> None:
         check(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,6 +125,63 @@ def read_digit(model, grey: np.ndarray, name: str = "image"):
     return _reading(prep.image, probs, prep.box()), prep
 
 
+@dataclass
+class PhotoReading:
+    """What `predict` (CLI and page) says of one image: the digit it predicts, the preprocessing
+    stages, and the number when the image holds several digits (then the digit is the
+    `pick`-th of them, the first by default; ``read`` reads the whole number)."""
+
+    digit: DigitReading
+    prep: Any  # images.Prepared, every stage of the one digit the image was read as
+    number: NumberReading | None = None
+    pick: int = 0
+
+    def note(self) -> str:
+        """One line for the output when the image holds a number, else ''."""
+        if self.number is None:
+            return ""
+        n = len(self.number.digits)
+        return f"digit {self.pick + 1} of {n} of the number {self.number.number} (`mnistlab read` reads it whole)"
+
+
+def read_photo(model, grey: np.ndarray, name: str = "image", pick: int = 0) -> PhotoReading:
+    """One rule for a user's image, the same for the CLI and the page: read as one digit; when
+    the same ink is a written number of several digits, the digit predicted is its `pick`-th
+    (0: the first), as ``read_number`` reads it, never the number squeezed into one 28x28."""
+    one, prep = read_digit(model, grey, name)
+    number = None
+    if classifies_digits(model):  # loop-parity reads one digit's loop; it reads no number
+        try:
+            number = read_number(model, grey, name, ink=prep.ink)  # the ink read_digit found
+        except ImageError:
+            pass
+    if number is None or len(number.digits) < 2:
+        return PhotoReading(one, prep)
+    if not 0 <= pick < len(number.digits):
+        raise ImageError(
+            f"pick: the image holds {len(number.digits)} digits, 0..{len(number.digits) - 1}", subject=name
+        )
+    return PhotoReading(number.digits[pick], prep, number, pick)
+
+
+def classifies_digits(model) -> bool:
+    """Whether the model's classes are the ten digits (not loop-parity's two, nor dream's eleven)."""
+    names = tuple(getattr(model, "class_names", None) or ())
+    outputs = model.num_outputs if hasattr(model, "num_outputs") else 10
+    return outputs == 10 and (not names or names == tuple(str(d) for d in range(10)))
+
+
+def check_classifies_digits(model) -> None:
+    """Reading a number means reading digits: a model whose classes are not the ten digits is
+    refused, never read as if they were."""
+    if not classifies_digits(model):
+        names = tuple(getattr(model, "class_names", None) or ())
+        raise RunError(
+            f"reading images needs a classifier of the ten digits; this model's classes are "
+            f"{', '.join(map(str, names)) or 'not digits'}"
+        )
+
+
 def _pieces(lab: np.ndarray, blob: Blob, n: int) -> list[tuple[np.ndarray, Blob]] | None:
     """The blob cut into n digits at its thinnest columns; None if a piece holds no ink."""
     mask = blob_mask(lab, blob)
@@ -147,6 +205,7 @@ def read_number(model, grey: np.ndarray, name: str = "image", *, ink: Ink | None
     row are dropped; a blob much wider than a digit is tried as 2, 3, ... touching digits,
     cut at its thinnest columns, and the cut the model reads most surely is kept. `ink`: the
     image's ink already found (``read_digit``'s ``prep.ink``), not looked for again."""
+    check_classifies_digits(model)
     ink = find_ink(grey, name) if ink is None else ink
     lab, blobs = components(ink.mask)
     check_not_scattered(blobs, ink, name)

@@ -53,7 +53,7 @@ def start_run(cfg: RunConfig, path: Path, ds: Dataset, device) -> Run:
     """A new run folder for `cfg` (config.json) and its model, built from the seed. env.json is
     written once, with the first epoch that knows how the steps run (``record_epochs``)."""
     path = prepare_run_dir(path)
-    write_json(path / "config.json", cfg.to_dict())
+    write_json(path / "config.json", cfg.to_dict(), run_file=True)
     ctx = distributed.current()
     runtime.seed_everything(cfg.train.seed)
     model = create_model(cfg.model_name, cfg.model, load_run=load_run).to(device)
@@ -81,9 +81,9 @@ def record_epochs(
     def on_epoch(row, state):
         row.update(epoch=row["epoch"] + offset, **(tag or {}))
         if run.env is not None and state.plan is not None:
-            write_json(run.path / "env.json", {**run.env, **state.plan.record()})
+            write_json(run.path / "env.json", {**run.env, **state.plan.record()}, run_file=True)
             run.env = None
-        append_jsonl(run.path / "metrics.jsonl", row)
+        append_jsonl(run.path / "metrics.jsonl", row, run_file=True)
         run.metrics.append(row)
         if on_row is not None:
             on_row(row)
@@ -139,7 +139,7 @@ def finish_run(
         summary.update(temperature=cal["temperature"], ece_before=cal["ece_before"], ece_after=cal["ece_after"])
     if (ctx := distributed.current()).active:
         summary["processes"] = ctx.world
-    write_json(run.path / "summary.json", summary)
+    write_json(run.path / "summary.json", summary, run_file=True)
     run.model, run.summary = model.eval(), summary
     if predictions is not None and is_labelled(ds.test):
         write_confusion(run, ds, predictions)  # data, not a picture: written with --figures none too
@@ -170,7 +170,7 @@ def calibrate_run(run: Run, ds: Dataset, test_logits: torch.Tensor, val: Split |
         cal = calibrate.calibration(
             (test_logits[fit], labels[fit]), (test_logits[report], labels[report]), "half of the test split (seeded)"
         )
-    write_json(run.path / "calibration.json", cal)
+    write_json(run.path / "calibration.json", cal, run_file=True)
     run.model.temperature = cal["temperature"]
     return cal
 
@@ -253,7 +253,7 @@ def resume_run(
     # Epochs logged after the checkpoint (killed between the two writes) are done again.
     history = history[: state["epoch"]]
     if ctx.main:
-        write_jsonl(path / "metrics.jsonl", history)
+        write_jsonl(path / "metrics.jsonl", history, run_file=True)
     run = Run(path, cfg, net, history, {})
     return _train(run, ds, device, progress=progress, resume=resume, figures=figures)
 

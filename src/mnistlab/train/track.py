@@ -92,7 +92,11 @@ class MLflow:
         run_id = json.loads(known.read_text())["run_id"] if known.exists() else None
         self.run = self.mlflow.start_run(run_id=run_id, run_name=path.name)
         if run_id is None:
-            write_json(known, {"run_id": self.run.info.run_id, "tracking_uri": self.mlflow.get_tracking_uri()})
+            write_json(
+                known,
+                {"run_id": self.run.info.run_id, "tracking_uri": self.mlflow.get_tracking_uri()},
+                run_file=True,
+            )
             params = _flat(config)
             for i in range(0, len(params), 100):  # MLflow takes at most 100 params a call
                 self.mlflow.log_params(dict(list(params.items())[i : i + 100]))

@@ -43,7 +43,7 @@ from ..errors import MnistlabError
 from ..infer import activations as layer_outputs
 from ..infer import reconstruct as reconstruct_one
 from ..reading.images import boxes_image, load_grey, preprocess, stage_images
-from ..reading.reader import LOW_CONFIDENCE, probabilities, read_digit
+from ..reading.reader import LOW_CONFIDENCE, MAX_DIGITS, probabilities, read_photo
 from ..reading.reader import read_number as read_number_in
 from .served import BadRequest, ServedRuns, explaining
 
@@ -218,23 +218,18 @@ def predict(state: ServedRuns, req: Req) -> dict:
     if pixels is not None:
         img, probs = pixels, probabilities(s.run.model, pixels[None])[0]
     else:
-        reading, prep = _bad_image(lambda: read_digit(s.run.model, grey))
+        # one rule with the CLI's predict (reading.reader.read_photo): a written number's digit
+        # picked (the first by default) is the one predicted, as `read` reads it
+        pick = _int_arg(req.query, "pick", 0, 0, MAX_DIGITS - 1)
+        photo = _bad_image(lambda: read_photo(s.run.model, grey, pick=pick))
+        reading, prep, number = photo.digit, photo.prep, photo.number
         img, probs = reading.image, np.asarray(reading.probabilities)
         extra["box"] = reading.box
-        # a written number: the digit picked (the first by default) is the one predicted, as
-        # `read` reads it, not the whole number squeezed into one 28x28 digit
-        try:
-            number = read_number_in(s.run.model, grey, ink=prep.ink)  # the ink read_digit found
-        except MnistlabError:
-            number = None
-        if number is not None and len(number.digits) > 1:
-            pick = _int_arg(req.query, "pick", 0, 0, len(number.digits) - 1)
-            d = number.digits[pick]
-            img, probs = d.image, np.asarray(d.probabilities)
+        if number is not None:
             extra.update(
-                box=d.box,
-                pick=pick,
+                pick=photo.pick,
                 number=number.number,
+                note=photo.note(),
                 digits=[{"digit": x.digit, "confidence": round(x.confidence, 6), "box": x.box} for x in number.digits],
             )
         if req.query.get("steps") in ("1", "true"):

@@ -164,14 +164,18 @@ def run_experiment(
         )
         values = dataclasses.asdict(config)
         data = {k: values.pop(k) for k in DataConfig.__dataclass_fields__}
-        write_json(path / "config.json", {"kind": "experiment", "name": name, "experiment": values, "data": data})
-        write_json(path / "env.json", {**environment(device, config.seed), "data_source": ds.source})
+        write_json(
+            path / "config.json",
+            {"kind": "experiment", "name": name, "experiment": values, "data": data},
+            run_file=True,
+        )
+        write_json(path / "env.json", {**environment(device, config.seed), "data_source": ds.source}, run_file=True)
     runtime.seed_everything(config.seed)
     ctx = Context(name, config, ds, device, path, reuse, progress, log)
     ctx.figures.mkdir(parents=True, exist_ok=True)
     results = module.run(ctx)
-    write_json(path / "results.json", results)
-    write_jsonl(path / "metrics.jsonl", module.rows(results))
+    write_json(path / "results.json", results, run_file=True)
+    write_jsonl(path / "metrics.jsonl", module.rows(results), run_file=True)
     # Last: summary.json marks the experiment finished, with the figures `mnistlab runs` lists
     # and the part `load_run` loads for the experiment.
     write_json(
@@ -184,6 +188,7 @@ def run_experiment(
             "main": results["main"],
             **module.headline(results),
         },
+        run_file=True,
     )
     return path, results
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import runtime
-from ...checks import check, check_count, check_threads
+from ...checks import check, check_count, check_ranges, check_threads, cpus, ranged
 from ...config import MAX_BATCH, DataConfig, TrainConfig
 from ...data.batches import Batches
 from ...names import SEED_MAX
@@ -18,13 +18,14 @@ from ...names import SEED_MAX
 @dataclass
 class ExperimentConfig(DataConfig):
     dataset: str = "mnist-sample"
-    seed: int = 0
+    seed: int = ranged(0, 0, SEED_MAX)
     device: str = "auto"
-    threads: int = 0
-    batch_size: int = 128
-    lr: float = 1e-3
+    threads: int = ranged(0, 0, cpus, "this machine's CPUs; 0: torch's choice")
+    batch_size: int = ranged(128, 1, MAX_BATCH)
+    lr: float = ranged(1e-3, 1e-9, 10.0)
 
     def validate(self) -> None:
+        check_ranges(self, "experiment")
         DataConfig.validate(self)
         check_count(self.batch_size, "experiment.batch_size", MAX_BATCH)
         check_threads(self.threads, "experiment.threads")

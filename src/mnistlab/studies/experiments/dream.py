@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import runtime
-from ...checks import check, check_count
+from ...checks import check, check_count, ranged
 from ...config import MAX_EPOCHS
 from ...data.splits import Split
 from ...errors import RunError
@@ -35,23 +35,27 @@ OPTIMISED = 10  # the 11th class
 
 @dataclass
 class Config(ExperimentConfig):
-    rounds: int = 5
-    epochs: int = 4  # first training, on real digits only
-    epochs_per_round: int = 2
-    judge_epochs: int = 5
-    per_digit: int = 4  # images optimised per digit per round; the first of each is pictured and judged
-    optimised_share: float = 0.1  # fraction of each training epoch made of (repeated) optimised images
-    steps: int = 300
-    step_lr: float = 0.1
+    rounds: int = ranged(5, 1, 1000)
+    epochs: int = ranged(4, 1, MAX_EPOCHS)  # first training, on real digits only
+    epochs_per_round: int = ranged(2, 1, MAX_EPOCHS)
+    judge_epochs: int = ranged(5, 1, MAX_EPOCHS)
+    per_digit: int = ranged(
+        4, 1, 10_000
+    )  # images optimised per digit per round; the first of each is pictured and judged
+    optimised_share: float = ranged(
+        0.1, 0.001, 0.999
+    )  # fraction of each training epoch made of (repeated) optimised images
+    steps: int = ranged(300, 1, 1_000_000)
+    step_lr: float = ranged(0.1, 1e-6, 100.0)
     # Pixels kept in [0, 1]: 'clamp' after each step, or a 'sigmoid' reparametrisation. Clamp
     # is the default: from a dark start the sigmoid's gradient vanishes, and in later rounds
     # (once faint noise is learned as "optimised") the images stay dark and fail.
     constraint: str = "clamp"
-    jitter: int = 2  # random shift of up to this many pixels each step
-    blur_every: int = 4  # Gaussian blur of the image every N steps (0: never)
-    blur_sigma: float = 0.5
-    tv: float = 0.3  # total-variation weight
-    l2: float = 0.02  # weight of the mean squared pixel value
+    jitter: int = ranged(2, 0, 14)  # random shift of up to this many pixels each step
+    blur_every: int = ranged(4, 0, 1_000_000)  # Gaussian blur of the image every N steps (0: never)
+    blur_sigma: float = ranged(0.5, 0.0, 10.0)
+    tv: float = ranged(0.3, 0.0, 1000.0)  # total-variation weight
+    l2: float = ranged(0.02, 0.0, 1000.0)  # weight of the mean squared pixel value
 
     def validate(self) -> None:
         super().validate()

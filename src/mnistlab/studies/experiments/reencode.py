@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...checks import check, check_count
+from ...checks import check, check_count, ranged
 from ...config import MAX_EPOCHS
 from ...data.splits import images_to_float
 from ...models import get_spec
@@ -28,11 +28,11 @@ from .base import ExperimentConfig, probe_accuracy, standardised
 @dataclass
 class Config(ExperimentConfig):
     model: str = "ae-dense"  # any registered autoencoder gives both models their shape
-    epochs: int = 10
+    epochs: int = ranged(10, 1, MAX_EPOCHS)
     # the working variant's weights (see ReencodeConfig): consistency, variance, covariance
-    consistency_weight: float = 5.0
-    variance_weight: float = 25.0
-    covariance_weight: float = 1.0
+    consistency_weight: float = ranged(5.0, 0.0, 1000.0)
+    variance_weight: float = ranged(25.0, 0.0, 1000.0)
+    covariance_weight: float = ranged(1.0, 0.0, 1000.0)
 
     def validate(self) -> None:
         super().validate()

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ...checks import check, check_count
-from ...config import MAX_EPOCHS
+from ...checks import check, check_count, ranged
+from ...config import MAX_BATCH, MAX_EPOCHS
 from ...infer import batched
 from ...models.coupled import SheddingConfig, _mlp, loop_of, parity_of
 from .base import ExperimentConfig, probe_accuracy, standardised
@@ -47,13 +47,15 @@ class Config(ExperimentConfig, SheddingConfig):
     """The experiment's settings; how the encoder sheds parity (method, adversary, MMD, warm-up,
     code) are ``SheddingConfig``'s, in models/coupled.py."""
 
-    lambdas: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 8.0)
-    epochs: int = 40  # removal keeps improving with training: 20 epochs left the probe 3-5 points higher
-    batch_size: int = 256  # the MMD penalty compares even and odd digits within a batch
-    probe_hidden: int = 128
-    probe_epochs: int = 60
+    lambdas: tuple[float, ...] = ranged((0.0, 1.0, 2.0, 4.0, 8.0), 0.0, 1000.0)
+    epochs: int = ranged(
+        40, 1, MAX_EPOCHS
+    )  # removal keeps improving with training: 20 epochs left the probe 3-5 points higher
+    batch_size: int = ranged(256, 1, MAX_BATCH)  # the MMD penalty compares even and odd digits within a batch
+    probe_hidden: int = ranged(128, 1, MAX_WIDTH)
+    probe_epochs: int = ranged(60, 1, MAX_EPOCHS)
     # a second, stronger probe: a debiasing claim is only as good as the strongest probe tried
-    probe2_hidden: tuple[int, ...] = (256, 256)
+    probe2_hidden: tuple[int, ...] = ranged((256, 256), 1, MAX_WIDTH)
 
     def validate(self) -> None:
         ExperimentConfig.validate(self)

@@ -19,6 +19,7 @@ table and figures.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -30,9 +31,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...checks import brief
-from ...config import build_config
+from ...checks import brief, check_ranges, ranged
+from ...config import MAX_EPOCHS, build_config
 from ...errors import ConfigError, MnistlabError, RunError
+from ...names import SEED_MAX
 from ...runs import runs_root
 from .space import MAX_GRID, Range, Space, parse_space
 
@@ -64,7 +66,7 @@ class Sweep:
     model: str
     space: Space
     sampler: str
-    trials: int  # how many trials the study should hold (a grid: its size)
+    trials: int = ranged(dataclasses.MISSING, 1, 100_000)  # trials the study should hold (a grid: its size)
     metric: str  # per-epoch row key reported to Optuna, e.g. val_acc
     direction: str  # maximize or minimize
     study: str
@@ -73,10 +75,13 @@ class Sweep:
     flags: dict = field(default_factory=dict)
     sets: list[str] = field(default_factory=list)
     prune: str | None = None
-    timeout: float | None = None
-    seed: int = 0
-    epochs: int = 1  # per trial (the pruner's resource)
+    timeout: float | None = ranged(None, 0.001, 1e7, "seconds")
+    seed: int = ranged(0, 0, SEED_MAX)
+    epochs: int = ranged(1, 1, MAX_EPOCHS)  # per trial (the pruner's resource)
     figures: bool = True  # each trial's run draws its figures (after its summary.json)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "sweep")
 
     def identity(self) -> dict:
         """What makes two workers' sweeps the same study (checked when one joins)."""
