@@ -161,7 +161,11 @@ def test_the_page_and_read_use_the_runs_temperature(toy, tmp_path, monkeypatch):
     answers, readings = [], []
     for t in (1.0, 4.0):
         (tmp_path / "r" / "calibration.json").write_text(json.dumps({"temperature": t}))
-        out = TestClient(create_app([tmp_path / "r"])).post("/api/predict", json={"pixels": pixels.tolist()}).json()
+        out = (
+            TestClient(create_app([tmp_path / "r"]), base_url="http://localhost")
+            .post("/api/predict", json={"pixels": pixels.tolist()})
+            .json()
+        )
         answers.append(out)
         img, _ = make_set("numbers", 1, seed=3, sources=("strokes",))[0]
         from PIL import Image

@@ -46,7 +46,7 @@ def served(tmp_path_factory, cnn_run_dir):
 
 @pytest.fixture(scope="module")
 def client(served):
-    return TestClient(create_app(list(served)))
+    return TestClient(create_app(list(served)), base_url="http://localhost")
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -30,11 +30,28 @@ def _load_data(args, name=None):
 
 
 def _err(msg: str) -> None:
-    print(f"mnistlab: error: {msg}", file=sys.stderr)
+    print(f"mnistlab: error: {_clean(msg)}", file=sys.stderr)
 
 
 def _notice(msg: str) -> None:
-    print(f"mnistlab: {msg}", file=sys.stderr)
+    print(f"mnistlab: {_clean(msg)}", file=sys.stderr)
+
+
+def _say(line: str) -> None:
+    """A line of a command's output: what came from the user (file names) or disk is in it, so
+    control characters are shown escaped, never acted on by the terminal."""
+    from .checks import safe_text
+
+    print(safe_text(line))
+
+
+MAX_LINE = 600  # an error or notice line; its values are cut shorter where they are made (checks.brief)
+
+
+def _clean(msg: str) -> str:
+    from .checks import brief
+
+    return brief(msg, MAX_LINE)
 
 
 # ---------------------------------------------------------------- train
@@ -103,7 +120,7 @@ def cmd_train(args) -> int:
         run = reuse_run(path, notice=_notice)
         if run.config.model_name != args.model:
             raise MnistlabError(f"{path} holds a {run.config.model_name!r} run, not {args.model!r}")
-        print(f"reused {run.path}")
+        _say(f"reused {run.path}")
     else:
         cfg = build_config(
             args.model, file=args.config, flags=_train_flags(args), sets=args.set, validate=not args.interactive
@@ -160,13 +177,13 @@ def _print_summary(run) -> None:
             f"test loss {s['test_loss']:.4f}"
         )
     for k in sorted(k for k in s if k.startswith("test_") and k not in ("test_acc", "test_loss")):
-        print(f"{run.config.model_name} on {ds}: {k} {s[k]:.5f}")
+        _say(f"{run.config.model_name} on {ds}: {k} {s[k]:.5f}")
     if "train_time_s" in s:
-        print(f"trained {s['epochs']} epochs in {s['train_time_s']:.1f} s on {s['device']}")
-    print(f"run folder: {run.path}")
+        _say(f"trained {s['epochs']} epochs in {s['train_time_s']:.1f} s on {s['device']}")
+    _say(f"run folder: {run.path}")
     figs = sorted(p.name for p in run.figures.glob("*.png"))
     if figs:
-        print(f"figures: {', '.join(figs)} in {run.figures}")
+        _say(f"figures: {', '.join(figs)} in {run.figures}")
 
 
 def cmd_sweep(args) -> int:
@@ -247,9 +264,9 @@ def cmd_experiment(args) -> int:
 
     for line in summary_lines(args.name, metrics):
         print(line)
-    print(f"run folder: {path}")
+    _say(f"run folder: {path}")
     figs = sorted(p.name for p in (path / "figures").glob("*.png"))
-    print(f"figures: {', '.join(figs)} in {path / 'figures'}")
+    _say(f"figures: {', '.join(figs)} in {path / 'figures'}")
     return 0
 
 
@@ -267,7 +284,7 @@ def cmd_bench(args) -> int:
         log=(lambda m: None) if args.quiet else _notice,
     )
     print(to_markdown(res))
-    print(f"written: {Path(args.out) / 'bench.md'}, {Path(args.out) / 'bench.json'}")
+    _say(f"written: {Path(args.out) / 'bench.md'}, {Path(args.out) / 'bench.json'}")
     return 0
 
 
@@ -307,7 +324,7 @@ def cmd_show(args) -> int:
     from .viz import digit_figure, show_or_save
 
     d = pick_digit(_load_data(args), args.train, args.id)
-    print(f"{d.name}: label {d.label or 'unknown'}")
+    _say(f"{d.name}: label {d.label or 'unknown'}")
     suffix = "-annotated" if args.annotate else ""
     saved = show_or_save(
         digit_figure(d.image, f"{d.name}: {d.label}", args.annotate),
@@ -315,7 +332,7 @@ def cmd_show(args) -> int:
         f"digit-{d.dataset}-{d.split}-{d.index}{suffix}.png",
     )
     if saved:
-        print(f"saved {saved}")
+        _say(f"saved {saved}")
     return 0
 
 
@@ -358,7 +375,9 @@ def _numbered(save: str | None, n: int, count: int, suffix: str = "") -> str | N
     """--save FILE for the n-th of `count` inputs: FILE itself for one, FILE-n.png for several."""
     if not save:
         return None
-    path = Path(save)
+    from ._io import check_target
+
+    path = check_target(save)  # a folder, device or run file named by --save is refused as named, not beside it
     stem = f"{path.stem}{suffix}" + (f"-{n}" if count > 1 else "")
     return str(path.with_name(stem + (path.suffix or ".png")))
 
@@ -426,7 +445,7 @@ def cmd_predict(args) -> int:
                 truth = f", true {label}{f' ({means})' if means != label else ''} {verdict}"
             note = f"; unsure: below {LOW_CONFIDENCE:.0%}, it may be no digit or a hard one" if unsure else ""
             where = f" ({record['note']})" if record.get("note") else ""
-            print(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){where}{truth}{note}")
+            _say(f"{name}: predicted {classes[top]} ({probs[top]:.1%}){where}{truth}{note}")
         pictures = []  # (figure, --save path, default name)
         if args.display or (args.save and not args.steps):  # --save alone saves the prediction picture
             from .viz import prediction_figure
@@ -454,7 +473,7 @@ def cmd_predict(args) -> int:
 
             saved = show_or_save(fig, save, default)
             if saved and not args.json:
-                print(f"saved {saved}")
+                _say(f"saved {saved}")
     return 1 if failures else 0
 
 
@@ -496,14 +515,14 @@ def cmd_explain(args) -> int:
                 )
             )
         else:
-            print(f"{name}: read as {classes[int(probs.argmax())]} ({probs.max():.1%}); {what}")
+            _say(f"{name}: read as {classes[int(probs.argmax())]} ({probs.max():.1%}); {what}")
         if args.save or not args.json:
             from .viz import explanation_figure, show_or_save
 
             fig = explanation_figure(img, amap, probs, classes, f"{name}", what)
             saved = show_or_save(fig, _numbered(args.save, n, len(inputs)), f"explain-{n}.png")
             if saved and not args.json:
-                print(f"saved {saved}")
+                _say(f"saved {saved}")
     return 1 if failures else 0
 
 
@@ -549,7 +568,7 @@ def _explain_eval(run, args) -> int:
 
         saved = show_or_save(faithfulness_figure(result), args.save, "faithfulness.png")
         if saved and not args.json:
-            print(f"saved {saved}")
+            _say(f"saved {saved}")
     return 0
 
 
@@ -571,7 +590,7 @@ def cmd_read(args) -> int:
         else:
             per = ", ".join(f"{d.digit} {d.confidence:.0%}" + ("?" if d.low_confidence else "") for d in reading.digits)
             note = f"  unsure: a digit read below {LOW_CONFIDENCE:.0%} is marked ?" if reading.low_confidence else ""
-            print(f"{path}: {reading.number}  ({per}){note}")
+            _say(f"{path}: {reading.number}  ({per}){note}")
         if args.save:
             from .viz import save_picture
 
@@ -583,7 +602,7 @@ def cmd_read(args) -> int:
             )
             saved = save_picture(rgb, _numbered(args.save, n, len(args.images)))
             if not args.json:
-                print(f"saved {saved}")
+                _say(f"saved {saved}")
     return 1 if failures else 0
 
 
@@ -603,10 +622,10 @@ def cmd_layers(args) -> int:
         img, title = d.image, f"{d.name} (label {d.label or 'unknown'})"
     acts = activations(run.model, img)
     classes = _classes(run, ds)
-    print(f"{title}: predicted {classes[int(acts[-1][1].argmax())]}")
+    _say(f"{title}: predicted {classes[int(acts[-1][1].argmax())]}")
     saved = show_or_save(layers_figure(acts, classes, f"{run.config.model_name}: {title}"), args.save, "layers.png")
     if saved:
-        print(f"saved {saved}")
+        _say(f"saved {saved}")
     return 0
 
 
@@ -672,7 +691,7 @@ def cmd_runs(args) -> int:
             print(json.dumps({**r, "path": str(r["path"])}, default=str))
         return 0
     if not runs:
-        print(f"no runs under {args.root or 'runs'}/")
+        _say(f"no runs under {args.root or 'runs'}/")
         return 0
     rows = []
     for r in runs:

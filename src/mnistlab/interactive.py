@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import IO
 
+from .checks import brief
 from .config import RunConfig, apply_overrides
 from .errors import ConfigError
 
@@ -22,6 +23,9 @@ def _show(value) -> str:
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value))
     return str(value)
+
+
+MAX_ANSWER = 1000  # characters of one answer line
 
 
 def questions(cfg: RunConfig) -> list[tuple[str, str]]:
@@ -37,13 +41,15 @@ def ask_config(cfg: RunConfig, stdin: IO[str], stdout: IO[str], from_terminal: b
             current = getattr(cfg.sections()[section], key)
             stdout.write(f"{section}.{key} [{_show(current)}]: ")
             stdout.flush()
-            line = stdin.readline()
+            line = stdin.readline(MAX_ANSWER + 1)  # bounded: /dev/zero on stdin is one endless line
             lineno += 1
             if line == "":
                 raise ConfigError(f"answers ended at line {lineno}, before {section}.{key}")
+            if len(line) > MAX_ANSWER:
+                raise ConfigError(f"answers line {lineno}: longer than {MAX_ANSWER:,} characters; no setting is")
             answer = line.strip()
             if not from_terminal:
-                stdout.write(answer + "\n")
+                stdout.write(brief(answer, 120) + "\n")
             if not answer:
                 break
             try:

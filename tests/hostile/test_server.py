@@ -36,7 +36,7 @@ def runs(cnn_run_dir):
 
 @pytest.fixture(scope="module")
 def client(runs):
-    return TestClient(create_app([runs]))
+    return TestClient(create_app([runs]), base_url="http://localhost")
 
 
 def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
@@ -132,7 +132,7 @@ def test_a_nan_summary_and_a_nan_model(runs, tmp_path):
     shutil.copytree(runs, bad)
     summary = json.loads((bad / "summary.json").read_text())
     (bad / "summary.json").write_text(json.dumps({**summary, "test_acc": float("nan")}))
-    client = TestClient(create_app([runs, bad]))
+    client = TestClient(create_app([runs, bad]), base_url="http://localhost")
     listed = client.get("/api/runs")
     assert listed.status_code == 200
     names = [r["name"] for r in listed.json()["runs"]]

@@ -105,7 +105,7 @@ def _idx_from(path: Path, expect_magic: int) -> np.ndarray:
                         f"({expected:,} bytes), file holds {held:,}",
                         subject=path,
                     )
-                body = f.read(expected + 1)
+                body = _read_upto(f, expected + 1)
     except DataError:
         raise
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
@@ -114,7 +114,28 @@ def _idx_from(path: Path, expect_magic: int) -> np.ndarray:
         raise DataError(f"cannot read ({e.strerror or e})", subject=path) from None
     if len(body) > expected:
         raise DataError(f"padded: more data than the header's {dims[0]:,} {kind}", subject=path)
+    if len(body) < expected:  # a header's claim is checked against the bytes there, never allocated
+        raise DataError(
+            f"truncated: the header says {dims[0]:,} {kind} ({expected:,} bytes), the data holds {len(body):,}",
+            subject=path,
+        )
     return parse_idx(head + body, path, expect_magic)
+
+
+CHUNK = 1 << 20  # bytes read (or inflated) at a time
+
+
+def _read_upto(f, most: int) -> bytes:
+    """At most `most` bytes of `f`, read in chunks: memory follows the bytes there, not the
+    number asked for (a header may claim 20 million images over one megabyte of data)."""
+    parts, got = [], 0
+    while got < most:
+        part = f.read(min(CHUNK, most - got))
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def _regular(path: Path) -> None:

@@ -43,6 +43,10 @@ from . import handlers
 from .handlers import MAX_BODY, Req, _finite
 from .served import BadRequest, ServedRuns, default_runs
 
+# the Host names a server on this machine answers to unless told more (`serve --host`); no
+# other name, not even a test client's "testserver" (tests name http://localhost)
+LOOPBACK = ("localhost", "127.0.0.1", "[::1]", "::1")
+
 STATIC = Path(__file__).parent / "static"
 HEAVY_WORKERS = max(1, (os.cpu_count() or 2) // 2)  # image uploads decoded at once
 BODY_TIMEOUT = 10.0  # seconds for a request's body
@@ -170,7 +174,7 @@ def create_app(
         )
 
     extra = [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-    hosts = allowed_hosts or ["localhost", "127.0.0.1", "[::1]", "::1", "testserver"]
+    hosts = allowed_hosts or list(LOOPBACK)
     app = Starlette(
         routes=[
             Route("/", index),

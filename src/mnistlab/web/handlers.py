@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..checks import brief
 from ..data.sources import dataset_classes, dataset_for
 from ..errors import MnistlabError
 from ..infer import activations as layer_outputs
@@ -153,6 +154,20 @@ def _int_arg(query: dict, key: str, default, least: int, most: int):
     return value
 
 
+def _bool_arg(query: dict, key: str) -> bool:
+    """A true/false query parameter (1/0, true/false, yes/no, on/off); anything else is refused,
+    never read as false."""
+    raw = query.get(key)
+    if raw in (None, ""):
+        return False
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise BadRequest(f"{key}: true or false (1 or 0), got {brief(repr(raw), 30)}")
+
+
 @dataclass
 class Req:
     """What a handler needs of a request, read on the event loop; handlers run in threads."""
@@ -232,7 +247,7 @@ def predict(state: ServedRuns, req: Req) -> dict:
                 note=photo.note(),
                 digits=[{"digit": x.digit, "confidence": round(x.confidence, 6), "box": x.box} for x in number.digits],
             )
-        if req.query.get("steps") in ("1", "true"):
+        if _bool_arg(req.query, "steps"):
             extra["steps"] = [{"name": n, "png": _png_data_url(a)} for n, a in stage_images(prep)]
     top = int(probs.argmax())
     return {
@@ -285,7 +300,9 @@ def explain(state: ServedRuns, req: Req) -> dict:
     classes = len(probs)
     target = _int_arg(req.query, "target", int(probs.argmax()), 0, classes - 1)
     contrast = _int_arg(req.query, "contrast", None, 0, classes - 1)
-    scrambled = req.query.get("scrambled") in ("1", "true")
+    scrambled = _bool_arg(req.query, "scrambled")
+    if contrast is not None and contrast == target:
+        raise BadRequest(f"contrast: class {contrast} is the class explained; a class against itself explains nothing")
     x = torch.from_numpy(np.ascontiguousarray(img)).float().div(255)[None, None]
     ink = ink_of(x)
     out = {
@@ -325,9 +342,10 @@ def conv(state: ServedRuns, req: Req) -> dict:
 
     img = _image_of(req)
     s = state.get(req.query.get("run"), "classify")
-    layer = _int_arg(req.query, "layer", 0, 0, 63)
-    channel = _int_arg(req.query, "channel", None, 0, 1 << 16)
-    y, x = _int_arg(req.query, "y", 0, 0, 1 << 16), _int_arg(req.query, "x", 0, 0, 1 << 16)
+    # numbers here; their ranges are the model's, said by open_convolution (layers, channels, size)
+    layer = _int_arg(req.query, "layer", 0, -(10**6), 10**6)
+    channel = _int_arg(req.query, "channel", None, -(10**6), 10**6)
+    y, x = _int_arg(req.query, "y", 0, -(10**6), 10**6), _int_arg(req.query, "x", 0, -(10**6), 10**6)
     layers = [name for name, _ in conv_layers(s.run.model)]
     with explaining(s) as model:
         out = open_convolution(model, img, layer, channel, y, x)
