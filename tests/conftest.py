@@ -83,10 +83,10 @@ def kill_at_epoch(monkeypatch, epoch: int):
 
     real = train.append_jsonl
 
-    def append(path, row):
+    def append(path, row, **kw):
         if row["epoch"] == epoch:
             raise KeyboardInterrupt
-        real(path, row)
+        real(path, row, **kw)
 
     monkeypatch.setattr(train, "append_jsonl", append)
     return lambda: monkeypatch.setattr(train, "append_jsonl", real)

@@ -239,11 +239,11 @@ def test_resume_continues_a_two_stage_model(tmp_path, monkeypatch):
     whole = train_run(cfg(), tmp_path / "whole", dataset=ds, progress=False)
     real, calls = tr.append_jsonl, []
 
-    def killed_at_epoch_4(path, row):
+    def killed_at_epoch_4(path, row, **kw):
         calls.append(row["epoch"])
         if row["epoch"] == 4:
             raise KeyboardInterrupt  # stands in for a kill between epochs
-        real(path, row)
+        real(path, row, **kw)
 
     monkeypatch.setattr(tr, "append_jsonl", killed_at_epoch_4)
     with pytest.raises(KeyboardInterrupt):

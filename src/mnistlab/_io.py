@@ -96,6 +96,16 @@ def check_target(path: str | os.PathLike, *, run_file: bool = False) -> Path:
 def make_folder(path: str | os.PathLike) -> Path:
     """A folder the user named for our outputs, made if missing; refused under /dev, /proc, /sys
     or where a file (or device, FIFO, ...) stands."""
+    path = check_folder(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a parent is a file
+        raise Refused(path, "a part of this path is a file, not a folder") from None
+    return path
+
+
+def check_folder(path: str | os.PathLike) -> Path:
+    """`path` as a folder we may make or write in (make_folder's checks, nothing made)."""
     path = Path(path)
     if root := _system(path):
         raise Refused(path, f"under {root}, the system's: write somewhere else")
@@ -105,11 +115,44 @@ def make_folder(path: str | os.PathLike) -> Path:
         except OSError:
             what = "a dangling link"
         raise Refused(path, f"{what}, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # a parent is a file
-        raise Refused(path, "a part of this path is a file, not a folder") from None
     return path
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_sqlite_file(path: str | os.PathLike) -> Path:
+    """A path a SQLite store may live at (a tracking store, a study): none yet, an empty file or
+    a SQLite database, in a folder that is one or can be made; never a FIFO (opening one would
+    hang), a device or a text file. Raises Refused saying which; checked before anything is made."""
+    path = Path(path)
+    if root := _system(path):
+        raise Refused(path, f"under {root}, the system's: not a place for a database")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise Refused(path, f"cannot be opened ({e.strerror or e})") from None
+    if st is not None:
+        if what := kind_of(st.st_mode):
+            raise Refused(path, f"{what}, not a SQLite database")
+        if st.st_size:
+            head = read_regular(path, 1 << 40)[:16] if st.st_size < 16 else _head(path, 16)
+            if head != SQLITE_HEADER:
+                raise Refused(path, "not a SQLite database (some other file is there)")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise Refused(path, f"{parent} is a file, not a folder")
+    return path
+
+
+def _head(path: Path, n: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        return f.read(n)
 
 
 @contextmanager
@@ -137,6 +180,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, run_file: bool = F
         except FileNotFoundError:
             pass
         raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, *, run_file: bool = False) -> Path:
+    with atomic_open(path, "wb", run_file=run_file) as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str, *, run_file: bool = False) -> Path:
+    return write_bytes(path, text.encode("utf-8"), run_file=run_file)
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, run_file: bool = False) -> None:

@@ -331,7 +331,10 @@ def _target_and_contrast(logits: torch.Tensor, target, contrast) -> tuple[torch.
     n, classes, device = len(logits), logits.shape[1], logits.device
     t = _classes(logits.argmax(1) if target is None else target, n, classes, "target", device)
     k = torch.full_like(t, -1) if contrast is None else _classes(contrast, n, classes, "contrast", device)
-    if (same := (k == t).nonzero()).numel():
+    # one class named against itself is refused; per-image targets (the predictions, say) meet
+    # the contrast class on some digits, whose map is the zero that "why k, not k" is
+    single = target is not None and (n == 1 or torch.as_tensor(target).numel() == 1)
+    if single and (same := (k == t).nonzero()).numel():
         i = int(same[0, 0])
         raise ConfigError(
             f"contrast: class {int(k[i])} is the class explained{f' (image {i})' if n > 1 else ''}; a class "

@@ -20,12 +20,14 @@ and thin pens, light on dark, rotation) or all of a phone photo's at once (``mix
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from .._io import make_folder, write_bytes, write_text
 from ..data.printed import crop_ink, font_digit, font_files, pen_weight
 
 # Stroke templates: per digit, variants; each variant a list of strokes; each stroke a list
@@ -558,11 +560,13 @@ def write_set(folder: Path, items: list[tuple[np.ndarray, str]]) -> Path:
     """PNG files and labels.csv (file,label) in `folder`."""
     from PIL import Image
 
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     rows = ["file,label"]
     for i, (img, label) in enumerate(items):
         name = f"{i:04d}.png"
-        Image.fromarray(img).save(folder / name)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        write_bytes(folder / name, buf.getvalue())
         rows.append(f"{name},{label}")
-    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    write_text(folder / "labels.csv", "\n".join(rows) + "\n")
     return folder

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .. import runtime
-from .._io import atomic_open, write_json
+from .._io import atomic_open, make_folder, write_json
 from ..config import TrainConfig, build_config
 from ..data.sources import DATASETS, cache_root, load_dataset
 from ..data.splits import Split
@@ -456,7 +456,7 @@ def run_bench(
         log(f"{k}/{len(sections)} {what}")
         res[key] = section()
         if out:
-            out.mkdir(parents=True, exist_ok=True)
+            make_folder(out)
             write_json(out / "bench.json", res)
             with atomic_open(out / "bench.md", "w") as f:
                 f.write(to_markdown(res))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .._io import write_json
+from .._io import write_json, write_text
 from ..checks import brief
 from ..errors import ConfigError
 from ..names import SEED_MAX
@@ -450,7 +450,7 @@ def write_report(out: Path, chosen: list[Job], seeds: list[int]) -> dict:
             )
         lines.append("")
         _picture(out / f"{job.name}.png", job.name, {k: figures[k] for k in keys})
-    (out / "report.md").write_text("\n".join(lines))
+    write_text(out / "report.md", "\n".join(lines))
     return report
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 
-from .._io import write_json
+from .._io import Refused, check_folder, check_sqlite_file, make_folder, write_json
 from ..errors import ConfigError
 from ..runs import runs_root
 
@@ -105,7 +105,7 @@ class MLflow:
     @staticmethod
     def default_uri() -> str:
         root = runs_root()
-        root.mkdir(parents=True, exist_ok=True)
+        make_folder(root)
         return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
     def epoch(self, row: dict) -> None:
@@ -131,11 +131,12 @@ CHECK_TIMEOUT_S = 5.0
 def check_services(names, timeout: float = CHECK_TIMEOUT_S) -> None:
     """Before a run folder is made: each tracker the run asked for can be reached, within
     `timeout` seconds, or one ConfigError line naming its URL."""
+    if "tensorboard" in names:
+        _needs("tensorboard", "tensorboard")
     if "mlflow" in names:
         _needs("mlflow", "mlflow")
         uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if uri:
-            check_mlflow_uri(uri, timeout)
+        check_mlflow_uri(uri or f"sqlite:///{(runs_root() / 'mlflow.db').absolute()}", timeout)
 
 
 def check_mlflow_uri(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
@@ -154,6 +155,15 @@ def check_mlflow_uri(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
             f"MLFLOW_TRACKING_URI={shown}: not a tracking store MLflow reads "
             f"(a URI starting {', '.join(s + ':' for s in MLFLOW_SCHEMES)})"
         )
+    if scheme in ("sqlite", "file"):  # local stores are checked as remote ones are: before any folder
+        where = _local_path(uri, parts)
+        try:
+            if scheme == "sqlite":
+                check_sqlite_file(where)
+            else:
+                check_folder(where)
+        except Refused as e:
+            raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: {e.filename}: {e.strerror}") from None
     if scheme in ("http", "https"):
         import urllib.error
         import urllib.request
@@ -173,6 +183,16 @@ def check_mlflow_uri(uri: str, timeout: float = CHECK_TIMEOUT_S) -> None:
             ) from None
         if not ok:
             raise ConfigError(f"MLFLOW_TRACKING_URI={shown}: does not answer as an MLflow tracking server")
+
+
+def _local_path(uri: str, parts) -> Path:
+    """The file (sqlite:///PATH, sqlite:////abs) or folder (file:///PATH) a local store URI names."""
+    from urllib.parse import unquote
+
+    if parts.scheme.lower().startswith("sqlite"):
+        rest = uri.split(":///", 1)[1] if ":///" in uri else ""
+        return Path(unquote(rest.split("?", 1)[0]) or ":memory:")
+    return Path(unquote(parts.path) or ".")
 
 
 class Trackers:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..._io import write_text
 from ...checks import check, check_count, ranged
 from ...config import MAX_BATCH, MAX_EPOCHS
 from ...infer import batched
@@ -174,7 +175,7 @@ def run(ctx) -> dict:
             f"{100 * (r['probe_parity_acc'] - r['loop_only_floor']):+.1f} pts | "
             f"{100 * (r['probe2_parity_acc'] - r['loop_only_floor']):+.1f} pts |"
         )
-    (ctx.path / "table.md").write_text("\n".join(lines) + "\n")
+    write_text(ctx.path / "table.md", "\n".join(lines) + "\n")
     # load_run on the experiment gives the strongest λ's encoder
     main = max(rows, key=lambda r: r["lambda"])["run"]
     return {"rows": rows, "config": dataclasses.asdict(cfg), "main": main}

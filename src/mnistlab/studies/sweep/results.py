@@ -10,7 +10,7 @@ import json
 import warnings
 from pathlib import Path
 
-from ..._io import atomic_open, write_json
+from ..._io import atomic_open, make_folder, write_json
 from ...errors import ConfigError, RunError
 from ...runs import runs_root
 from .study import Sweep, _optuna, _safe_url, load_study
@@ -79,7 +79,7 @@ def write_results(study, out: Path, *, sweep: Sweep | None = None) -> list[dict]
         list(itertools.product(*held.values())) if held and all(isinstance(v, list) for v in held.values()) else None
     )
     keys, rows = study_rows(study, space_keys, order)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     write_tables(out, model, keys, rows, metric=metric)
     ts = _optuna().trial.TrialState
     done = [t for t in study.get_trials(deepcopy=False) if t.state == ts.COMPLETE]

@@ -31,6 +31,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..._io import Refused, check_sqlite_file, make_folder
 from ...checks import brief, check_ranges, ranged
 from ...config import MAX_EPOCHS, build_config
 from ...errors import ConfigError, MnistlabError, RunError
@@ -216,7 +217,11 @@ def open_storage(url: str, heartbeat: int = HEARTBEAT_S):
     killed worker's trial is marked failed."""
     optuna = _optuna()
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(url[len("sqlite:///") :].split("?", 1)[0])
+        try:  # the file checked first: a FIFO would hang SQLite, a text file fail late
+            make_folder(check_sqlite_file(db).parent)
+        except Refused as e:
+            raise RunError(f"--storage {_safe_url(url)}: {brief(str(e.filename), 100)}: {e.strerror}") from None
         kwargs = {"connect_args": {"timeout": 60}}
     else:
         kwargs = {"pool_pre_ping": True}

@@ -13,6 +13,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ..._io import make_folder
 from ...config import build_config
 from ...errors import ConfigError, MnistlabError, RunError
 from .results import _fmt, write_results
@@ -249,8 +250,9 @@ def run_sweep(
         out_dir=out_dir,
         figures=figures,
     )
-    sweep.out.mkdir(parents=True, exist_ok=True)
-    opened = open_study(sweep, open_storage(sweep.storage, heartbeat))  # created once, here
+    storage = open_storage(sweep.storage, heartbeat)  # before any folder: a bad storage leaves none
+    make_folder(sweep.out)
+    opened = open_study(sweep, storage)  # created once, here
     if notice:
         done = sum(t.state.is_finished() for t in opened.get_trials(deepcopy=False))
         notice(
