@@ -306,12 +306,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    try:
-        from .web.transport import serve
-    except ImportError as e:
+    import importlib.util
+
+    # its modules are imported where they are used: asked for here, before any work
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
         raise MnistlabError(
-            f"the web page needs the 'web' extra ({e.name} is missing): pip install 'mnistlab[web]'"
-        ) from None
+            f"the web page needs the 'web' extra ({missing[0]} is missing): pip install 'mnistlab[web]'"
+        )
+    from .web.transport import serve
+
     serve([Path(r) for r in args.run] or None, host=args.host, port=args.port, head_timeout=args.head_timeout)
     return 0
 
@@ -655,11 +659,11 @@ def _key_figure(r: dict) -> str:
     if r["kind"] == "sweep":
         acc, mse = s.get("best_test_acc"), s.get("best_test_mse")
         best = f"best acc {acc:.2%}" if num(acc) else f"best mse {mse:.4f}" if num(mse) else ""
-        return f"{s.get('finished', 0)}/{s.get('trials', 0)} trials" + (
-            f", {best} ({s.get('best_trial')})" if best else ""
+        return f"{_cell(s.get('finished', 0))}/{_cell(s.get('trials', 0))} trials" + (
+            f", {best} ({_cell(s.get('best_trial'))})" if best else ""
         )
     if "headline" in s:
-        return str(s["headline"])
+        return _cell(s["headline"])
     if num(s.get("test_acc")):
         return f"acc {s['test_acc']:.2%}"
     if num(s.get("test_mse")):
@@ -696,22 +700,32 @@ def cmd_runs(args) -> int:
     rows = []
     for r in runs:
         s = r["summary"]
-        what = r.get("experiment") or r["model"] or "-"
+        what = _cell(r.get("experiment") or r["model"])
         name = str(r["path"]) if r["kind"] not in ("trial", "part") else f"  {r['path'].parent.name}/{r['path'].name}"
         rows.append(
             (
                 name,
                 r["kind"],
                 what,
-                r["dataset"] or "-",
+                _cell(r["dataset"]),
                 _key_figure(r),
-                str(s.get("epochs", "-")),
+                _cell(s.get("epochs")),
                 f"{s['train_time_s']:.1f}s" if isinstance(s.get("train_time_s"), (int, float)) else "-",
                 "" if r["complete"] else "incomplete",
             )
         )
     _table(("run", "kind", "model", "dataset", "key figure", "epochs", "time", ""), rows)
     return 0
+
+
+def _cell(value) -> str:
+    """A table cell from a file that may have been edited: a name or a number, else '?' (never
+    the rendering of a 100,000-item list); '-' when there is none."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, str) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return str(value)
+    return "?"
 
 
 def _table(header, rows) -> None:

@@ -284,6 +284,12 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     their sub-folders."""
     path = Path(path)
     if not path.is_dir():
+        if os.path.lexists(path):
+            try:
+                what = kind_of(os.stat(path).st_mode) or "a file"
+            except OSError:
+                what = "a dangling link"
+            raise RunError(f"{path}: {what}, not a run folder")
         raise RunError(f"{path}: no such run folder")
     if (path / "sweep.json").is_file():
         best = _sweep(path)[0]["summary"].get("best_trial")
@@ -304,19 +310,15 @@ def load_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     state = load_checkpoint(path / CHECKPOINT)
     check_checkpoint(state, config, path / CHECKPOINT)
     model = model_from_checkpoint(state, str(path / CHECKPOINT)).to(device).eval()
-    summary = _json_dict(path / "summary.json")
-    if summary is None:
-        raise RunError(f"{path / 'summary.json'}: corrupt (not a readable JSON object)")
+    summary = _run_dict(path / "summary.json")
     model.temperature = _temperature(path / "calibration.json")
     return Run(path, config, model, read_metrics(path / "metrics.jsonl"), summary)
 
 
 def _temperature(path: Path) -> float:
     """The run's fitted temperature (calibrate.py), 1.0 when it has none; a tampered value is refused."""
-    cal = _json_dict(path)
-    if cal is None:
-        raise RunError(f"{path}: corrupt (not a readable JSON object)")
-    if cal and "temperature" not in cal:
+    cal = _run_dict(path)
+    if "temperature" not in cal and os.path.lexists(path):
         raise RunError(f"{path}: corrupt (no temperature); delete it to use the model uncalibrated")
     t = cal.get("temperature", 1.0)
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0.01 <= t <= 100:
@@ -404,6 +406,12 @@ def _meta_encoder(path):
     raise RunError("built from another run")
 
 
+def _run_dict(path: Path) -> dict:
+    """A run file's JSON object, {} when there is none; else one RunError saying what is there
+    instead (a FIFO, a device, a list, bad UTF-8, ...)."""
+    return read_run_json(path) if os.path.lexists(path) else {}
+
+
 def _json_dict(path: Path) -> dict | None:
     """A JSON object from `path`: {} when there is no file, None when it is unreadable or no object."""
     if not os.path.lexists(path):
@@ -417,7 +425,7 @@ def _json_dict(path: Path) -> dict | None:
 
 def _describe(d: Path, kind: str = "training") -> dict | None:
     """One run folder's facts (no weights loaded), or None when it is no run folder at all."""
-    if not (d / "config.json").is_file():
+    if not os.path.lexists(d / "config.json"):  # a config.json that is a FIFO or a device is listed, unreadable
         return None
     cfg, summary = _json_dict(d / "config.json"), _json_dict(d / "summary.json")
     out = {"path": d, "kind": kind, "model": None, "dataset": None, "summary": summary or {}, "complete": False}

@@ -76,8 +76,10 @@ def check_fits(model_name: str, config, batch_size: int, memory: int | None = No
     params, acts = estimate(model_name, config, batch_size, have)
     need = params * BYTES * PARAM_COPIES + acts * BYTES * ACTIVATION_COPIES
     if need > have:
+        # the activations are counted only once the parameters fit: when they do not, the
+        # parameters alone are the reason, and no count of 0 activations is said
+        why = f"{params:,} parameters" + (f", {acts:,} activations a batch of {batch_size}" if acts else " alone")
         raise ConfigError(
             f"{model_name} with these settings needs about {need / 2**30:,.1f} GiB to train "
-            f"({params:,} parameters, {acts:,} activations a batch of {batch_size}); this machine "
-            f"has {have / 2**30:,.1f} GiB free: make the model narrower or the batch smaller"
+            f"({why}); this machine has {have / 2**30:,.1f} GiB free: make the model narrower or the batch smaller"
         )

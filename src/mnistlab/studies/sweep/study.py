@@ -178,7 +178,9 @@ def plan_sweep(
     digest = hashlib.sha1(json.dumps(sweep.identity(), sort_keys=True).encode()).hexdigest()[:8]
     sweep.study = study or f"{model}-{digest}"
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", sweep.study):
-        raise ConfigError(f"--study {sweep.study!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+        raise ConfigError(
+            f"--study {brief(repr(sweep.study), 60)}: use letters, digits, '.', '_' and '-' (at most 100)"
+        )
     sweep.out = Path(out_dir) if out_dir else runs_root() / f"sweep-{sweep.study}"
     if storage is not None:
         check_storage_url(storage)
@@ -303,5 +305,6 @@ def load_study(storage_url: str, name: str | None):
             )
         name = names[0]
     if name not in names:
-        raise RunError(f"no study {name!r} in {_safe_url(storage_url)} (it holds: {', '.join(names[:10]) or 'none'})")
+        held = brief(", ".join(names[:10]) or "none", 200)
+        raise RunError(f"no study {brief(repr(name), 60)} in {brief(_safe_url(storage_url), 100)} (it holds: {held})")
     return optuna.load_study(study_name=name, storage=storage)
