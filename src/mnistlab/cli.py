@@ -179,7 +179,8 @@ def _print_summary(run) -> None:
     for k in sorted(k for k in s if k.startswith("test_") and k not in ("test_acc", "test_loss")):
         _say(f"{run.config.model_name} on {ds}: {k} {s[k]:.5f}")
     if "train_time_s" in s:
-        _say(f"trained {s['epochs']} epochs in {s['train_time_s']:.1f} s on {s['device']}")
+        epochs = f"{s['epochs']} epoch{'' if s['epochs'] == 1 else 's'}"
+        _say(f"trained {epochs} in {s['train_time_s']:.1f} s on {s['device']}")
     _say(f"run folder: {run.path}")
     figs = sorted(p.name for p in run.figures.glob("*.png"))
     if figs:
