@@ -49,7 +49,7 @@ def test_shards_split_every_batch_between_the_ranks():
     [
         (["--nproc", "0"], "--nproc 0"),
         (["--nproc", "2", "--reuse"], "does not go with --reuse"),
-        (["--nproc", "2", "--set", "lr=-1"], "train.lr: must be > 0"),
+        (["--nproc", "2", "--set", "lr=-1"], "train.lr: must be in"),
     ],
 )
 def test_nproc_errors_are_one_line_before_any_process_starts(capsys, args, message):

@@ -108,3 +108,12 @@ def test_the_size_estimate_never_says_zero_activations():
     assert "0 activations" not in str(e.value) and "parameters alone" in str(e.value)
     with pytest.raises(ConfigError, match="activations a batch of 128"):
         check_fits("cnn", cfg.model, 128, memory=2_000_000)  # the parameters fit, the batch does not
+
+
+def test_serve_without_its_extra_names_the_extra(monkeypatch, capsys):
+    """Once a ModuleNotFoundError traceback; every other extra was named in one line."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    fails_cleanly(["serve"], capsys, "'web' extra", "uvicorn", "pip install")
