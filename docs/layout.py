@@ -15,7 +15,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("checks", "runtime", "data"),
     ("models",),
     ("config", "distributed"),
-    ("runs", "infer"),
+    ("runs", "infer", "summaries"),
     ("viz", "export", "reading", "attribution", "interactive"),
     ("train", "web"),
     ("studies",),

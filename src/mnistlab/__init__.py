@@ -29,6 +29,7 @@ _EXPORTS = {
     "list_runs": "runs",
     "MnistlabError": "errors",
     "explain": "attribution",
+    "summary": "summaries",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

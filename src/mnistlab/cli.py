@@ -637,6 +637,38 @@ def cmd_layers(args) -> int:
 # ---------------------------------------------------------------- listings
 
 
+def cmd_summary(args) -> int:
+    """A registered model's preset, or a run's trained model: layers, shapes, parameters."""
+    from .summaries import summary
+
+    target = args.target
+    if os.path.isdir(target) or os.sep in target or os.path.lexists(target):
+        from .runs import load_run
+
+        model = load_run(target).model
+    else:
+        from .config import build_config
+        from .models import create_model
+
+        cfg = build_config(target, sets=args.set, validate=False)
+        from .checks import check_ranges
+
+        check_ranges(cfg.model, "model")
+        model = create_model(target, cfg.model)
+    s = summary(model)
+    if args.json:
+        print(json.dumps(s.to_dict()))
+    else:
+        print(_clean_block(str(s)))
+    return 0
+
+
+def _clean_block(text: str) -> str:
+    from .checks import safe_text
+
+    return "\n".join(safe_text(line) for line in text.splitlines())
+
+
 def cmd_models(args) -> int:
     from .models import create_model, get_spec, list_models
 
@@ -1039,6 +1071,17 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--save", metavar="FILE", help="write the PNG here (default: layers.png when no window)")
     data_args(la, default=None)
     la.set_defaults(func=cmd_layers)
+
+    sm = sub.add_parser(
+        "summary",
+        help="a model's layers, output shapes, parameters and multiply-adds (as Keras' model.summary())",
+    )
+    sm.add_argument("target", help="a registered model (its preset) or a run folder (its trained model)")
+    sm.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a model setting, e.g. model.channels=16,32"
+    )
+    sm.add_argument("--json", action="store_true", help="the summary as one JSON object")
+    sm.set_defaults(func=cmd_summary)
 
     m = sub.add_parser("models", help="list the registered models")
     m.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'ae-*'")
