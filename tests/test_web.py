@@ -289,6 +289,31 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
         assert page.locator("#boxes").get_attribute("src").startswith("data:image/png")
         assert 3 <= len(page.locator("#number").get_attribute("data-number")) <= 5
         page.screenshot(path=shot.replace(".png", "-upload.png"), full_page=True)
+        cards = os.environ.get("MNISTLAB_SCREENSHOTS")  # docs/figures/page: the docs show these
+
+        def pictures(*ids):
+            for card in ids if cards else ():
+                page.locator(f"#{card}").screenshot(path=os.path.join(cards, f"{card}.png"))
+
+        # The page explains itself: a line on every card, a key on the maps, the steps after a sum.
+        assert page.locator("section.card:visible .explain").count() == page.locator("section.card:visible").count()
+        assert page.locator("#softmax").text_content().startswith(("Softmax", "Unsure"))
+        page.locator("#conv-maps canvas").first.click()
+        box = page.locator("#conv-map").bounding_box()
+        page.locator("#conv-map").click(position={"x": box["width"] / 2, "y": box["height"] / 2})
+        expect(page.locator("#conv-after")).to_contain_text("ReLU: max(0,", timeout=30000)
+        expect(page.locator("#curve-says")).to_contain_text("Half the probability", timeout=30000)
+        pictures("draw-card", "prediction-card", "ae-card", "why-card", "conv-card", "upload-card", "layers-card")
+        # Watch it learn: a cnn-fast epoch on the sample, live, then served as a run.
+        page.select_option("#t-model", "cnn-fast")
+        page.select_option("#t-epochs", "1")
+        page.locator("#t-go").click()
+        expect(page.locator("#t-status")).to_contain_text("batch", timeout=30000)
+        expect(page.locator("#t-status")).to_contain_text("finished", timeout=120000)
+        assert page.locator("#t-filters img").count() == 16  # cnn-fast: 16 filters in its first layer
+        assert page.locator("#t-grid figure.right").count() + page.locator("#t-grid figure.wrong").count() == 16
+        assert page.locator("#clf-run option").count() == 2  # the new run joined the picker
+        pictures("train-card", "runs-card")
         browser.close()
     assert open(shot, "rb").read()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -504,7 +529,7 @@ def test_browser_explains_erases_scrambles_and_opens_a_convolution(server, serve
         expect(page.locator("#conv-maps canvas")).to_have_count(32, timeout=30000)
         page.locator("#conv-maps canvas[data-channel='4']").click()
         mbox = page.locator("#conv-map").bounding_box()
-        page.mouse.click(mbox["x"] + mbox["width"] * 0.5, mbox["y"] + mbox["height"] * 0.45)
+        page.locator("#conv-map").click(position={"x": mbox["width"] * 0.5, "y": mbox["height"] * 0.45})  # scrolled to
         total = page.locator("#conv-total")
         expect(total).to_contain_text("+ bias", timeout=30000)
         assert abs(float(total.get_attribute("data-total")) - float(total.get_attribute("data-value"))) < 1e-4
@@ -567,3 +592,90 @@ def test_explanations_and_predictions_at_once_do_not_disturb_each_other(server, 
             assert np.isfinite(np.asarray(out["attribution"])).all()
         else:
             assert out["total"] == pytest.approx(out["value"], abs=1e-4)
+
+
+# ---------------------------------------------------------------- issue 33: watch it learn
+
+
+def _events(client, until=("done", "stopped", "error")):
+    """The Train panel's server-sent events, parsed, to the job's end (optionally acting on each)."""
+    out = []
+    with client.stream("GET", "/api/train/events") as s:
+        kind = None
+        for line in s.iter_lines():
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: ") and kind != "end":
+                out.append(json.loads(line[len("data: ") :]))
+                yield out[-1]
+            if kind == "end":
+                return
+
+
+def test_the_train_panel_streams_a_live_view_and_serves_the_finished_run(cnn_run_dir, tmp_path):
+    app = create_app([cnn_run_dir], runs_root=tmp_path / "runs")
+    client = TestClient(app, base_url="http://localhost")
+    start = client.post("/api/train", json={"model": "cnn-fast", "epochs": 1, "width": 8})
+    assert start.status_code == 200, start.text
+    busy = client.post("/api/train", json={"model": "cnn"})
+    assert busy.status_code == 409 and "training" in busy.json()["error"]
+    events = list(_events(client))
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and "step" in kinds and "view" in kinds and "epoch" in kinds
+    first = events[0]
+    assert len(first["digits"]) == 16 and sorted(set(first["labels"])) == [str(d) for d in range(10)]
+    steps = [e for e in events if e["type"] == "step"]
+    assert all(0 < e["at"] <= 1 for e in steps) and steps[-1]["at"] == 1 and "acc" in steps[-1]
+    view = [e for e in events if e["type"] == "view"][-1]
+    assert len(view["filters"]) == 8 and view["filters"][0].startswith("data:image/png")  # width 8: 8 filters
+    assert len(view["predictions"]) == 16 and len(view["correct"]) == 16
+    done = events[-1]
+    assert done["summary"]["test_acc"] > 0.5  # one epoch of cnn-fast on the sample reads most digits
+    listed = {r["name"]: r for r in client.get("/api/runs").json()["runs"]}
+    assert done["run"] in listed and listed[done["run"]]["model"] == "cnn-fast"  # served at once
+    run_dir = tmp_path / "runs" / done["run"]
+    assert (run_dir / "checkpoint.pt").is_file() and json.loads((run_dir / "summary.json").read_text())["epochs"] == 1
+    pixels = np.zeros((28, 28), int)
+    pixels[5:23, 12:16] = 255
+    assert client.post(f"/api/predict?run={done['run']}", json={"pixels": pixels.tolist()}).status_code == 200
+
+
+def test_stop_ends_the_training_as_a_finished_run(cnn_run_dir, tmp_path):
+    client = TestClient(create_app([cnn_run_dir], runs_root=tmp_path / "runs"), base_url="http://localhost")
+    assert client.post("/api/train", json={"model": "mlp", "epochs": 5, "batch_size": 32}).status_code == 200
+    events = []
+    for e in _events(client):
+        events.append(e)
+        if e["type"] == "step" and len([x for x in events if x["type"] == "step"]) == 2:
+            assert client.post("/api/train/stop", json={}).status_code == 200
+    assert events[-1]["type"] == "stopped" and events[-1]["why"] == "stopped"
+    assert max(e["at"] for e in events if e["type"] == "step") < 5  # it did not run its five epochs
+    rows = [json.loads(r) for r in (tmp_path / "runs" / events[-1]["run"] / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["stopped"] is True
+    assert client.post("/api/train/stop", json={}).status_code == 409  # nothing is training now
+
+
+@pytest.mark.parametrize(
+    "body, status, said",
+    [
+        ({"model": "resnet"}, 400, "model: one of"),
+        ({"model": "cnn", "epochs": 50}, 400, "epochs: 1..5"),
+        ({"model": "cnn", "lr": "fast"}, 400, "lr: a number"),
+        ({"model": "cnn", "width": 1000}, 400, "width: one of"),
+        ({"model": "cnn", "augment": "twist"}, 400, "augment: one of"),
+    ],
+)
+def test_the_train_panel_refuses_settings_outside_its_bounds(body, status, said, client):
+    r = client.post("/api/train", json=body)
+    assert r.status_code == status and said in r.json()["error"]
+
+
+def test_a_training_cannot_be_started_by_another_sites_form(client):
+    """A cross-site form can POST text/plain without asking; only JSON starts a training."""
+    r = client.post("/api/train", content=b"model=cnn", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+
+
+def test_the_page_shows_a_models_summary(client):
+    s = client.get("/api/summary?run=cnn-run").json()
+    assert s["params"] == 34_826 and [layer["name"] for layer in s["layers"]][0] == "conv1"

@@ -158,6 +158,53 @@ def reconstruct(model, image) -> tuple[torch.Tensor, torch.Tensor]:
     return z.float().cpu(), model.decode(z)[0, 0].float().cpu()
 
 
+@torch.no_grad()
+def _after_convolution(model, image, name: str, channel: int, y: int, x: int, shape) -> dict | None:
+    """What the model does next with one convolution output, for a model whose ``activations``
+    name the convolution's activated maps as the layer (``cnn``: conv, norm, ReLU, max-pool):
+    the value after its normalisation (a fixed scale and shift at inference; none in the classic
+    cnn), after ReLU, and the 2x2 max-pool window it falls in with the value kept. None else."""
+    if not hasattr(model, "activations"):
+        return None
+    with eval_mode(model):
+        acts = model.activations(_float(image, model))
+    names = [n for n, _ in acts]
+    if name not in names:
+        return None
+    k = names.index(name)
+    relu = acts[k][1][0].float().cpu()
+    if tuple(relu.shape) != tuple(shape):
+        return None
+    norm = getattr(model, name.replace("conv", "norm"), None)
+    out: dict = {"relu": float(relu[channel, y, x])}
+    if norm is not None and not isinstance(norm, torch.nn.Identity):
+        grab = {}
+        h = norm.register_forward_hook(lambda m, i, o: grab.update(o=o))
+        try:
+            with eval_mode(model):
+                model(_float(image, model))
+        finally:
+            h.remove()
+        out["normed"] = float(grab["o"][0, channel, y, x])
+        out["norm"] = type(norm).__name__
+    if k + 1 < len(acts) and acts[k + 1][0].startswith("pool"):
+        pooled = acts[k + 1][1][0].float().cpu()
+        py, px = y // 2, x // 2
+        if py < pooled.shape[1] and px < pooled.shape[2]:
+            window = relu[channel, 2 * py : 2 * py + 2, 2 * px : 2 * px + 2]
+            out["pool"] = {
+                "layer": acts[k + 1][0],
+                "window": window.tolist(),
+                "at": [py, px],
+                "value": float(pooled[channel, py, px]),
+            }
+    return out
+
+
+def _float(image, model) -> torch.Tensor:
+    return _one(image).to(_device(model))
+
+
 def conv_layers(model) -> list[tuple[str, torch.nn.Conv2d]]:
     """The model's 2-D convolutions, named as in its state dict, in the order they are built."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
@@ -220,6 +267,7 @@ def open_convolution(model, image, layer: int, channel: int | None = None, y: in
         "bias": bias,
         "total": float(partial.sum()) + bias,
         "value": float(maps[channel, y, x]),
+        "after": _after_convolution(model, image, name, channel, y, x, maps.shape),
         "inputs": [
             {"channel": i, "kernel": kernel[i], "patch": patch[i], "products": products[i], "sum": float(partial[i])}
             for i in range(len(kernel))

@@ -140,6 +140,24 @@ class TrainState:
         self.epoch = int(state["epoch"])
 
 
+@dataclass
+class StepInfo:
+    """Where a fit stands inside an epoch, for ``on_step`` (a live view): the running sums of
+    the model's loss dict over the `seen` images of this epoch, on the device."""
+
+    model: torch.nn.Module
+    epoch: int
+    epochs: int
+    step: int  # batches done this epoch
+    steps: int  # batches in an epoch
+    seen: float
+    sums: dict[str, torch.Tensor]
+
+    def means(self) -> dict[str, float]:
+        """This epoch's running means so far (loss, acc, mse, ...): reading them syncs the device."""
+        return {k: (v / self.seen).item() for k, v in self.sums.items()} if self.seen else {}
+
+
 def fit(
     model,
     train: Split,
@@ -148,6 +166,8 @@ def fit(
     *,
     device: torch.device | str = "cpu",
     on_epoch: Callable[[dict, TrainState], None] | None = None,
+    on_step: Callable[[StepInfo], bool | None] | None = None,
+    step_every: int = 5,
     progress: bool | None = None,
     resume: dict | None = None,
     desc: str = "epoch",
@@ -159,6 +179,9 @@ def fit(
     training. Returns one metrics row per epoch; `on_epoch(row, state)` is called after each
     (its ``state.state_dict()`` resumes the fit) and may return True to stop early. `resume`,
     such a state dict, goes on from the epoch after it, with the weights already in `model`.
+    `on_step(StepInfo)` is called every `step_every` batches and after an epoch's last (a live
+    view draws there); returning True stops the fit at once: the epoch so far is evaluated and
+    recorded (its row says ``"stopped": True``) and no other begins.
     """
     device = torch.device(device)
     runtime.keep_freed_memory()  # page faults were a third of a CPU step (runtime.py)
@@ -203,6 +226,8 @@ def fit(
     if ctx.rank:  # dropout masks of their own on the other ranks
         torch.manual_seed(cfg.seed + 7919 * ctx.rank + state.epoch)
     shard = (ctx.rank, ctx.world) if ctx.active else None
+    if ctx.active:
+        on_step = None  # a live view watches one process; ranks that stopped apart would hang the others
     step = steps.Step(
         model,
         batches,
@@ -220,6 +245,7 @@ def fit(
         t0 = time.perf_counter()
         step.start_epoch()
         seen: float = 0
+        stopped = False
         bar = progress_bar(len(batches), f"{desc} {epoch}/{cfg.epochs}", progress if ctx.main else False)
         for i, idx in enumerate(batches.indices()):
             step.run(idx)
@@ -230,6 +256,11 @@ def fit(
             bar.update(1)
             if not bar.disable and (i % 10 == 0 or i == len(batches) - 1):
                 bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in step.sums.items()})
+            if on_step is not None and ((i + 1) % step_every == 0 or i == len(batches) - 1):
+                info = StepInfo(model, epoch, cfg.epochs, i + 1, len(batches), seen, step.sums)
+                if on_step(info):
+                    stopped = True
+                    break
         sums = dict(step.sums)
         if ctx.active:  # the epoch's sums over every rank's share
             keys = sorted(sums)
@@ -244,6 +275,8 @@ def fit(
                 f"(lr {cfg.lr:g}); lower the learning rate. The run stays unfinished"
             )
         row["train_time_s"] = round(time.perf_counter() - t0, 3)
+        if stopped:
+            row["stopped"] = True
         row["lr"] = float(state.optimizer.param_groups[0]["lr"])
         for name, split in evals.items():
             row.update({f"{name}_{k}": v for k, v in evaluate(model, split, cfg.eval_batch_size, shard).items()})
@@ -260,6 +293,7 @@ def fit(
             else None
         )
         stop = bool(on_epoch(row, state)) if on_epoch is not None else False
+        stop = stop or stopped
         if ctx.active:
             stop = distributed.agree(stop, device)  # rank 0 keeps the record and decides
         if stop:

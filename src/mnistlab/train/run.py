@@ -45,7 +45,7 @@ from ..runs import (
     stored_config,
     write_confusion,
 )
-from .loop import fit
+from .loop import StepInfo, fit
 from .track import Trackers
 
 
@@ -184,10 +184,13 @@ def train_run(
     notice: Callable[[str], None] | None = None,
     figures: bool = True,
     after_epoch: Callable[[dict], None] | None = None,
+    on_step: Callable[[StepInfo], bool | None] | None = None,
 ) -> Run:
     """Train the model `cfg` describes and record everything in a run folder. `after_epoch(row)`
     is called once each epoch is recorded and checkpointed (a sweep reports to its pruner
-    there; an exception it raises stops the run, which stays unfinished)."""
+    there; an exception it raises stops the run, which stays unfinished). `on_step`, fit's live
+    view (``loop.StepInfo``): returning True stops the training where it is, and the run is
+    finished as it stands (tested, recorded, drawn), its last row marked ``stopped``."""
     tc = cfg.train
     ctx, device = distributed.setup(tc.device, tc.threads)  # under torchrun: this rank's device
     ds = dataset or dataset_for(cfg.data, notice=notice if ctx.main else None)
@@ -214,7 +217,9 @@ def train_run(
         return _train(Run(cast(Path, None), cfg, model, [], {}), ds, device, progress=False)
     run = start_run(cfg, Path(run_dir) if run_dir else new_run_dir(cfg.model_name, ds.name), ds, device)
     before = copy.deepcopy(run.model) if figures else None  # drawn at the end, with the rest
-    return _train(run, ds, device, progress=progress, figures=figures, after_epoch=after_epoch, before=before)
+    return _train(
+        run, ds, device, progress=progress, figures=figures, after_epoch=after_epoch, before=before, on_step=on_step
+    )
 
 
 def resume_run(
@@ -268,6 +273,7 @@ def _train(
     figures: bool = True,
     after_epoch: Callable[[dict], None] | None = None,
     before=None,
+    on_step=None,
 ) -> Run:
     """Train a run's model stage by stage (from `resume` on, if given), checkpointing every epoch
     with what resuming needs; then evaluate, write summary.json and the figures. In a
@@ -305,7 +311,19 @@ def _train(
             if after_epoch is not None and on_epoch is not None:
                 on_epoch = _then(on_epoch, after_epoch)
             st = dataclasses.replace(stage.train, seed=stage.train.seed + k)
-            fit(model, train_split, evals, st, device=device, on_epoch=on_epoch, progress=progress, resume=resuming)
+            rows = fit(
+                model,
+                train_split,
+                evals,
+                st,
+                device=device,
+                on_epoch=on_epoch,
+                on_step=on_step,
+                progress=progress,
+                resume=resuming,
+            )
+            if rows and rows[-1].get("stopped"):
+                break  # stopped by the live view: no later stage
     except BaseException:
         trackers.abort()
         raise

@@ -33,6 +33,7 @@ security headers on every answer; POSTs only as JSON or image bytes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -42,6 +43,7 @@ from ..errors import MnistlabError
 from . import handlers
 from .handlers import MAX_BODY, Req, _finite
 from .served import BadRequest, ServedRuns, default_runs
+from .training import Trainer, stream
 
 # the Host names a server on this machine answers to unless told more (`serve --host`); no
 # other name, not even a test client's "testserver" (tests name http://localhost)
@@ -69,12 +71,13 @@ def create_app(
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
     from starlette.requests import Request
-    from starlette.responses import FileResponse, JSONResponse
+    from starlette.responses import FileResponse, JSONResponse, StreamingResponse
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
 
     state = ServedRuns(run_dirs or default_runs(runs_root))
     limiters: dict[str, anyio.CapacityLimiter] = {}
+    trainer = Trainer(state, runs_root)
 
     async def body_of(request: Request) -> bytes:
         length = request.headers.get("content-length")
@@ -129,6 +132,31 @@ def create_app(
         if path is None or not path.is_file():
             return JSONResponse({"error": f"no figure {shown!r} in run {s.name!r}"}, status_code=404)
         return FileResponse(path, media_type="image/png")
+
+    def training(act):
+        """A Train panel action: JSON only (a page of another site cannot send JSON here without
+        asking first, so it cannot start a training), its settings in the body."""
+
+        async def endpoint(request: Request):
+            try:
+                if not request.headers.get("content-type", "").lower().startswith("application/json"):
+                    raise BadRequest("send the settings as JSON (application/json)", 415)
+                body = await body_of(request)
+                try:
+                    settings = json.loads(body or b"{}")
+                except ValueError:
+                    raise BadRequest("the body is not JSON") from None
+                if not isinstance(settings, dict):
+                    raise BadRequest("the body must be a JSON object of settings")
+                query = {str(k): str(v) for k, v in settings.items() if isinstance(v, (str, int, float))}
+                return JSONResponse(await anyio.to_thread.run_sync(act, query))
+            except BadRequest as e:
+                return JSONResponse({"error": str(e)}, status_code=e.status)
+
+        return endpoint
+
+    async def train_events(request):
+        return StreamingResponse(stream(trainer), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     async def index(request):
         return FileResponse(STATIC / "index.html")
@@ -186,6 +214,10 @@ def create_app(
             Route("/api/explain", api(handlers.explain, post=True), methods=["POST"]),
             Route("/api/conv", api(handlers.conv, post=True), methods=["POST"]),
             Route("/api/codes", api(handlers.codes)),
+            Route("/api/summary", api(handlers.model_summary)),
+            Route("/api/train", training(trainer.start), methods=["POST"]),
+            Route("/api/train/stop", training(lambda q: trainer.stop()), methods=["POST"]),
+            Route("/api/train/events", train_events),
             Route("/api/figure", figure),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
@@ -193,6 +225,7 @@ def create_app(
         exception_handlers={HTTPException: http_error},
     )
     app.state.served = state
+    app.state.trainer = trainer
     return app
 
 

@@ -42,6 +42,7 @@ from ..checks import brief
 from ..data.sources import dataset_classes, dataset_for
 from ..errors import MnistlabError
 from ..infer import activations as layer_outputs
+from ..infer import predict as predict_logits
 from ..infer import reconstruct as reconstruct_one
 from ..reading.images import boxes_image, load_grey, preprocess, stage_images
 from ..reading.reader import LOW_CONFIDENCE, MAX_DIGITS, probabilities, read_photo
@@ -250,6 +251,9 @@ def predict(state: ServedRuns, req: Req) -> dict:
         if _bool_arg(req.query, "steps"):
             extra["steps"] = [{"name": n, "png": _png_data_url(a)} for n, a in stage_images(prep)]
     top = int(probs.argmax())
+    logits = predict_logits(s.run.model, torch.from_numpy(np.ascontiguousarray(img))[None])[0]
+    extra["logits"] = [round(float(v), 5) for v in logits]  # the softmax step, shown with its numbers
+    extra["temperature"] = float(getattr(s.run.model, "temperature", 1.0))
     return {
         "run": s.name,
         "digit": top,
@@ -279,10 +283,12 @@ def read_number(state: ServedRuns, req: Req) -> dict:
 def layers(state: ServedRuns, req: Req) -> dict:
     img = _image_of(req)
     s = state.get(req.query.get("run"), "classify")
-    layers = [
-        {"name": lname, "shape": list(t.shape[1:]), "png": _png_data_url(_layer_picture(t), "viridis")}
-        for lname, t in layer_outputs(s.run.model, img)
-    ]
+    layers = []
+    for lname, t in layer_outputs(s.run.model, img):
+        layer = {"name": lname, "shape": list(t.shape[1:]), "png": _png_data_url(_layer_picture(t), "viridis")}
+        if t[0].numel() <= 16:  # a few numbers (the class scores): shown as labelled bars, not tiles
+            layer["values"] = [round(float(v), 4) for v in t[0].flatten()]
+        layers.append(layer)
     return {"run": s.name, "layers": layers}
 
 
@@ -358,6 +364,15 @@ def conv(state: ServedRuns, req: Req) -> dict:
     else:
         out["inputs"] = [{k: rounded(v) for k, v in d.items()} for d in out["inputs"]]
     return {"run": s.name, "layers": layers, **out}
+
+
+def model_summary(state: ServedRuns, req: Req) -> dict:
+    """The served model's summary (``mnistlab summary``): layers, shapes, parameters."""
+    from ..summaries import summary
+
+    s = state.get(req.query.get("run"))
+    with explaining(s) as model:  # its hooks on a copy, not the model answering predictions
+        return {"run": s.name, **summary(model).to_dict()}
 
 
 def reconstruct(state: ServedRuns, req: Req) -> dict:

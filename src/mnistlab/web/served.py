@@ -39,14 +39,19 @@ class ServedRuns:
 
     def __init__(self, run_dirs: list[Path]):
         self.runs: dict[str, Served] = {}
+        self.lock = threading.Lock()
         for d in run_dirs:
-            run = load_run(d)
+            self.add(load_run(d))
+
+    def add(self, run) -> Served:
+        """Serve a loaded run too (a run trained from the page); its name made unique."""
+        with self.lock:
             name, n = run.path.resolve().name, 1
             while name in self.runs:  # two runs of one name: both served, the second as name-2
                 n += 1
                 name = f"{run.path.resolve().name}-{n}"
             self.runs[name] = Served(name, run, run.task)
-        self.lock = threading.Lock()
+            return self.runs[name]
 
     def get(self, name: str | None, task: str | None = None) -> Served:
         if name is None:

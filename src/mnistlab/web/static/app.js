@@ -13,7 +13,7 @@ function clearPad() {
   dirty = false; $("digit").textContent = "–"; $("bars").innerHTML = ""; $("layers").innerHTML = "";
   $("recon").removeAttribute("src"); $("recon-fig").hidden = true; $("seen").getContext("2d").clearRect(0, 0, 140, 140);
   current = null; pick = 0; lastUpload = null; target = null; explained = null; $("picks").hidden = true;
-  $("heat").getContext("2d").clearRect(0, 0, 280, 280); $("curve").getContext("2d").clearRect(0, 0, 280, 120);
+  $("heat").getContext("2d").clearRect(0, 0, 280, 280); $("curve").getContext("2d").clearRect(0, 0, 280, 150); $("curve-says").textContent = ""; $("softmax").textContent = "";
   $("erase").disabled = true; $("why").textContent = "draw a digit; click a class in the bars to explain it";
   $("why-note").textContent = ""; $("conv-maps").innerHTML = ""; $("conv-open").hidden = true; $("conv-sum").innerHTML = "";
   $("status").textContent = "draw with the mouse or a finger"; $("status").className = "muted";
@@ -68,6 +68,28 @@ function showSeen(pixels) {
 }
 
 let shownProbs = null;
+// The softmax step with its numbers, and "unsure" in words where the top probability is below 90%.
+function showSoftmax(p) {
+  if (!p.logits) { $("softmax").textContent = ""; return; }
+  const T = p.temperature || 1, z = p.logits.map((v) => v / T), top = p.digit;
+  const m = Math.max(...z), sum = z.reduce((s, v) => s + Math.exp(v - m), 0);
+  const unsure = p.low_confidence ? `Unsure (below 90%): it may be no digit, or a hard one. ` : "";
+  $("softmax").textContent = unsure + `Softmax turns the ten scores z into probabilities: p(k) = e^(z_k/T) / Σ_j e^(z_j/T)` +
+    (T !== 1 ? ` (T = ${T.toFixed(2)}, this run's calibration)` : "") +
+    `; here z_${className(top)}/T = ${z[top].toFixed(2)}, so p = e^${(z[top] - m).toFixed(2)} / ${sum.toFixed(3)} = ${(100 / sum).toFixed(1)}% (scores shifted by their largest, as computed).`;
+}
+
+// One layer's output: a picture of its maps, or for a few numbers (the ten class scores) labelled bars.
+function layerFigure(l) {
+  const note = /dropout/i.test(l.name) ? "<br><span class='muted'>the same as its input here: dropout drops units only while training</span>" : "";
+  if (l.values && l.values.length <= 16) {
+    const lim = Math.max(1e-9, ...l.values.map(Math.abs));
+    const rows = l.values.map((v, i) => `<span>${escapeHtml(l.values.length === 10 ? className(i) : String(i))}</span>` +
+      `<div><div class="${v >= 0 ? "pos" : "neg"}" style="width:${(Math.abs(v) / lim * 100).toFixed(0)}%"></div></div><span>${v.toFixed(2)}</span>`).join("");
+    return `<figure><div class="dense">${rows}</div><figcaption>${escapeHtml(l.name)} ${l.shape.join("x")}: ${l.values.length === 10 ? "the class scores (logits)" : "units"}${note}</figcaption></figure>`;
+  }
+  return `<figure><img src="${l.png}" alt="${escapeHtml(l.name)}"><figcaption>${escapeHtml(l.name)} ${l.shape.join("x")}${note}</figcaption></figure>`;
+}
 // a class's name as the served classifier calls it (a digit, a garment, "loop")
 function className(d) {
   const run = runs.find((r) => r.name === $("clf-run").value);
@@ -106,12 +128,11 @@ async function update(blob, uploaded = false, repick = false) {
       $("digit").textContent = className(p.digit); $("digit").dataset.digit = p.digit;
       $("digit").classList.toggle("unsure", p.low_confidence);
       $("digit").title = p.low_confidence ? "unsure: the top probability is below 90%" : "";
-      showPicks(p); showBars(p.probabilities); showSeen(p.input);
+      showPicks(p); showBars(p.probabilities); showSeen(p.input); showSoftmax(p);
       if (uploaded && !repick) await showUpload(blob, clf, p, stale);  // a new digit picked: same photo, same reading
       const a = await post("/api/activations", pixelsBody(), clf);
       if (stale()) return;
-      $("layers").innerHTML = a.layers.map((l) =>
-        `<figure><img src="${l.png}" alt="${l.name}"><figcaption>${l.name} ${l.shape.join("x")}</figcaption></figure>`).join("");
+      $("layers").innerHTML = a.layers.map(layerFigure).join("");
       await explainNow(stale);
       await convMaps(stale);
     }
@@ -123,7 +144,7 @@ async function update(blob, uploaded = false, repick = false) {
       if (r.code_shape.length === 1 && r.code_shape[0] <= 3) drawScatter(ae, r.code);
     } else {
       $("recon-fig").hidden = true;
-      $("ae-note").textContent = "no autoencoder run is served: train one (mnistlab train ae-conv) and restart the page";
+      $("ae-note").textContent = "no autoencoder run is served: train one (mnistlab train ae-dense, or Watch it learn below) and pick it";
     }
     if (!stale()) $("status").textContent = "ready";
   } catch (err) {
@@ -198,14 +219,30 @@ function drawHeat(pixels, attribution, erased = new Set()) {
 
 function drawCurve(del, upto) {
   const c = $("curve"), g = c.getContext("2d"), w = c.width, h = c.height;
-  g.clearRect(0, 0, w, h); g.strokeStyle = "#ccc"; g.strokeRect(0.5, 0.5, w - 1, h - 1);
+  const L = 40, R = 16, T = 8, B = 28, pw = w - L - R, ph = h - T - B;
+  g.clearRect(0, 0, w, h); g.strokeStyle = "#bbb"; g.strokeRect(L + 0.5, T + 0.5, pw, ph);
+  g.fillStyle = "#555"; g.font = "10px system-ui";
+  [0, 0.5, 1].forEach((v) => g.fillText(v.toFixed(1), 20, T + ph - v * ph + 4));
+  [0, 50, 100].forEach((v) => g.fillText(`${v}%`, L + pw * v / 100 - 8, T + ph + 12));
+  g.fillText("share of the ink erased →", L + pw / 2 - 55, h - 3);
+  g.save(); g.translate(11, T + ph / 2 + 26); g.rotate(-Math.PI / 2); g.fillText("probability", 0, 0); g.restore();
   const line = (ys, colour, n) => {
     g.strokeStyle = colour; g.lineWidth = 2; g.beginPath();
-    ys.slice(0, n).forEach((y, i) => { const px = del.fractions[i] * (w - 10) + 5, py = h - 5 - y * (h - 10); i ? g.lineTo(px, py) : g.moveTo(px, py); });
+    ys.slice(0, n).forEach((y, i) => { const px = L + del.fractions[i] * pw, py = T + ph - y * ph; i ? g.lineTo(px, py) : g.moveTo(px, py); });
     g.stroke();
   };
   line(del.random, "#999", del.random.length); line(del.probability, "#e07b24", upto);
-  g.fillStyle = "#555"; g.font = "11px system-ui"; g.fillText("probability as the ink is erased", 8, 14);
+  $("curve-says").textContent = curveSays(del);
+}
+
+// one sentence of what the deletion curve says: how much ink, erased in the map's order and at
+// random, takes away half the probability the digit started with
+function curveSays(del) {
+  const half = (ys) => { const i = ys.findIndex((y) => y <= ys[0] / 2); return i < 0 ? null : Math.round(del.fractions[i] * 100); };
+  const m = half(del.probability), r = half(del.random);
+  const say = (v) => (v === null ? "all of the ink left more than half" : `${v}% of the ink`);
+  return `orange: erased hottest first, grey: at random. Half the probability is gone after ${say(m)} in the map's order, vs ${say(r)} at random` +
+    (m !== null && (r === null || m < r) ? ": the map found the pixels that matter." : ": the map did no better than chance here.");
 }
 
 $("erase").addEventListener("click", () => {
@@ -295,7 +332,21 @@ async function openPixel(y, x) {
     `<p>${r.layer}, channel ${ch}, pixel (${y}, ${x}): each input channel's ${r.kernel.join("x")} kernel times the patch of ${what} under it, summed.</p>` +
     shown.map((d) => `<div class="kernels">${grid(d.kernel, `kernel, input ${d.channel}`)}${grid(d.patch, "input patch")}${grid(d.products, "kernel × patch")}<p>sum ${fmt(d.sum)}</p></div>`).join("") +
     (rest.length ? `<p class="muted">input channels ${rest[0].channel}–${rest[rest.length - 1].channel}: sums ${rest.map((d) => fmt(d.sum)).join(", ")}</p>` : "") +
-    `<p class="total" id="conv-total" data-total="${r.total}" data-value="${r.value}">${r.inputs.length} channel sum${r.inputs.length > 1 ? "s" : ""} ${fmt(r.total - r.bias)} + bias ${fmt(r.bias)} = ${fmt(r.total)} (the map holds ${fmt(r.value)})</p>`;
+    `<p class="total" id="conv-total" data-total="${r.total}" data-value="${r.value}">${r.inputs.length} channel sum${r.inputs.length > 1 ? "s" : ""} ${fmt(r.total - r.bias)} + bias ${fmt(r.bias)} = ${fmt(r.total)} (the map holds ${fmt(r.value)})</p>` +
+    afterSteps(r);
+}
+
+// What the model does next with that value: its normalisation (if any), ReLU, then max-pooling.
+function afterSteps(r) {
+  const a = r.after; if (!a) return "<p class='muted'>(this model's next steps are not shown here; the classic cnn shows them)</p>";
+  let v = r.value, out = "<div class='steps-after' id='conv-after'>";
+  if (a.normed !== undefined) { out += `<p>${a.norm}: a fixed scale and shift at inference: ${fmt(v)} → ${fmt(a.normed)}</p>`; v = a.normed; }
+  out += `<p>ReLU: max(0, ${fmt(v)}) = <b>${fmt(a.relu)}</b>${a.relu === 0 ? " (negative: switched off)" : ""}</p>`;
+  if (a.pool) {
+    const w = a.pool.window.flat();
+    out += `<p>max-pool (${a.pool.layer}): the largest of its 2x2 square, max(${w.map(fmt).join(", ")}) = <b>${fmt(a.pool.value)}</b>, pixel (${a.pool.at.join(", ")}) of the next layer's input</p>`;
+  }
+  return out + "</div>";
 }
 
 // An uploaded photo: its preprocessing stages, and the number read from it with boxes.
@@ -342,15 +393,138 @@ $("upload").addEventListener("change", async (e) => {
 async function loadRuns() {
   runs = (await (await fetch("/api/runs")).json()).runs;
   for (const [sel, task] of [["clf-run", "classify"], ["ae-run", "reconstruct"]]) {
-    $(sel).innerHTML = runs.filter((r) => r.task === task).map((r) => `<option value="${r.name}">${r.name}</option>`).join("") || "<option value=''>none</option>";
-    $(sel).addEventListener("change", () => { dirty = true; update(); });
+    const was = $(sel).value;
+    $(sel).innerHTML = runs.filter((r) => r.task === task).map((r) => `<option value="${escapeHtml(r.name)}">${escapeHtml(r.name)}</option>`).join("") || "<option value=''>none</option>";
+    if (runs.some((r) => r.name === was && r.task === task)) $(sel).value = was;
   }
   $("runs").innerHTML = "<table><tr><th>run</th><th>model</th><th>dataset</th><th>test</th><th>figures</th></tr>" + runs.map((r) => {
     const s = r.summary, metric = s.test_acc !== undefined ? `acc ${(s.test_acc * 100).toFixed(2)}%` : s.test_mse !== undefined ? `mse ${s.test_mse.toFixed(4)}` : "";
-    const figs = r.figures.map((f) => `<a href="/api/figure?run=${encodeURIComponent(r.name)}&name=${encodeURIComponent(f)}" target="_blank"><img src="/api/figure?run=${encodeURIComponent(r.name)}&name=${encodeURIComponent(f)}" alt="${f}" title="${f}"></a>`).join("");
-    return `<tr><td>${r.name}</td><td>${r.model}</td><td>${r.dataset}</td><td>${metric}</td><td class="thumbs">${figs}</td></tr>`;
+    const figs = r.figures.map((f) => `<a href="/api/figure?run=${encodeURIComponent(r.name)}&name=${encodeURIComponent(f)}" target="_blank"><img src="/api/figure?run=${encodeURIComponent(r.name)}&name=${encodeURIComponent(f)}" alt="${escapeHtml(f)}" title="${escapeHtml(f)}"></a>`).join("");
+    return `<tr><td>${escapeHtml(r.name)}</td><td>${escapeHtml(r.model)}</td><td>${escapeHtml(r.dataset)}</td><td>${metric}</td><td class="thumbs">${figs}</td></tr>`;
   }).join("") + "</table>";
+  showSummary();
 }
 
+async function showSummary() {
+  const clf = $("clf-run").value; if (!clf) { $("summary").textContent = ""; return; }
+  try {
+    const s = await (await fetch(`/api/summary?run=${encodeURIComponent(clf)}`)).json();
+    const rows = s.layers.map((l) => `${(l.name + " (" + l.kind + ")").padEnd(28)} ${l.output.join("x").padEnd(12)} ${l.params.toLocaleString("en").padStart(9)}  ${l.note}`);
+    $("summary").textContent = `${s.model} (${clf})\n${"layer (type)".padEnd(28)} ${"output".padEnd(12)} ${"params".padStart(9)}\n` +
+      rows.join("\n") + `\nparameters: ${s.params.toLocaleString("en")}, multiply-adds for one digit: ${s.mult_adds.toLocaleString("en")}`;
+  } catch (err) { $("summary").textContent = ""; }
+}
+
+for (const sel of ["clf-run", "ae-run"]) $(sel).addEventListener("change", () => { dirty = true; update(); showSummary(); });
 clearPad();
 loadRuns();
+
+// ---- Watch it learn: the Train panel. One training at a time on the server; its live view
+// (curve points, filters, the watched digits' readings) streamed as server-sent events.
+const TRAIN_DEFAULTS = { "cnn-fast": ["0.015", "16"], cnn: ["0.001", "32"], mlp: ["0.001", "32"], "ae-dense": ["0.001", "32"] };
+let trainSource = null, trainPoints = [], trainStart = null;
+function trainDefaults() {
+  const [lr, width] = TRAIN_DEFAULTS[$("t-model").value];
+  $("t-lr").value = lr; $("t-width").value = width;
+}
+$("t-model").addEventListener("change", trainDefaults);
+$("t-batch").value = "128"; trainDefaults();
+
+function trainStatus(text, error = false) { $("t-status").textContent = text; $("t-status").className = error ? "error" : "muted"; }
+
+$("t-go").addEventListener("click", async () => {
+  const settings = { model: $("t-model").value, lr: $("t-lr").value, epochs: $("t-epochs").value,
+    width: $("t-width").value, augment: $("t-augment").value, batch_size: $("t-batch").value };
+  trainPoints = []; drawTrainCurve(); $("t-filters").innerHTML = ""; $("t-grid").innerHTML = "";
+  try {
+    const r = await fetch("/api/train", { method: "POST", body: JSON.stringify(settings), headers: { "Content-Type": "application/json" } });
+    const data = await r.json();
+    if (!r.ok) throw new Error(data.error || r.statusText);
+  } catch (err) { trainStatus(err.message, true); return; }
+  $("t-go").disabled = true; $("t-stop").disabled = false; trainStatus("starting…");
+  listenTraining();
+});
+
+$("t-stop").addEventListener("click", async () => {
+  $("t-stop").disabled = true;
+  await fetch("/api/train/stop", { method: "POST", body: "{}", headers: { "Content-Type": "application/json" } });
+  trainStatus("stopping after this batch…");
+});
+
+function listenTraining() {
+  if (trainSource) trainSource.close();
+  const src = trainSource = new EventSource("/api/train/events");
+  const on = (type, fn) => src.addEventListener(type, (e) => fn(JSON.parse(e.data)));
+  on("start", (e) => {
+    trainStart = e;
+    $("t-grid").innerHTML = e.digits.map((png, i) =>
+      `<figure><img src="${png}" alt="held-out digit"><figcaption>${e.labels ? "is " + escapeHtml(e.labels[i]) : ""}</figcaption></figure>`).join("");
+    $("t-grid-note").textContent = e.task === "classify"
+      ? "held-out digits, read by the model as it is now: green right, red wrong"
+      : "held-out digits: the autoencoder's reconstructions as it is now";
+    trainStatus(`training ${e.model}: ${e.epochs} epoch${e.epochs > 1 ? "s" : ""}, learning rate ${e.settings.lr}`);
+  });
+  on("step", (e) => {
+    trainPoints.push(e); drawTrainCurve();
+    const m = e.acc !== undefined ? `, accuracy ${(e.acc * 100).toFixed(1)}%` : e.mse !== undefined ? `, error ${e.mse.toFixed(4)} per pixel` : "";
+    trainStatus(`epoch ${e.epoch}/${e.epochs}, batch ${e.step}/${e.steps}: loss ${e.loss.toFixed(4)}${m} (running means)`);
+  });
+  on("view", (e) => {
+    if (e.filters) $("t-filters").innerHTML = e.filters.map((png) => `<img src="${png}" alt="filter">`).join("");
+    const figs = $("t-grid").querySelectorAll("figure");
+    figs.forEach((f, i) => {
+      if (e.predictions) {
+        const right = e.correct ? e.correct[i] : null, name = trainStart.classes[e.predictions[i]] ?? e.predictions[i];
+        f.className = right === null ? "" : right ? "right" : "wrong";
+        f.querySelector("figcaption").textContent = `reads ${name}` + (right === false ? ` (is ${trainStart.labels[i]})` : "");
+      } else if (e.outputs) {
+        f.querySelector("img").src = e.outputs[i]; f.querySelector("figcaption").textContent = "rebuilt";
+      }
+    });
+  });
+  on("epoch", (e) => {
+    const held = e.test_acc !== undefined ? `held-out accuracy ${(e.test_acc * 100).toFixed(1)}%` : e.test_mse !== undefined ? `held-out error ${e.test_mse.toFixed(4)} per pixel` : "";
+    trainStatus(`epoch ${e.epoch} done: ${held}`);
+  });
+  const finish = (text, error = false) => {
+    src.close(); trainSource = null; $("t-go").disabled = false; $("t-stop").disabled = true; trainStatus(text, error);
+  };
+  on("done", async (e) => { finish(`finished: ${describeSummary(e.summary)}; saved as run ${e.run}, now in the pickers`); await loadRuns(); pickRun(e.run); });
+  on("stopped", async (e) => { finish(`stopped (${e.why}): ${describeSummary(e.summary)}; saved as run ${e.run}`); await loadRuns(); pickRun(e.run); });
+  on("error", (e) => finish(e.error, true));
+  src.addEventListener("end", () => { if (trainSource === src) finish($("t-status").textContent); });
+}
+
+function describeSummary(s) {
+  return s.test_acc !== undefined ? `held-out accuracy ${(s.test_acc * 100).toFixed(2)}%`
+    : s.test_mse !== undefined ? `held-out error ${s.test_mse.toFixed(4)} per pixel` : "";
+}
+
+function pickRun(name) {
+  const run = runs.find((r) => r.name === name); if (!run) return;
+  const sel = run.task === "classify" ? "clf-run" : "ae-run";
+  $(sel).value = name; dirty = true; update();
+}
+
+function drawTrainCurve() {
+  const c = $("t-curve"), g = c.getContext("2d"), w = c.width, h = c.height;
+  const L = 44, R = 40, T = 10, B = 30, pw = w - L - R, ph = h - T - B;
+  g.clearRect(0, 0, w, h); g.strokeStyle = "#999"; g.strokeRect(L + 0.5, T + 0.5, pw, ph);
+  g.fillStyle = "#555"; g.font = "11px system-ui";
+  const epochs = trainPoints.length ? trainPoints[0].epochs : 1;
+  const maxLoss = Math.max(0.1, ...trainPoints.map((p) => p.loss));
+  for (let k = 0; k <= epochs; k++) g.fillText(String(k), L + pw * k / epochs - 3, h - B + 14);
+  g.fillText("epochs", L + pw / 2 - 16, h - 4);
+  for (let k = 0; k <= 4; k++) {
+    g.fillText((maxLoss * k / 4).toFixed(2), 4, T + ph - ph * k / 4 + 4);
+    g.fillText(`${k * 25}%`, w - R + 4, T + ph - ph * k / 4 + 4);
+  }
+  const line = (key, scale, colour) => {
+    const pts = trainPoints.filter((p) => p[key] !== undefined); if (!pts.length) return;
+    g.strokeStyle = colour; g.lineWidth = 2; g.beginPath();
+    pts.forEach((p, i) => { const x = L + pw * p.at / epochs, y = T + ph - ph * Math.min(1, p[key] / scale); i ? g.lineTo(x, y) : g.moveTo(x, y); });
+    g.stroke();
+  };
+  line("loss", maxLoss, "#e07b24"); line("acc", 1, "#2a9d4b");
+}
+drawTrainCurve();
