@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run          create .venv if missing, install, train the CNN on the bundled sample
+#   make run          create .venv if missing, install (with the page's, explain and export extras),
+#                     train the CNN on the bundled sample
 #   make test         install the dev extras, run the whole suite (what CI runs)
 # and for development:
 #   make lint         ruff check and ruff format --check (CI runs it first)
@@ -23,7 +24,7 @@ KERNELS := ONEDNN_MAX_CPU_ISA=AVX ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUC
 $(VENV)/.installed: pyproject.toml constraints-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch
-	$(PIP) -e '.[web]'
+	$(PIP) -e '.[web,explain,export]'
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed

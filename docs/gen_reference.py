@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 import io
 import re
@@ -34,6 +35,7 @@ API_MODULES = {
         "mnistlab.train.run",
         "mnistlab.train.steps",
         "mnistlab.train.track",
+        "mnistlab.train.live",
         "mnistlab.runs",
         "mnistlab.config",
         "mnistlab.models._registry",
@@ -53,6 +55,7 @@ API_MODULES = {
     ],
     "Inference, explanation, export": [
         "mnistlab.infer",
+        "mnistlab.summaries",
         "mnistlab.attribution",
         "mnistlab.attribution.maps",
         "mnistlab.attribution.faithfulness",
@@ -71,7 +74,7 @@ API_MODULES = {
         "mnistlab.studies.baseline",
     ],
     "Scale": ["mnistlab.distributed"],
-    "Web page": ["mnistlab.web.app"],
+    "Web page": ["mnistlab.web.app", "mnistlab.web.training"],
 }
 
 
@@ -134,7 +137,9 @@ def field_comments(cls) -> dict[str, str]:
 def fields_table(obj_or_cls, section: str) -> list[str]:
     cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
     notes = field_comments(cls)
-    rows = ["| key | default | note |", "|---|---|---|"]
+    from mnistlab.checks import field_range
+
+    rows = ["| key | default | range | note |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):
         if isinstance(obj_or_cls, type):
             value = (
@@ -146,7 +151,9 @@ def fields_table(obj_or_cls, section: str) -> list[str]:
             value = getattr(obj_or_cls, f.name)
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
         note = notes.get(f.name, "").replace("|", "\\|")
-        rows.append(f"| `{section}.{f.name}` | `{shown}` | {note} |")
+        r = field_range(f)
+        span = f"{r[0]:,}..{r[1]:,}" if r and all(isinstance(v, int) for v in r[:2]) else f"{r[0]:g}..{r[1]:g}" if r else ""
+        rows.append(f"| `{section}.{f.name}` | `{shown}` | {span} | {note} |")
     return rows
 
 
@@ -218,7 +225,9 @@ def api_pages() -> list[tuple[str, str]]:
         index += [f"## {group}", ""]
         for mod in modules:
             slug = mod.removeprefix("mnistlab.")
-            index.append(f"- [`{mod}`]({slug}.md)")
+            first = (importlib.import_module(mod).__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+            first = first.split(". ")[0].rstrip(".") + "."  # one line: the first sentence
+            index.append(f"- [`{mod}`]({slug}.md): {first}")
             pages.append(
                 (f"reference/api/{slug}.md", f"# `{mod}`\n\n::: {mod}\n    options:\n      show_root_heading: false\n")
             )

@@ -212,3 +212,26 @@ def test_autoencoder_from_a_lone_images_file(tmp_path, capsys):
     assert "ae-dense on files: test_mse" in out
     cfg = json.loads((tmp_path / "ae" / "config.json").read_text())
     assert cfg["data"]["train_images"].endswith("scans.ubyte") and cfg["data"]["dataset"] == "files"
+
+
+def test_show_and_predict_read_the_same_digit_by_default(cnn_run_dir, tmp_path, monkeypatch, capsys):
+    """`show 17` once read MNIST (or tried to, with a notice each time) while `predict 17` read
+    the run's dataset: with internet, two different digits."""
+    monkeypatch.setenv("MNISTLAB_RUNS", str(cnn_run_dir.parent))
+    monkeypatch.chdir(tmp_path)  # show saves its PNG here (no display)
+    capsys.readouterr()
+    assert main(["show", "17"]) == 0
+    shown = capsys.readouterr()
+    assert main(["predict", "17", "--json"]) == 0
+    predicted = json.loads(capsys.readouterr().out)
+    assert shown.out.startswith(f"mnist-sample test #17: label {predicted['label']}")
+    assert "unavailable" not in shown.err
+
+
+def test_mnist_unavailable_is_said_once_a_session(capsys):
+    from mnistlab.data.sources import load_dataset
+
+    notices = []
+    for _ in range(3):
+        assert load_dataset("auto", notice=notices.append).name == "mnist-sample"
+    assert len([n for n in notices if "unavailable" in n]) == 1

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import MnistlabError
-from .names import EXPLAIN_METHODS, FILE_KEYS, REPORT_JOBS, SEED_MAX
+from .names import AUTO, EXPLAIN_METHODS, FILE_KEYS, REPORT_JOBS, SEED_MAX
 
 
 def _data_flags(args) -> dict:
@@ -176,7 +176,15 @@ def _print_summary(run) -> None:
             f"{run.config.model_name} on {ds}: test accuracy {s['test_acc']:.2%} ({held}), "
             f"test loss {s['test_loss']:.4f}"
         )
-    for k in sorted(k for k in s if k.startswith("test_") and k not in ("test_acc", "test_loss")):
+    if isinstance(s.get("test_mse"), (int, float)):  # one wording everywhere (runs, the page, the docs)
+        per_image = s.get("test_mse_sum_per_image")
+        image = f", {per_image:.1f} per image" if isinstance(per_image, (int, float)) else ""
+        _say(
+            f"{run.config.model_name} on {ds}: reconstruction error (mse) {s['test_mse']:.4f} per pixel{image} "
+            f"on {held} (lower is better)"
+        )
+    shown = ("test_acc", "test_loss", "test_mse", "test_mse_sum_per_image")
+    for k in sorted(k for k in s if k.startswith("test_") and k not in shown):
         _say(f"{run.config.model_name} on {ds}: {k} {s[k]:.5f}")
     if "train_time_s" in s:
         epochs = f"{s['epochs']} epoch{'' if s['epochs'] == 1 else 's'}"
@@ -324,11 +332,27 @@ def cmd_serve(args) -> int:
 # ---------------------------------------------------------------- show / predict / layers
 
 
+def _show_data(args):
+    """The data `show` reads: as asked, else the data `predict` would read (the default
+    classifier run's), so `show 17` and `predict 17` are one digit; else MNIST or the sample."""
+    if args.dataset or args.data_dir or any(getattr(args, k) for k in FILE_KEYS):
+        return _load_data(args, args.dataset or AUTO)
+    from .data.sources import dataset_for
+    from .reading.reader import default_classifier
+    from .runs import load_run
+
+    try:
+        run = load_run(default_classifier())
+    except MnistlabError:
+        return _load_data(args, AUTO)
+    return dataset_for(run.config.data, notice=_notice)
+
+
 def cmd_show(args) -> int:
     from .data.splits import pick_digit
     from .viz import digit_figure, show_or_save
 
-    d = pick_digit(_load_data(args), args.train, args.id)
+    d = pick_digit(_show_data(args), args.train, args.id)
     _say(f"{d.name}: label {d.label or 'unknown'}")
     suffix = "-annotated" if args.annotate else ""
     saved = show_or_save(
@@ -777,7 +801,7 @@ def _table(header, rows) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .names import AUTO, DATASET_NAMES, EXPERIMENT_NAMES
+    from .names import DATASET_NAMES, EXPERIMENT_NAMES
 
     datasets = [*DATASET_NAMES, AUTO]
     p = argparse.ArgumentParser(prog="mnistlab", description="Learn what neural networks do with handwritten digits.")
@@ -971,7 +995,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--train", action="store_true", help="use the training split (default: test)")
     s.add_argument("--save", metavar="FILE", help="write a PNG instead of opening a window")
     s.add_argument("--annotate", action="store_true", help="write each pixel's 8-bit grey value on it")
-    data_args(s)
+    data_args(s, default=None)
     s.set_defaults(func=cmd_show)
 
     pr = sub.add_parser("predict", help="predict dataset digits by id, or your own PNG/JPEG files")

@@ -151,6 +151,12 @@ def activations(model, image) -> list[tuple[str, torch.Tensor]]:
 
 
 @torch.inference_mode()
+def encode(model, images: torch.Tensor, batch_size: int = EVAL_BATCH) -> torch.Tensor:
+    """An autoencoder's codes (N, *code_shape) for (N, 28, 28) uint8 images, batched, in eval mode, on the CPU."""
+    return batched(model, model.encode, images, batch_size)
+
+
+@torch.inference_mode()
 def reconstruct(model, image) -> tuple[torch.Tensor, torch.Tensor]:
     """An autoencoder's code (1, *code_shape) and output (28, 28) in [0, 1] for one image."""
     model.eval()

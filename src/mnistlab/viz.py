@@ -43,6 +43,18 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
+def shown(fig, name: str):
+    """A tutorial's figure, wherever the tutorial runs: in a notebook it shows in the cell; run as
+    a script it is saved as ``FOLDER/name.png`` (``$MNISTLAB_FIGURES``, default
+    ``tutorial-figures/``) with a line saying where."""
+    if "ipykernel" in sys.modules:
+        return fig
+    folder = Path(os.environ.get("MNISTLAB_FIGURES") or "tutorial-figures")
+    path = save_figure(fig, folder / f"{name}.png")
+    print(f"figure saved: {path}")
+    return None
+
+
 def show_or_save(fig, save: str | None, default_name: str) -> Path | None:
     """Save when asked or when no window can open (returns the path); else show a window."""
     if save or not can_display():
@@ -157,6 +169,8 @@ def faithfulness_figure(result):
 def curves_figure(history: list[dict]):
     """Loss (and accuracy, when the model has it) per epoch for each split recorded."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     metrics = [m for m in ("loss", "acc", "mse") if any(k.endswith("_" + m) for k in history[0])]
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.4), squeeze=False)
     epochs = [r["epoch"] for r in history]
@@ -164,7 +178,8 @@ def curves_figure(history: list[dict]):
         for key in sorted(k for k in history[0] if k.endswith("_" + m)):
             ax.plot(epochs, [r[key] for r in history], marker="o", ms=3, label=key.rsplit("_", 1)[0])
         ax.set_xlabel("epoch")
-        ax.set_ylabel({"acc": "accuracy"}.get(m, m))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.2, 1.4 ...
+        ax.set_ylabel({"acc": "accuracy", "mse": "mse (per pixel)"}.get(m, m))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -278,9 +293,9 @@ def one_per_class(split, k: int = 10) -> torch.Tensor:
 
 
 def _encode(model, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    from .infer import batched
+    from .infer import encode
 
-    return batched(model, model.encode, images, batch_size)
+    return encode(model, images, batch_size)
 
 
 def _decode(model, codes: torch.Tensor) -> np.ndarray:

@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import os
 import sys
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -215,6 +216,24 @@ def download_file(urls: list[str], dest: Path, check: FileCheck, timeout: float 
     raise DataError("; ".join(errors) or "no mirrors")
 
 
+SESSION_S = 3600  # how long "MNIST is unavailable" holds for one shell
+
+
+def _said_unavailable(mark: bool = False) -> bool:
+    """Whether this session (the shell that runs us, for an hour) was already told MNIST is
+    unavailable; `mark` records that it now was. A marker file in the cache; any failure to
+    read or write it just means the notice (and the try) comes again."""
+    marker = cache_root() / "sessions" / f"mnist-unavailable-{os.getppid()}"
+    try:
+        if mark:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            return True
+        return marker.is_file() and time.time() - marker.stat().st_mtime < SESSION_S
+    except OSError:
+        return False
+
+
 def _offline() -> bool:
     return os.environ.get("MNISTLAB_OFFLINE", "").lower() in ("1", "true", "yes")
 
@@ -330,13 +349,16 @@ def load_dataset(
     if name == AUTO:
         if data_dir is not None:
             return load_dataset("mnist", data_dir, download=download, notice=notice)
+        if _said_unavailable():  # this session already heard it: not tried (nor said) again
+            return load_dataset("mnist-sample")
         try:
             return load_dataset("mnist", download=download, notice=notice)
         except DataError as e:
             notice(
                 f"MNIST unavailable ({_first_reason(e)}); using the bundled mnist-sample "
-                "(8,000 train / 2,000 held-out test digits)"
+                "(8,000 train / 2,000 held-out test digits); said once this session"
             )
+            _said_unavailable(mark=True)
             return load_dataset("mnist-sample")
     info = DATASETS.get(name)
     if info is None:

@@ -77,6 +77,15 @@ def progress_bar(total: int, desc: str, enabled: bool | None):
     )
 
 
+POSTFIX = 4  # figures beside the bar: the line stays within an 80-column terminal
+
+
+def _postfix(values: dict[str, float]) -> dict[str, str]:
+    """The bar's figures: loss, accuracy and error first, at most POSTFIX of them, short."""
+    first = sorted(values, key=lambda k: (not k.endswith(("loss", "acc", "mse")), list(values).index(k)))
+    return {k: f"{values[k]:.4g}" for k in first[:POSTFIX]}
+
+
 def _compiled(fn):
     """torch.compile `fn`, falling back to eager (with one notice) if compiling or running fails."""
     try:
@@ -255,7 +264,7 @@ def fit(
             seen += len(idx)  # shuffled: index tensors
             bar.update(1)
             if not bar.disable and (i % 10 == 0 or i == len(batches) - 1):
-                bar.set_postfix({k: f"{(v / seen).item():.4f}" for k, v in step.sums.items()})
+                bar.set_postfix(_postfix({k: (v / seen).item() for k, v in step.sums.items()}))
             if on_step is not None and ((i + 1) % step_every == 0 or i == len(batches) - 1):
                 info = StepInfo(model, epoch, cfg.epochs, i + 1, len(batches), seen, step.sums)
                 if on_step(info):
@@ -282,7 +291,7 @@ def fit(
             row.update({f"{name}_{k}": v for k, v in evaluate(model, split, cfg.eval_batch_size, shard).items()})
         if not bar.disable:
             bar.set_postfix(
-                {k: f"{v:.4f}" for k, v in row.items() if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)}
+                _postfix({k: v for k, v in row.items() if k.endswith(("loss", "acc", "mse")) and isinstance(v, float)})
             )
         bar.close()
         history.append(row)

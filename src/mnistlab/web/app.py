@@ -17,8 +17,16 @@ endpoint a plain function of ``handlers``; ``transport`` runs it behind uvicorn.
     POST /api/conv?run=NAME&layer=I[&channel=C&y=Y&x=X]
                                                 a convolution's output maps; with a pixel: its kernels,
                                                 input patches, products, bias and sum
+                                                and what follows: normalisation, ReLU, the max-pool window
     GET  /api/codes?run=NAME                    test-set codes coloured by digit (2-D and 3-D codes)
     GET  /api/figure?run=NAME&name=FILE.png     a figure of a served run
+    GET  /api/summary?run=NAME                  the model's layers, output shapes, parameters (``mnistlab summary``)
+    POST /api/train  {"model", "lr", "epochs", "width", "augment", "batch_size"}
+                                                start the one training the page may run (409 while one runs)
+    GET  /api/train/events                      its live view as server-sent events: start, step (running
+                                                loss and accuracy), view (first-layer filters as PNGs, the
+                                                16 watched digits' readings), epoch, then done, stopped or error
+    POST /api/train/stop  {}                    stop it after the current batch: the run is finished as it stands
 
 POST bodies: an image file's bytes (PNG, JPEG, ...), or JSON ``{"pixels": 28x28 grey 0-255}``.
 Bad requests get a 4xx with ``{"error": ...}``.

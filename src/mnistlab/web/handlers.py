@@ -397,11 +397,11 @@ def codes(state: ServedRuns, req: Req) -> dict:
         raise BadRequest(f"run {s.name!r} has a {'x'.join(map(str, shape))} code; points need a 2-D or 3-D code")
     with state.lock:  # computed once per run
         if s.codes is None:
-            from ..viz import _encode
+            from ..infer import encode
 
             ds = dataset_for(s.run.config.data, notice=lambda m: None)
             n = min(2000, len(ds.test))
-            z = _encode(s.run.model, ds.test.images[:n])
+            z = encode(s.run.model, ds.test.images[:n])
             s.codes = {
                 "points": [[round(v, 4) for v in row] for row in z.tolist()],
                 "labels": ds.test.labels[:n].tolist(),
