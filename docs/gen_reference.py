@@ -152,7 +152,12 @@ def fields_table(obj_or_cls, section: str) -> list[str]:
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
         note = notes.get(f.name, "").replace("|", "\\|")
         r = field_range(f)
-        span = f"{r[0]:,}..{r[1]:,}" if r and all(isinstance(v, int) for v in r[:2]) else f"{r[0]:g}..{r[1]:g}" if r else ""
+        if r is None:
+            span = ""
+        elif all(isinstance(v, int) for v in r[:2]):
+            span = f"{r[0]:,}..{r[1]:,}"
+        else:
+            span = f"{r[0]:g}..{r[1]:g}"
         rows.append(f"| `{section}.{f.name}` | `{shown}` | {span} | {note} |")
     return rows
 

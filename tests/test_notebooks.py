@@ -5,6 +5,7 @@ docs build (docs/executed.py), which then need not run it again."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,8 +23,8 @@ NOTEBOOKS = sorted((ROOT / "docs" / "tutorials").glob("*.py"))
 CAPPED = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
 
 
-def test_there_are_four_tutorials():
-    assert len(NOTEBOOKS) >= 4
+def test_there_are_five_tutorials():
+    assert len(NOTEBOOKS) >= 5
 
 
 @pytest.mark.outcome
@@ -44,3 +45,17 @@ def test_the_notebook_runs_and_shows_its_figures(path, tmp_path, monkeypatch):
     if not any(os.environ.get(k) for k in CAPPED):  # the docs show the run on the machine's own kernels
         executed.keep(nb, path)
     print(f"\n{path.name}: executed in {took:.1f} s, {len(images)} figures")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_tutorial_is_a_lesson(path):
+    """Goals and time first, exercises with answers a teacher can hide (a collapsed block) last,
+    public names only, lines that fit the rendered column, and every figure captioned."""
+    text = path.read_text()
+    assert "**You will**" in text and "**Time**" in text
+    assert "## Exercises" in text and "<details><summary>Answers" in text and "</details>" in text
+    assert "noqa" not in text and not re.search(r"\b(viz|mnistlab|infer)\._[a-z]", text)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    figures = text.count("viz.shown(") + text.count("show(path,")
+    captions = text.count("*Figure") + text.count("*Figures")
+    assert figures >= 2 and captions >= 2
