@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--n", default="10000", help="digits, comma-separated for several")
     ap.add_argument("--methods", default="smoothgrad,ig")
     args = ap.parse_args()
-    print(f"| model | method | N | peak RSS above imports (MB) | imports (MB) | seconds |")
+    print("| model | method | N | peak RSS above imports (MB) | imports (MB) | seconds |")
     print("|---|---|---:|---:|---:|---:|")
     for method in args.methods.split(","):
         for n in args.n.split(","):
@@ -54,7 +54,8 @@ def main() -> None:
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(
-                f"| {args.model} | {method} | {int(n):,} | {r['peak_mb']:,.0f} | {r['base_mb']:,.0f} | {r['seconds']:.0f} |",
+                f"| {args.model} | {method} | {int(n):,} | {r['peak_mb']:,.0f} | {r['base_mb']:,.0f} "
+                f"| {r['seconds']:.0f} |",
                 flush=True,
             )
 

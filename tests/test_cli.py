@@ -209,7 +209,7 @@ def test_autoencoder_from_a_lone_images_file(tmp_path, capsys):
     )
     out, err = capsys.readouterr()
     assert "holding out a seeded 10% of the training images (20)" in err
-    assert "ae-dense on files: test_mse" in out
+    assert "ae-dense on files: reconstruction error (mse)" in out
     cfg = json.loads((tmp_path / "ae" / "config.json").read_text())
     assert cfg["data"]["train_images"].endswith("scans.ubyte") and cfg["data"]["dataset"] == "files"
 
