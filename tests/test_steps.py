@@ -153,7 +153,9 @@ def test_env_json_is_written_once_saying_how_the_steps_ran(toy, tmp_path, monkey
     cfg = _cfg("cnn-fast", graph="on", epochs=2, batch_size=32)
     writes = []
     real_write = train.write_json
-    monkeypatch.setattr(train, "write_json", lambda path, obj, **kw: writes.append(path.name) or real_write(path, obj, **kw))
+    monkeypatch.setattr(
+        train, "write_json", lambda path, obj, **kw: writes.append(path.name) or real_write(path, obj, **kw)
+    )
     monkeypatch.setattr(steps.Step, "run", failing_capture)
     train.train_run(cfg, tmp_path / "r", dataset=toy, progress=False, figures=False)
     env = json.loads((tmp_path / "r" / "env.json").read_text())

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 import mnistlab
 from mnistlab.cli import main
 from mnistlab.models import create_model

@@ -21,8 +21,8 @@ from .test_inputs import SMALL, fails_cleanly
 
 def _number_photo(tmp_path, digits=(2, 9, 8)) -> str:
     """Three sample digits side by side, dark ink on white paper: a written number."""
-    from mnistlab.data.sources import dataset_for
     from mnistlab.config import DataConfig
+    from mnistlab.data.sources import dataset_for
 
     ds = dataset_for(DataConfig(dataset="mnist-sample"), notice=lambda m: None)
     labels = ds.test.labels.numpy()

@@ -55,7 +55,18 @@ def _commands(run: Path, tmp: Path) -> dict[str, list[str]]:
         "layers": ["layers", "3", "--run", str(run), "--save"],
         "read": ["read", str(_image(tmp)), "--run", str(run), "--save"],
         "explain": ["explain", "3", "--run", str(run), "--method", "saliency", "--save"],
-        "explain-eval": ["explain", "--eval", "deletion", "--n", "4", "--method", "saliency", "--run", str(run), "--save"],
+        "explain-eval": [
+            "explain",
+            "--eval",
+            "deletion",
+            "--n",
+            "4",
+            "--method",
+            "saliency",
+            "--run",
+            str(run),
+            "--save",
+        ],
         "export": ["export", str(run), "--out"],
     }
 
