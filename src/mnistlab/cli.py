@@ -37,12 +37,12 @@ def _notice(msg: str) -> None:
     print(f"mnistlab: {_clean(msg)}", file=sys.stderr)
 
 
-def _say(line: str) -> None:
-    """A line of a command's output: what came from the user (file names) or disk is in it, so
+def _say(text: str) -> None:
+    """Lines of a command's output: what came from the user (file names) or disk is in them, so
     control characters are shown escaped, never acted on by the terminal."""
     from .checks import safe_text
 
-    print(safe_text(line))
+    print("\n".join(safe_text(line) for line in text.split("\n")))
 
 
 MAX_LINE = 600  # an error or notice line; its values are cut shorter where they are made (checks.brief)
@@ -683,14 +683,8 @@ def cmd_summary(args) -> int:
     if args.json:
         print(json.dumps(s.to_dict()))
     else:
-        print(_clean_block(str(s)))
+        _say(str(s))
     return 0
-
-
-def _clean_block(text: str) -> str:
-    from .checks import safe_text
-
-    return "\n".join(safe_text(line) for line in text.splitlines())
 
 
 def cmd_models(args) -> int:
