@@ -17,6 +17,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -679,3 +680,23 @@ def test_a_training_cannot_be_started_by_another_sites_form(client):
 def test_the_page_shows_a_models_summary(client):
     s = client.get("/api/summary?run=cnn-run").json()
     assert s["params"] == 34_826 and [layer["name"] for layer in s["layers"]][0] == "conv1"
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn-fast", "cnn-robust"])
+def test_a_convolution_opened_goes_on_through_norm_relu_and_max_pool(name, digits):
+    """The steps CNN Explainer leaves out, on the user's digit: each holds its formula."""
+    from mnistlab.infer import open_convolution
+    from mnistlab.models import create_model
+
+    images, _ = digits
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    for layer in (0, 1):
+        out = open_convolution(model, images[0], layer, channel=3, y=6, x=5)
+        after = out["after"]
+        before_relu = after.get("normed", out["value"])
+        assert after["relu"] == pytest.approx(max(0.0, before_relu), abs=1e-6)
+        window = [v for row in after["pool"]["window"] for v in row]
+        assert min(abs(after["relu"] - v) for v in window) < 1e-6 and after["pool"]["value"] == pytest.approx(max(window))
+        assert after["pool"]["at"] == [3, 2]
+    assert ("normed" in after) == (name != "cnn")  # the classic cnn has no BatchNorm

@@ -166,17 +166,19 @@ def reconstruct(model, image) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def _after_convolution(model, image, name: str, channel: int, y: int, x: int, shape) -> dict | None:
-    """What the model does next with one convolution output, for a model whose ``activations``
-    name the convolution's activated maps as the layer (``cnn``: conv, norm, ReLU, max-pool):
-    the value after its normalisation (a fixed scale and shift at inference; none in the classic
-    cnn), after ReLU, and the 2x2 max-pool window it falls in with the value kept. None else."""
+    """What the model does next with one convolution output: the value after its normalisation
+    (a fixed scale and shift at inference; none in the classic cnn), after ReLU, and the 2x2
+    max-pool window it falls in with the value kept. Read from the model's ``activations`` where
+    they name the convolution's activated maps as the layer (``cnn``, whose ReLU is a function),
+    else from the modules that run after the convolution (conv, norm, ReLU, pool: ``convnet``s).
+    None when neither shows the steps."""
     if not hasattr(model, "activations"):
-        return None
+        return _after_modules(model, image, name, channel, y, x, shape)
     with eval_mode(model):
         acts = model.activations(_float(image, model))
     names = [n for n, _ in acts]
     if name not in names:
-        return None
+        return _after_modules(model, image, name, channel, y, x, shape)
     k = names.index(name)
     relu = acts[k][1][0].float().cpu()
     if tuple(relu.shape) != tuple(shape):
@@ -205,6 +207,48 @@ def _after_convolution(model, image, name: str, channel: int, y: int, x: int, sh
                 "value": float(pooled[channel, py, px]),
             }
     return out
+
+
+@torch.no_grad()
+def _after_modules(model, image, name: str, channel: int, y: int, x: int, shape) -> dict | None:
+    """_after_convolution read from the leaf modules that run right after the convolution, up
+    to its max-pool: a norm of the same shape, a ReLU, a 2x2 MaxPool2d."""
+    order: list[tuple[str, torch.nn.Module, torch.Tensor]] = []
+    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: order.append((n, m, o))) for n, m in leaves]
+    try:
+        with eval_mode(model):
+            model(_float(image, model))
+    finally:
+        for h in hooks:
+            h.remove()
+    at = next((k for k, (n, _, _) in enumerate(order) if n == name), None)
+    if at is None:
+        return None
+    out: dict = {}
+    value_map = order[at][2][0].float().cpu()
+    for n, m, o in order[at + 1 : at + 4]:
+        o = o[0].float().cpu()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and tuple(o.shape) == tuple(shape):
+            out.update(normed=float(o[channel, y, x]), norm=type(m).__name__)
+            value_map = o
+        elif isinstance(m, torch.nn.ReLU) and tuple(o.shape) == tuple(shape):
+            out["relu"] = float(o[channel, y, x])
+            value_map = o
+        elif isinstance(m, torch.nn.MaxPool2d) and "relu" in out and m.kernel_size in (2, (2, 2)):
+            py, px = y // 2, x // 2
+            if py < o.shape[1] and px < o.shape[2]:
+                window = value_map[channel, 2 * py : 2 * py + 2, 2 * px : 2 * px + 2]
+                out["pool"] = {
+                    "layer": n,
+                    "window": window.tolist(),
+                    "at": [py, px],
+                    "value": float(o[channel, py, px]),
+                }
+            break
+        else:
+            break
+    return out if "relu" in out else None
 
 
 def _float(image, model) -> torch.Tensor:

@@ -338,7 +338,7 @@ async function openPixel(y, x) {
 
 // What the model does next with that value: its normalisation (if any), ReLU, then max-pooling.
 function afterSteps(r) {
-  const a = r.after; if (!a) return "<p class='muted'>(this model's next steps are not shown here; the classic cnn shows them)</p>";
+  const a = r.after; if (!a) return "<p class='muted'>(this model's next step is not a ReLU and max-pool: not shown)</p>";
   let v = r.value, out = "<div class='steps-after' id='conv-after'>";
   if (a.normed !== undefined) { out += `<p>${a.norm}: a fixed scale and shift at inference: ${fmt(v)} → ${fmt(a.normed)}</p>`; v = a.normed; }
   out += `<p>ReLU: max(0, ${fmt(v)}) = <b>${fmt(a.relu)}</b>${a.relu === 0 ? " (negative: switched off)" : ""}</p>`;
