@@ -72,11 +72,14 @@ let shownProbs = null;
 function showSoftmax(p) {
   if (!p.logits) { $("softmax").textContent = ""; return; }
   const T = p.temperature || 1, z = p.logits.map((v) => v / T), top = p.digit;
-  const m = Math.max(...z), sum = z.reduce((s, v) => s + Math.exp(v - m), 0);
+  // e^(z/T) shown as is while it fits a number; past that, every score less the largest (the same p)
+  const m = Math.max(...z) > 50 ? Math.max(...z) : 0, e = z.map((v) => Math.exp(v - m)), sum = e.reduce((a, b) => a + b, 0);
+  const num = (v) => (v >= 1e4 || v < 0.01 ? v.toExponential(2) : v.toFixed(2));
   const unsure = p.low_confidence ? `Unsure (below 90%): it may be no digit, or a hard one. ` : "";
   $("softmax").textContent = unsure + `Softmax turns the ten scores z into probabilities: p(k) = e^(z_k/T) / Σ_j e^(z_j/T)` +
     (T !== 1 ? ` (T = ${T.toFixed(2)}, this run's calibration)` : "") +
-    `; here z_${className(top)}/T = ${z[top].toFixed(2)}, so p = e^${(z[top] - m).toFixed(2)} / ${sum.toFixed(3)} = ${(100 / sum).toFixed(1)}% (scores shifted by their largest, as computed).`;
+    `; here p(${className(top)}) = e^${(z[top] - m).toFixed(2)} / ${num(sum)} = ${num(e[top])} / ${num(sum)} = ${(100 * e[top] / sum).toFixed(1)}%` +
+    (m ? " (every score less the largest, which leaves p as it is)." : ".");
 }
 
 // One layer's output: a picture of its maps, or for a few numbers (the ten class scores) labelled bars.
@@ -84,8 +87,11 @@ function layerFigure(l) {
   const note = /dropout/i.test(l.name) ? "<br><span class='muted'>the same as its input here: dropout drops units only while training</span>" : "";
   if (l.values && l.values.length <= 16) {
     const lim = Math.max(1e-9, ...l.values.map(Math.abs));
+    // a diverging bar: negative scores grow left of the zero line, positive ones right of it
+    const bar = (v) => `<div class="half neg">${v < 0 ? `<div style="width:${(-v / lim * 100).toFixed(0)}%"></div>` : ""}</div>` +
+      `<div class="half pos">${v >= 0 ? `<div style="width:${(v / lim * 100).toFixed(0)}%"></div>` : ""}</div>`;
     const rows = l.values.map((v, i) => `<span>${escapeHtml(l.values.length === 10 ? className(i) : String(i))}</span>` +
-      `<div><div class="${v >= 0 ? "pos" : "neg"}" style="width:${(Math.abs(v) / lim * 100).toFixed(0)}%"></div></div><span>${v.toFixed(2)}</span>`).join("");
+      `${bar(v)}<span>${v.toFixed(2)}</span>`).join("");
     return `<figure><div class="dense">${rows}</div><figcaption>${escapeHtml(l.name)} ${l.shape.join("x")}: ${l.values.length === 10 ? "the class scores (logits)" : "units"}${note}</figcaption></figure>`;
   }
   return `<figure><img src="${l.png}" alt="${escapeHtml(l.name)}"><figcaption>${escapeHtml(l.name)} ${l.shape.join("x")}${note}</figcaption></figure>`;
