@@ -1,30 +1,6 @@
-"""The page's API, one plain function an endpoint: ``fn(state, req) -> dict`` answered as JSON
-(``app`` routes each path to one and runs it in a worker thread). A bad request raises
-``BadRequest`` with its status.
-
-
-    GET  /api/runs                              the served runs, their key metrics and figures
-    POST /api/predict?run=NAME[&steps=1][&pick=I]
-                                                digit, ten probabilities, the 28x28 input the model saw,
-                                                low_confidence; for an image: its box (and its stages);
-                                                for a written number: its digits, and the I-th predicted
-    POST /api/read?run=NAME                     a written number: digits with boxes, a picture of them
-    POST /api/activations?run=NAME              each layer's output as a PNG (data URL)
-    POST /api/reconstruct?run=NAME              the autoencoder's 28x28 output (and its code)
-    POST /api/explain?run=NAME&method=M[&target=K][&contrast=K][&scrambled=1]
-                                                the attribution map (28x28), the deletion check on this
-                                                digit (ink order, probabilities vs a random order); with
-                                                scrambled: the map of the re-initialised model and its
-                                                Spearman correlation with the trained one
-    POST /api/conv?run=NAME&layer=I[&channel=C&y=Y&x=X]
-                                                a convolution's output maps; with a pixel: its kernels,
-                                                input patches, products, bias and sum
-    GET  /api/codes?run=NAME                    test-set codes coloured by digit (2-D and 3-D codes)
-    GET  /api/figure?run=NAME&name=FILE.png     a figure of a served run
-
-POST bodies: an image file's bytes (PNG, JPEG, ...), or JSON ``{"pixels": 28x28 grey 0-255}``.
-Bad requests get a 4xx with ``{"error": ...}``.
-"""
+"""The web page's endpoints, one plain function each: ``fn(state, req) -> dict``, answered as
+JSON by ``app``; a request the server will not answer as asked raises ``BadRequest``. The routes
+and what each returns are listed once, in ``web.app``'s docstring (and the JSON reference)."""
 
 from __future__ import annotations
 
