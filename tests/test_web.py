@@ -249,18 +249,7 @@ def test_browser_draws_a_digit_and_sees_the_prediction(server, digits, tmp_path)
     index = next(i for i in range(20) if labels[i] in (0, 2, 3, 6, 8))  # a digit with a clear shape
     shot = os.environ.get("MNISTLAB_SCREENSHOT") or str(tmp_path / "page.png")
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = _browser(p)
         # The page runs under its own Content-Security-Policy: waits are locator assertions,
         # never eval'd strings (which the policy forbids).
         page = browser.new_page(viewport={"width": 1300, "height": 1000})
